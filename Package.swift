@@ -1,0 +1,102 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+/// One set of settings for every Swift target: Swift 6 language mode, plus the upcoming features
+/// the house style asks for. CI adds `-warnings-as-errors` on the command line (scripts/test).
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "moongate",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "moongate", targets: ["moongate"]),
+        .library(name: "MoongateTesting", targets: ["MoongateTesting"]),
+        .library(name: "MoongatePolicy", targets: ["MoongatePolicy"]),
+        .executable(name: "moongate-policy-bench", targets: ["MoongatePolicyBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        // Debian's liblua5.4 (apt-get install liblua5.4-dev pkg-config).
+        .systemLibrary(
+            name: "CLua",
+            pkgConfig: "lua5.4",
+            providers: [.apt(["liblua5.4-dev"])]
+        ),
+        // The only code that raises Lua errors: macro wrappers, the capped allocator, the
+        // budget hook, the sandbox, the request userdata and the protected entry points.
+        .target(
+            name: "CLuaShims",
+            dependencies: ["CLua"],
+            cSettings: [.unsafeFlags(["-O2"])]
+        ),
+        .target(name: "LuaKit", dependencies: ["CLuaShims"], swiftSettings: swiftSettings),
+        .target(
+            name: "MoongateConfig",
+            dependencies: [.product(name: "Yams", package: "Yams")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "MoongatePolicy",
+            dependencies: ["LuaKit", "CLuaShims", "MoongateConfig"],
+            swiftSettings: swiftSettings
+        ),
+        .target(name: "MoongateTesting", dependencies: ["MoongatePolicy", "MoongateConfig"], swiftSettings: swiftSettings),
+        .target(
+            name: "MoongateProxy",
+            dependencies: [
+                "MoongatePolicy", "MoongateConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "moongate",
+            dependencies: [
+                "MoongateProxy", "MoongatePolicy", "MoongateConfig", "MoongateTesting",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // `swift run -c release moongate-policy-bench`: ns per hook with the shipped plugins.
+        .executableTarget(
+            name: "MoongatePolicyBench",
+            dependencies: ["MoongatePolicy", "MoongateConfig"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "LuaKitTests", dependencies: ["LuaKit"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "MoongatePolicyTests",
+            dependencies: ["MoongatePolicy", "MoongateTesting", "MoongateConfig"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "MoongateConfigTests", dependencies: ["MoongateConfig"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "MoongateProxyTests",
+            dependencies: [
+                "MoongateProxy", "MoongatePolicy", "MoongateConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

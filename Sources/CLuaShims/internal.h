@@ -1,0 +1,72 @@
+// Private to CLuaShims: the per-state context and helpers shared by the C files.
+#ifndef MOONGATE_CLUA_SHIMS_INTERNAL_H
+#define MOONGATE_CLUA_SHIMS_INTERNAL_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "CLuaShims.h"
+
+#define MOON_ABSENT UINT32_MAX
+#define MOON_MAX_HEADERS 256
+#define MOON_MAX_EDITS 128
+#define MOON_MAX_NAME 256
+#define MOON_MAX_VALUE 8192
+#define MOON_MAX_BODY 65536
+#define MOON_ERRBUF 1024
+
+/// A byte range inside a staging arena.
+typedef struct moon_span { uint32_t off, len; } moon_span;
+
+/// A growable byte arena owned by C (malloc), never by the Lua allocator.
+typedef struct moon_arena { char *bytes; size_t used, cap; } moon_arena;
+
+/// One staged HTTP message (request or response) that the view userdata reads lazily.
+typedef struct moon_msg {
+    moon_arena arena;
+    moon_span fields[MOON_F_COUNT];
+    moon_span names[MOON_MAX_HEADERS];
+    moon_span values[MOON_MAX_HEADERS];
+    int nheaders;
+    int status;
+    int target_port, port, client_port, tls;
+} moon_msg;
+
+typedef struct moon_edit { int op; moon_span name, value; } moon_edit;
+
+/// Everything a state needs beyond lua_State: the allocator's count, the budget, the staged views.
+typedef struct moon_ctx {
+    lua_State *L;
+    size_t used, cap;
+    int budget;
+    int budget_hit;
+    int mem_hit;
+    int invalid_return;
+    int in_call;          // 1 while a hook runs: views answer only then
+    char oom_where[128];
+    char errbuf[MOON_ERRBUF];
+    moon_msg req, res;
+    moon_arena edit_arena;
+    moon_edit edits[MOON_MAX_EDITS];
+    int nedits;
+    int req_ref, res_ref, edit_ref, target_ref, client_ref;
+    int template_ref;     // the table each new environment is copied from
+    int call_base;        // stack top before a hook call's results
+} moon_ctx;
+
+moon_ctx *moon_ctx_of(lua_State *L);
+int moon_pcall(lua_State *L, lua_CFunction f, void *arg, int nresults);
+void moon_arena_reset(moon_arena *a);
+moon_span moon_arena_put(moon_arena *a, const char *p, size_t len, int lower);
+void moon_arm_budget(lua_State *L, int instructions);
+
+// installers, each run inside the protected sandbox set-up
+void moon_install_views(lua_State *L, moon_ctx *ctx);
+void moon_install_matchers(lua_State *L, int moongate_table);
+int moon_is_token(const char *p, size_t len);
+int moon_value_ok(const char *p, size_t len);
+int moon_add_edit(lua_State *L, moon_ctx *ctx, int op, const char *n, size_t nlen, const char *v, size_t vlen);
+
+#endif

@@ -1,0 +1,479 @@
+// The sandbox: which globals a script sees, read-only libraries, text-only loading, frozen
+// environments, and the loading entry points Swift calls.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+// ---- sandboxed replacements of base functions ---------------------------------------------------
+
+// setmetatable that refuses __gc: finalizers run with hooks off and would escape the budget.
+static int sb_setmetatable(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int t = lua_type(L, 2);
+    luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+    if (t == LUA_TTABLE && lua_getfield(L, 2, "__gc") != LUA_TNIL) {
+        return luaL_error(L, "setmetatable: __gc metamethods are not allowed in policy scripts");
+    }
+    lua_settop(L, 2);
+    if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL) {
+        return luaL_error(L, "cannot change a protected metatable");
+    }
+    lua_setmetatable(L, 1);
+    return 1;
+}
+
+// collectgarbage("count") only.
+static int sb_collectgarbage(lua_State *L) {
+    const char *opt = luaL_optstring(L, 1, "collect");
+    if (strcmp(opt, "count") != 0) {
+        return luaL_error(L, "collectgarbage: only \"count\" is allowed in policy scripts");
+    }
+    int k = lua_gc(L, LUA_GCCOUNT, 0);
+    int b = lua_gc(L, LUA_GCCOUNTB, 0);
+    lua_pushnumber(L, (lua_Number)k + ((lua_Number)b / 1024));
+    return 1;
+}
+
+// load(text [, chunkname [, mode [, env]]]): text only, never bytecode; the default environment is
+// the calling plugin's own (upvalue 1), never the real globals.
+static int sb_load(lua_State *L) {
+    size_t len;
+    const char *s = lua_tolstring(L, 1, &len);
+    if (s == NULL) return luaL_error(L, "load: only strings can be loaded in policy scripts");
+    const char *name = luaL_optstring(L, 2, "=(load)");
+    const char *mode = luaL_optstring(L, 3, "t");
+    if (strcmp(mode, "t") != 0 && len > 0 && s[0] == LUA_SIGNATURE[0]) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "attempt to load a binary chunk (mode is 't')");
+        return 2;
+    }
+    int status = luaL_loadbufferx(L, s, len, name, "t");
+    if (status != LUA_OK) {
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    if (!lua_isnone(L, 4)) lua_pushvalue(L, 4);
+    else lua_pushvalue(L, lua_upvalueindex(1));
+    lua_setupvalue(L, -2, 1);
+    return 1;
+}
+
+static int sb_readonly(lua_State *L) {
+    const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?";
+    return luaL_error(L, "attempt to set '%s': this table is read-only", key);
+}
+
+static int sb_frozen_env(lua_State *L) {
+    const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?";
+    return luaL_error(L,
+                      "attempt to set global '%s': a plugin's globals are read-only after it has loaded "
+                      "(keep state in locals)",
+                      key);
+}
+
+// Pushes a read-only proxy of the table at `idx`: reads go to it, writes raise.
+static void push_readonly_proxy(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
+    lua_newtable(L);
+    lua_createtable(L, 0, 3);
+    lua_pushvalue(L, idx);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, sb_readonly);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+}
+
+// Copies library `name` from the real globals without the names in `drop`, as a read-only proxy.
+static void add_library(lua_State *L, int template, const char *name, const char *const *drop) {
+    lua_getglobal(L, name);
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, -3) != 0) {
+        int skip = 0;
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            const char *k = lua_tostring(L, -2);
+            for (const char *const *d = drop; d && *d; d++) skip |= strcmp(*d, k) == 0;
+        }
+        if (skip) {
+            lua_pop(L, 1);
+        } else {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, -4);
+        }
+    }
+    push_readonly_proxy(L, -1);
+    lua_setfield(L, template, name);
+    lua_pop(L, 2);
+}
+
+// string.rep with the result size checked first, so a 1 GiB request fails with a line number.
+static int sb_string_rep(lua_State *L) {
+    size_t l, lsep;
+    luaL_checklstring(L, 1, &l);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_optlstring(L, 3, "", &lsep);
+    moon_ctx *ctx = moon_ctx_of(L);
+    if (n > 0 && ctx->cap) {
+        double total = (double)(l + lsep) * (double)n;
+        if (total > (double)(ctx->cap - (ctx->used < ctx->cap ? ctx->used : ctx->cap))) {
+            // Refused before allocating; reported as a memory-cap error at the caller's line.
+            lua_Debug ar;
+            ctx->oom_where[0] = 0;
+            if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+                snprintf(ctx->oom_where, sizeof ctx->oom_where, "%s:%d:", ar.short_src, ar.currentline);
+            }
+            ctx->mem_hit = 1;
+            return luaL_error(L, "string.rep: result too large");
+        }
+    }
+    lua_getfield(L, lua_upvalueindex(1), "rep");
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static const char *const BASE_ALLOWED[] = {
+    "assert", "error", "ipairs", "next", "pairs", "pcall", "rawequal", "rawlen", "rawget",
+    "select", "tonumber", "tostring", "type", "xpcall", "getmetatable", "_VERSION", NULL,
+};
+
+static int open_sandbox(lua_State *L) {
+    moon_ctx *ctx = moon_ctx_of(L);
+    luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
+    luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
+    luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 1);
+    luaL_requiref(L, LUA_MATHLIBNAME, luaopen_math, 1);
+    luaL_requiref(L, LUA_UTF8LIBNAME, luaopen_utf8, 1);
+    lua_settop(L, 0);
+
+    // Protect the string metatable: getmetatable("") answers false, so it cannot be poisoned.
+    lua_pushliteral(L, "");
+    lua_getmetatable(L, -1);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_settop(L, 0);
+
+    lua_newtable(L);  // 1: the template
+    int template = 1;
+    for (const char *const *n = BASE_ALLOWED; *n; n++) {
+        lua_getglobal(L, *n);
+        lua_setfield(L, template, *n);
+    }
+    lua_pushcfunction(L, sb_setmetatable);
+    lua_setfield(L, template, "setmetatable");
+    lua_pushcfunction(L, sb_collectgarbage);
+    lua_setfield(L, template, "collectgarbage");
+
+    static const char *const string_drop[] = { "dump", "rep", NULL };
+    add_library(L, template, LUA_STRLIBNAME, string_drop);
+    // string.rep, guarded; the library proxy's backing table gets it.
+    lua_getfield(L, template, LUA_STRLIBNAME);
+    lua_getmetatable(L, -1);
+    lua_getfield(L, -1, "__index");
+    lua_getglobal(L, LUA_STRLIBNAME);
+    lua_pushcclosure(L, sb_string_rep, 1);
+    lua_setfield(L, -2, "rep");
+    lua_settop(L, template);
+    add_library(L, template, LUA_TABLIBNAME, NULL);
+    add_library(L, template, LUA_MATHLIBNAME, NULL);
+    add_library(L, template, LUA_UTF8LIBNAME, NULL);
+    lua_getfield(L, template, LUA_TABLIBNAME);
+    lua_getfield(L, -1, "unpack");
+    lua_setfield(L, template, "unpack");
+    lua_pop(L, 1);
+
+    // The host module: verbs, matchers, helpers.
+    lua_newtable(L);
+    int mg = lua_gettop(L);
+    moon_install_matchers(L, mg);
+    push_readonly_proxy(L, mg);
+    lua_setfield(L, template, "moongate");
+    lua_settop(L, template);
+
+    moon_install_views(L, ctx);
+    lua_settop(L, template);
+    ctx->template_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+int moon_open_sandbox(lua_State *L) { return moon_pcall(L, open_sandbox, NULL, 0); }
+
+// ---- environments -----------------------------------------------------------------------------------
+
+static int new_env(lua_State *L) {
+    int *out = lua_touserdata(L, 1);
+    moon_ctx *ctx = moon_ctx_of(L);
+    lua_newtable(L);
+    int env = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->template_ref);
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, env);
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, env);
+    lua_setfield(L, env, "_G");
+    lua_pushvalue(L, env);
+    lua_pushcclosure(L, sb_load, 1);
+    lua_setfield(L, env, "load");
+    lua_settop(L, env);
+    *out = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+int moon_new_env(lua_State *L, int *env_ref) { return moon_pcall(L, new_env, env_ref, 0); }
+
+static int freeze_env(lua_State *L) {
+    int ref = *(int *)lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    int env = lua_gettop(L);
+    if (lua_getmetatable(L, env)) return 0;  // already frozen
+    lua_newtable(L);
+    int backing = lua_gettop(L);
+    // Move every key to the backing table, then empty the environment.
+    lua_pushnil(L);
+    while (lua_next(L, env) != 0) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, backing);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, backing) != 0) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_pushnil(L);
+        lua_rawset(L, env);
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushvalue(L, backing);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, sb_frozen_env);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, env);
+    return 0;
+}
+
+int moon_freeze_env(lua_State *L, int env_ref) { return moon_pcall(L, freeze_env, &env_ref, 0); }
+
+// ---- running chunks ----------------------------------------------------------------------------------
+
+typedef struct chunk_args {
+    int env_ref;
+    const char *src;
+    size_t len;
+    const char *name;
+    int *result_ref;
+    int syntax_error;
+} chunk_args;
+
+static int run_chunk(lua_State *L) {
+    chunk_args *a = lua_touserdata(L, 1);
+    moon_ctx *ctx = moon_ctx_of(L);
+    if (luaL_loadbufferx(L, a->src, a->len, a->name, "t") != LUA_OK) {
+        a->syntax_error = 1;
+        return lua_error(L);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->env_ref);
+    lua_setupvalue(L, -2, 1);
+    moon_arm_budget(L, ctx->budget);
+    lua_call(L, 0, 1);
+    moon_arm_budget(L, 0);
+    *a->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+int moon_run_chunk(lua_State *L, int env_ref, const char *src, size_t len, const char *chunkname, int *result_ref) {
+    chunk_args a = { env_ref, src, len, chunkname, result_ref, 0 };
+    *result_ref = LUA_REFNIL;
+    int status = moon_pcall(L, run_chunk, &a, 0);
+    moon_arm_budget(L, 0);
+    if (status == MOON_ERR_RUNTIME && a.syntax_error) return MOON_ERR_SYNTAX;
+    return status;
+}
+
+typedef struct field_args { int table_ref; const char *name; int *out; int want_function; } field_args;
+
+static int get_field(lua_State *L) {
+    field_args *a = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->table_ref);
+    if (lua_type(L, -1) != LUA_TTABLE) {
+        return luaL_error(L, "expected a table, got a %s value", luaL_typename(L, -1));
+    }
+    lua_pushstring(L, a->name);
+    int t = lua_rawget(L, -2);
+    if (t == LUA_TNIL) {
+        *a->out = -1;
+        return 0;
+    }
+    if (a->want_function && t != LUA_TFUNCTION) {
+        return luaL_error(L, "'%s' must be a function, not a %s value", a->name, lua_typename(L, t));
+    }
+    *a->out = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+int moon_get_function(lua_State *L, int table_ref, const char *name, int *fn_ref) {
+    field_args a = { table_ref, name, fn_ref, 1 };
+    *fn_ref = -1;
+    return moon_pcall(L, get_field, &a, 0);
+}
+
+int moon_get_field(lua_State *L, int table_ref, const char *name, int *value_ref) {
+    field_args a = { table_ref, name, value_ref, 0 };
+    *value_ref = -1;
+    return moon_pcall(L, get_field, &a, 0);
+}
+
+typedef struct call_args { int fn_ref, arg_ref; } call_args;
+
+static int call_with(lua_State *L) {
+    call_args *a = lua_touserdata(L, 1);
+    moon_ctx *ctx = moon_ctx_of(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->fn_ref);
+    int nargs = 0;
+    if (a->arg_ref >= 0) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, a->arg_ref);
+        nargs = 1;
+    }
+    moon_arm_budget(L, ctx->budget);
+    lua_call(L, nargs, 0);
+    moon_arm_budget(L, 0);
+    return 0;
+}
+
+int moon_call_with(lua_State *L, int fn_ref, int arg_ref) {
+    call_args a = { fn_ref, arg_ref };
+    int status = moon_pcall(L, call_with, &a, 0);
+    moon_arm_budget(L, 0);
+    return status;
+}
+
+// ---- export as JSON (tests tables, plugin metadata) -------------------------------------------------
+// The text is built in a malloc'd arena, not a luaL_Buffer, so the walk may use the stack freely.
+
+static void put(lua_State *L, moon_arena *b, const char *p, size_t len) {
+    if (len == 0) return;
+    moon_span s = moon_arena_put(b, p, len, 0);
+    if (s.off == MOON_ABSENT) luaL_error(L, "out of memory while exporting");
+}
+
+static void put_str(lua_State *L, moon_arena *b, const char *p) { put(L, b, p, strlen(p)); }
+
+static void json_string(lua_State *L, moon_arena *b, const char *s, size_t len) {
+    put(L, b, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\' || c < 0x20 || c == 0x7f) {
+            put(L, b, s + run, i - run);
+            char esc[8];
+            if (c == '"' || c == '\\') snprintf(esc, sizeof esc, "\\%c", c);
+            else snprintf(esc, sizeof esc, "\\u%04x", c);
+            put_str(L, b, esc);
+            run = i + 1;
+        }
+    }
+    put(L, b, s + run, len - run);
+    put(L, b, "\"", 1);
+}
+
+static void json_value(lua_State *L, moon_arena *b, int idx, int depth) {
+    if (depth > 16) luaL_error(L, "value nested too deeply to export");
+    luaL_checkstack(L, 4, "export");
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL: put_str(L, b, "null"); break;
+    case LUA_TBOOLEAN: put_str(L, b, lua_toboolean(L, idx) ? "true" : "false"); break;
+    case LUA_TNUMBER: {
+        char num[64];
+        if (lua_isinteger(L, idx)) snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, idx));
+        else snprintf(num, sizeof num, "%.17g", (double)lua_tonumber(L, idx));
+        put_str(L, b, num);
+        break;
+    }
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        json_string(L, b, s, len);
+        break;
+    }
+    case LUA_TTABLE: {
+        lua_Unsigned n = lua_rawlen(L, idx);
+        int is_array = n > 0;
+        lua_pushnil(L);
+        while (is_array && lua_next(L, idx) != 0) {
+            lua_pop(L, 1);
+            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || (lua_Unsigned)lua_tointeger(L, -1) > n) {
+                is_array = 0;
+                lua_pop(L, 1);
+            }
+        }
+        if (is_array) {
+            put(L, b, "[", 1);
+            for (lua_Unsigned i = 1; i <= n; i++) {
+                if (i > 1) put(L, b, ",", 1);
+                lua_rawgeti(L, idx, (lua_Integer)i);
+                json_value(L, b, lua_gettop(L), depth + 1);
+                lua_pop(L, 1);
+            }
+            put(L, b, "]", 1);
+        } else {
+            put(L, b, "{", 1);
+            int first = 1;
+            lua_pushnil(L);
+            while (lua_next(L, idx) != 0) {
+                int kt = lua_type(L, -2);
+                if (kt == LUA_TSTRING || kt == LUA_TNUMBER) {
+                    if (!first) put(L, b, ",", 1);
+                    first = 0;
+                    size_t kl;
+                    lua_pushvalue(L, -2);
+                    const char *k = lua_tolstring(L, -1, &kl);
+                    json_string(L, b, k, kl);
+                    lua_pop(L, 1);
+                    put(L, b, ":", 1);
+                    json_value(L, b, lua_gettop(L), depth + 1);
+                }
+                lua_pop(L, 1);
+            }
+            put(L, b, "}", 1);
+        }
+        break;
+    }
+    case LUA_TFUNCTION: put_str(L, b, "\"<function>\""); break;
+    default: luaL_error(L, "cannot export a %s value", luaL_typename(L, idx));
+    }
+}
+
+typedef struct export_args { int ref; moon_arena *buf; } export_args;
+
+static int export_json(lua_State *L) {
+    export_args *a = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->ref);
+    json_value(L, a->buf, lua_gettop(L), 0);
+    put(L, a->buf, "", 0);
+    return 0;
+}
+
+int moon_export_json(lua_State *L, int ref, char **out, size_t *out_len) {
+    moon_arena buf = { NULL, 0, 0 };
+    export_args a = { ref, &buf };
+    int status = moon_pcall(L, export_json, &a, 0);
+    if (status != MOON_OK) {
+        free(buf.bytes);
+        *out = NULL;
+        *out_len = 0;
+        return status;
+    }
+    *out = buf.bytes;
+    *out_len = buf.used;
+    return MOON_OK;
+}
