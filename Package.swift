@@ -48,7 +48,7 @@ let package = Package(
         ),
         .target(
             name: "MoongatePolicy",
-            dependencies: ["LuaKit", "CLuaShims", "MoongateConfig"],
+            dependencies: ["LuaKit", "CLuaShims", "MoongateConfig", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .target(name: "MoongateTesting", dependencies: ["MoongatePolicy", "MoongateConfig"], swiftSettings: swiftSettings),

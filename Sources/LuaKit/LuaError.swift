@@ -29,7 +29,7 @@ public struct LuaError: Error, Hashable, Sendable, CustomStringConvertible {
             }
         }
 
-        init?(status: Int32) {
+        package init?(status: Int32) {
             switch status {
             case 1: self.code = .syntax
             case 2: self.code = .runtime

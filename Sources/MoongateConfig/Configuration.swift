@@ -1,0 +1,99 @@
+/// Moongate's whole static configuration: listeners, clusters, policy plugins, admin, limits and
+/// timeouts. Policy itself lives in Lua; this says which scripts run and with what settings.
+public struct MoongateConfiguration: Sendable {
+    /// The file this configuration came from.
+    public var sourcePath: String
+    public var listeners: [ListenerConfig]
+    public var clusters: [ClusterConfig]
+    public var policy: PolicyConfig
+    public var admin: AdminConfig?
+    public var limits: Limits
+    public var timeouts: Timeouts
+    /// Event-loop threads (0 = one per core).
+    public var eventLoopThreads: Int
+
+    /// The cluster with this name.
+    public func cluster(named name: String) -> ClusterConfig? { clusters.first { $0.name == name } }
+}
+
+/// A protocol a listener speaks.
+public enum ListenerProtocol: String, Sendable, CaseIterable {
+    case http1
+}
+
+/// One listening socket.
+public struct ListenerConfig: Sendable {
+    public var name: String
+    public var address: String
+    public var port: Int
+    public var protocols: [ListenerProtocol]
+}
+
+/// A host and port.
+public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// An upstream cluster: where routed requests and proxied CONNECTs go.
+public struct ClusterConfig: Sendable {
+    public var name: String
+    public var endpoints: [Endpoint]
+    public var connectTimeout: Duration
+    /// Idle keep-alive connections kept per event loop.
+    public var poolSize: Int
+}
+
+/// The admin listener (readiness, policy state, metrics, reload).
+public struct AdminConfig: Sendable {
+    public var address: String
+    public var port: Int
+}
+
+/// One plugin of the policy, with its resolved file and its config.
+public struct PluginConfig: Sendable {
+    public var name: String
+    /// The absolute or config-relative path of the script, resolved.
+    public var file: String
+    /// Lower runs first.
+    public var priority: Int
+    public var config: ConfigValue
+}
+
+/// Which scripts decide, and the limits they run under.
+public struct PolicyConfig: Sendable {
+    public var plugins: [PluginConfig]
+    public var memoryCap: Int
+    public var instructionBudget: Int
+    /// Reload when a script or this file changes.
+    public var watch: Bool
+    /// JSONL files of recorded requests with expected decisions, replayed before a generation goes live.
+    public var fixtures: [String]
+}
+
+/// Size and count limits (the edge defaults of hardening.md §1.5).
+public struct Limits: Sendable {
+    public var maxHeaderBytes = 60 * 1024
+    public var maxHeaderCount = 100
+    public var maxRequestLineBytes = 8 * 1024
+    public var maxConnections = 10_000
+    public var maxTunnels = 5_000
+    public init() {}
+}
+
+/// Timers (the edge defaults of hardening.md §1.5).
+public struct Timeouts: Sendable {
+    public var requestHeaders: Duration = .seconds(10)
+    public var streamIdle: Duration = .seconds(300)
+    public var upstreamConnect: Duration = .seconds(5)
+    public var upstreamResponse: Duration = .seconds(15)
+    public var tunnelIdle: Duration = .seconds(300)
+    public var tunnelMaxDuration: Duration? = nil
+    public var drain: Duration = .seconds(30)
+    public init() {}
+}

@@ -1,0 +1,114 @@
+import MoongateConfig
+
+/// One plugin's script and settings, as read from disk.
+public struct PluginSource: Sendable {
+    public var name: String
+    /// The path shown in errors (`plugins/connect_allowlist.lua`).
+    public var path: String
+    public var source: String
+    public var priority: Int
+    public var config: ConfigValue
+
+    /// Creates a plugin source.
+    public init(name: String, path: String, source: String, priority: Int = 10, config: ConfigValue = .table([])) {
+        self.name = name
+        self.path = path
+        self.source = source
+        self.priority = priority
+        self.config = config
+    }
+}
+
+/// A recorded-requests file replayed before a generation goes live.
+public struct FixtureSource: Sendable {
+    public var path: String
+    public var text: String
+    /// Creates a fixture.
+    public init(path: String, text: String) {
+        self.path = path
+        self.text = text
+    }
+}
+
+/// Everything one generation is made of: the plugins with their configs, the limits, the fixtures.
+public struct PolicySpec: Sendable {
+    public var plugins: [PluginSource]
+    public var memoryCap: Int
+    public var instructionBudget: Int
+    public var fixtures: [FixtureSource]
+
+    /// Creates a spec.
+    public init(plugins: [PluginSource], memoryCap: Int = 16 << 20, instructionBudget: Int = 1_000_000, fixtures: [FixtureSource] = []) {
+        self.plugins = plugins.sorted { $0.priority < $1.priority }
+        self.memoryCap = memoryCap
+        self.instructionBudget = instructionBudget
+        self.fixtures = fixtures
+    }
+
+    /// Reads every script and fixture a policy config names.
+    /// - Throws: ``PolicyLoadError`` at step `read` naming the file that could not be read.
+    public static func read(_ config: PolicyConfig) throws(PolicyLoadError) -> PolicySpec {
+        var plugins: [PluginSource] = []
+        for plugin in config.plugins {
+            do {
+                let text = try readFile(plugin.file)
+                plugins.append(PluginSource(name: plugin.name, path: plugin.file, source: text, priority: plugin.priority, config: plugin.config))
+            } catch {
+                throw PolicyLoadError(step: .read, plugin: plugin.name, file: plugin.file, message: error.message)
+            }
+        }
+        var fixtures: [FixtureSource] = []
+        for path in config.fixtures {
+            do {
+                fixtures.append(FixtureSource(path: path, text: try readFile(path)))
+            } catch {
+                throw PolicyLoadError(step: .read, plugin: nil, file: path, message: error.message)
+            }
+        }
+        return PolicySpec(plugins: plugins, memoryCap: config.memoryCap, instructionBudget: config.instructionBudget, fixtures: fixtures)
+    }
+}
+
+/// Why a generation was not loaded: the step, plugin, file, line, message and failing test.
+public struct PolicyLoadError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The loading steps, in order.
+    public enum Step: String, Sendable {
+        case read, compile, initialize = "init", config, test, fixture
+    }
+
+    public let step: Step
+    public let plugin: String?
+    public let file: String
+    public let line: Int?
+    public let message: String
+    /// The failing test or fixture case, for steps `test` and `fixture`.
+    public let testName: String?
+
+    /// Creates an error; the line is read from the message (`file:12: …`) when not given.
+    public init(step: Step, plugin: String?, file: String, line: Int? = nil, message: String, testName: String? = nil) {
+        self.step = step
+        self.plugin = plugin
+        self.file = file
+        self.line = line ?? PolicyLoadError.line(in: message)
+        self.message = message
+        self.testName = testName
+    }
+
+    /// The first `name:LINE:` number in a Lua message.
+    static func line(in message: String) -> Int? {
+        let parts = message.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count >= 3 else { return nil }
+        return Int(parts[1])
+    }
+
+    public var description: String {
+        var text = "\(file)"
+        if let line, !message.hasPrefix("\(shortFile):\(line):") && !message.contains(":\(line):") { text += ":\(line)" }
+        text += ": [\(step.rawValue)]"
+        if let plugin { text += " plugin \(plugin)" }
+        if let testName { text += ", test '\(testName)'" }
+        return text + ": \(message)"
+    }
+
+    private var shortFile: String { file }
+}

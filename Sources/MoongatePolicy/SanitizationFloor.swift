@@ -1,0 +1,68 @@
+/// What scripts can never undo: hop-by-hop headers (RFC 9110 §7.6.1), the headers a `Connection`
+/// header names, `Proxy-Authorization` and `Proxy-Connection` never reach the next hop.
+public enum SanitizationFloor {
+    /// Hop-by-hop names removed from every forwarded message (lower-case).
+    public static let hopByHop: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te",
+        "trailer", "transfer-encoding", "upgrade",
+    ]
+
+    /// Removes what the sender's `Connection` header names, and every hop-by-hop field.
+    /// Call it on the message as received, before script edits (so a client cannot remove a header
+    /// the proxy adds), and again after them (so a script cannot add a hop-by-hop header back).
+    public static func strip(_ headers: inout [HeaderField], keeping kept: Set<String> = []) {
+        let named = headers.connectionTokens
+        headers.removeAll { field in
+            let name = field.name.asciiLowercased
+            return !kept.contains(name) && (hopByHop.contains(name) || named.contains(name))
+        }
+    }
+
+    /// Strips the floor, applies the edits, and strips the fixed hop-by-hop set again.
+    public static func apply(_ edits: [HeaderEdit], to headers: inout [HeaderField], keeping kept: Set<String> = []) {
+        strip(&headers, keeping: kept)
+        for edit in edits { edit.apply(to: &headers) }
+        headers.removeAll { field in
+            let name = field.name.asciiLowercased
+            return !kept.contains(name) && hopByHop.contains(name)
+        }
+    }
+}
+
+/// One header edit made by a script through the `edit` object.
+public struct HeaderEdit: Hashable, Sendable, CustomStringConvertible {
+    /// What the edit does.
+    public enum Operation: Hashable, Sendable { case remove, set, append }
+    public let operation: Operation
+    /// Lower-case name.
+    public let name: String
+    public let value: String?
+
+    /// Creates an edit.
+    public init(_ operation: Operation, _ name: String, _ value: String? = nil) {
+        self.operation = operation
+        self.name = name
+        self.value = value
+    }
+
+    /// Applies the edit.
+    public func apply(to headers: inout [HeaderField]) {
+        switch operation {
+        case .remove:
+            headers.removeAll { $0.hasName(name) }
+        case .set:
+            headers.removeAll { $0.hasName(name) }
+            headers.append(HeaderField(name, value ?? ""))
+        case .append:
+            headers.append(HeaderField(name, value ?? ""))
+        }
+    }
+
+    public var description: String {
+        switch operation {
+        case .remove: "remove \(name)"
+        case .set: "set \(name): \(value ?? "")"
+        case .append: "append \(name): \(value ?? "")"
+        }
+    }
+}
