@@ -84,7 +84,7 @@ let package = Package(
         .testTarget(name: "LuaKitTests", dependencies: ["LuaKit"], swiftSettings: swiftSettings),
         .testTarget(
             name: "MoongatePolicyTests",
-            dependencies: ["MoongatePolicy", "MoongateTesting", "MoongateConfig"],
+            dependencies: ["MoongatePolicy", "MoongateTesting", "MoongateConfig", "LuaKit"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "MoongateConfigTests", dependencies: ["MoongateConfig"], swiftSettings: swiftSettings),

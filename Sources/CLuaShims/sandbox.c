@@ -408,12 +408,15 @@ static void json_value(lua_State *L, moon_arena *b, int idx, int depth) {
     case LUA_TTABLE: {
         lua_Unsigned n = lua_rawlen(L, idx);
         int is_array = n > 0;
-        lua_pushnil(L);
-        while (is_array && lua_next(L, idx) != 0) {
-            lua_pop(L, 1);
-            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || (lua_Unsigned)lua_tointeger(L, -1) > n) {
-                is_array = 0;
+        if (is_array) {
+            lua_pushnil(L);
+            while (lua_next(L, idx) != 0) {
                 lua_pop(L, 1);
+                if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || (lua_Unsigned)lua_tointeger(L, -1) > n) {
+                    is_array = 0;
+                    lua_pop(L, 1);
+                    break;
+                }
             }
         }
         if (is_array) {

@@ -158,6 +158,7 @@ static int request_index(lua_State *L) {
     case 4:
         if (KEY("host")) return push_field(L, m, MOON_F_HOST);
         if (KEY("path")) return push_field(L, m, MOON_F_PATH);
+        if (KEY("form")) return push_field(L, m, MOON_F_FORM);
         if (KEY("port")) {
             if (m->port > 0) lua_pushinteger(L, m->port);
             else lua_pushnil(L);

@@ -53,6 +53,14 @@ public struct PolicyRequest: Sendable {
     /// True for `GET http://host/path` (forward-proxy form).
     public var isAbsoluteForm: Bool
 
+    /// The request-target's form: `absolute` (forward proxying), `origin`, `authority` (CONNECT) or
+    /// `asterisk`. HTTP/2 requests are `origin`, and `authority` for a classic CONNECT.
+    public var form: String {
+        if isAbsoluteForm { return "absolute" }
+        if target != nil && protocolName == nil && isConnect { return "authority" }
+        return path == "*" ? "asterisk" : "origin"
+    }
+
     /// True for a CONNECT (classic or extended).
     public var isConnect: Bool { method == "CONNECT" }
 

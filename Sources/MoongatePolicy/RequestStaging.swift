@@ -51,6 +51,7 @@ enum RequestStaging {
         put(L, Int32(MOON_F_UPGRADE), request.upgrade)
         put(L, Int32(MOON_F_TARGET_HOST), request.target?.host)
         put(L, Int32(MOON_F_CLIENT_IP), request.client.ip)
+        put(L, Int32(MOON_F_FORM), request.form)
         moon_req_set_ints(
             L, Int32(request.target?.port ?? 0), Int32(request.port ?? 0), Int32(request.client.port),
             request.client.tls ? 1 : 0)

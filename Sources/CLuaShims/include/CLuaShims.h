@@ -49,6 +49,7 @@ enum {
     MOON_F_UPGRADE,
     MOON_F_TARGET_HOST,
     MOON_F_CLIENT_IP,
+    MOON_F_FORM,
     MOON_F_COUNT
 };
 

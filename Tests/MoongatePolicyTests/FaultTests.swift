@@ -1,0 +1,169 @@
+import LuaKit
+import MoongateConfig
+import MoongatePolicy
+import MoongateTesting
+import Testing
+
+@Suite("Script faults fail closed")
+struct FaultTests {
+    private func faultKind(_ outcome: PolicyOutcome) -> String? {
+        if case .fault(let fault) = outcome.decision { return fault.kind.description }
+        return nil
+    }
+
+    @Test("a runtime error in route is a 500 with file and line, counted")
+    func runtimeErrorInRoute() throws {
+        let h = try harness([("broken", "local M = {}\nfunction M.route(req)\n  return req.nothing.at_all\nend\nreturn M")])
+        let outcome = h.decide(try request("GET /x HTTP/1.1", [HeaderField("Host", "a.test")]))
+        #expect(outcome.decision.localStatus == 500)
+        guard case .fault(let fault) = outcome.decision else { Issue.record("expected a fault"); return }
+        #expect(fault.message.hasPrefix("inline/broken.lua:3:"))
+        #expect(fault.hook == "route")
+        #expect(h.stats.faults(plugin: "broken", hook: "route") == 1)
+        _ = h.decide(try request("GET /x HTTP/1.1", [HeaderField("Host", "a.test")]))
+        #expect(h.stats.faults(plugin: "broken", hook: "route") == 2)
+    }
+
+    @Test("a runtime error in connect is a 500, never a tunnel and never a 403")
+    func runtimeErrorInConnect() throws {
+        let h = try harness([
+            ("allow", "return { connect = function(req) return moongate.tunnel() end }"),
+            ("broken", "return { connect = function(req) error('boom') end }"),
+        ])
+        let outcome = try h.connect("example.org:443")
+        #expect(outcome.decision.localStatus == 500)
+        #expect(faultKind(outcome) == "runtime")
+        #expect(h.stats.faults(plugin: "broken", hook: "connect") == 1)
+    }
+
+    @Test("a fault in sanitize_request fails the request closed")
+    func faultInSanitizeRequest() throws {
+        let h = try harness([
+            ("router", "return { route = function(req) return moongate.route('x') end }"),
+            ("broken", "return { sanitize_request = function(req, edit) edit:set('bad name', 'x') end }"),
+        ])
+        let verdict = h.evaluate(try request("GET /x HTTP/1.1", [HeaderField("Host", "a.test")]))
+        #expect(verdict.outcome.decision.localStatus == 500)
+        #expect(verdict.upstreamHeaders == nil)
+        #expect(h.stats.faults(plugin: "broken", hook: "sanitize_request") == 1)
+    }
+
+    @Test("a fault in sanitize_response is reported to the caller and counted")
+    func faultInSanitizeResponse() throws {
+        let h = try harness([("broken", "return { sanitize_response = function(req, res, edit) error('nope') end }")])
+        var headers = [HeaderField("Server", "origin")]
+        let fault = h.instance.sanitizeResponse(for: try request("GET /x HTTP/1.1", [HeaderField("Host", "a.test")]), status: 200, headers: &headers)
+        #expect(fault?.hook == "sanitize_response")
+        #expect(h.stats.faults(plugin: "broken", hook: "sanitize_response") == 1)
+    }
+
+    @Test("a fault in log is counted and nothing else happens")
+    func faultInLog() throws {
+        let h = try harness([("broken", "return { log = function(req, res) error('log failed') end }")])
+        h.instance.log(request: try request("GET /x HTTP/1.1", [HeaderField("Host", "a.test")]), status: 200)
+        #expect(h.stats.faults(plugin: "broken", hook: "log") == 1)
+    }
+
+    @Test("a runaway loop in a hook hits the budget: 500, and the next call works")
+    func runawayLoop() throws {
+        let h = try harness(
+            [("loop", "return { route = function(req) if req.path == '/spin' then while true do end end return moongate.route('ok') end }")],
+            budget: 200_000)
+        let spin = h.decide(try request("GET /spin HTTP/1.1", [HeaderField("Host", "a.test")]))
+        #expect(faultKind(spin) == "budget")
+        #expect(h.decide(try request("GET /fine HTTP/1.1", [HeaderField("Host", "a.test")])).decision == .route(cluster: "ok"))
+    }
+
+    @Test("a memory bomb in a hook hits the cap: 500, and the next call works")
+    func memoryBomb() throws {
+        let h = try harness(
+            [("bomb", "return { route = function(req) if req.path == '/bomb' then local t = {} for i = 1, 1e9 do t[i] = i end end return moongate.route('ok') end }")],
+            budget: 100_000_000, cap: 4 << 20)
+        let bomb = h.decide(try request("GET /bomb HTTP/1.1", [HeaderField("Host", "a.test")]))
+        #expect(faultKind(bomb) == "memory")
+        #expect(h.decide(try request("GET /fine HTTP/1.1", [HeaderField("Host", "a.test")])).decision == .route(cluster: "ok"))
+    }
+
+    @Test("invalid return values are faults", arguments: [
+        "return 42",
+        "return 'teleport'",
+        "return moongate.route()",
+        "return moongate.deny(200)",
+        "return moongate.respond(200, string.rep('x', 70000))",
+        "return moongate.deny(403, 'x', { ['x-bad'] = 'a\\r\\nb' })",
+        "return moongate.tunnel()",
+    ])
+    func invalidReturns(body: String) throws {
+        let h = try harness([("bad", "return { route = function(req)\n\(body)\nend }")])
+        let outcome = h.decide(try request("GET /x HTTP/1.1", [HeaderField("Host", "a.test")]))
+        #expect(faultKind(outcome) == "invalid_return", "\(body): \(outcome)")
+        #expect(h.stats.faults(plugin: "bad", hook: "route") == 1)
+    }
+
+    @Test("a global written during a request is an error, so nothing leaks to the next one")
+    func globalsDoNotLeak() throws {
+        let h = try harness([("leaky", "return { route = function(req) seen = req.path return moongate.route('x') end }")])
+        let outcome = h.decide(try request("GET /x HTTP/1.1", [HeaderField("Host", "a.test")]))
+        guard case .fault(let fault) = outcome.decision else { Issue.record("expected a fault"); return }
+        #expect(fault.message.contains("attempt to set global 'seen'"))
+    }
+}
+
+@Suite("Broken scripts never load")
+struct RejectionTests {
+    private func spec(_ source: String, config: ConfigValue = .table([])) -> PolicySpec {
+        PolicySpec(plugins: [PluginSource(name: "p", path: "plugins/p.lua", source: source, config: config)])
+    }
+
+    @Test("a syntax error is rejected with its file and line")
+    func syntaxError() throws {
+        let error = try #require(ScriptHarness.rejection(of: spec("local M = {}\nfunction M.route(req)\n  return (\nend\nreturn M")))
+        #expect(error.step == .compile)
+        #expect(error.file == "plugins/p.lua")
+        #expect(error.line == 4)
+        #expect(error.message.hasPrefix("plugins/p.lua:4:"))
+    }
+
+    @Test("a runtime error in init is rejected")
+    func initError() throws {
+        let error = try #require(ScriptHarness.rejection(of: spec("return { init = function(c) error('need users') end }")))
+        #expect(error.step == .initialize)
+        #expect(error.line == 1)
+        #expect(error.message.contains("need users"))
+    }
+
+    @Test("a plugin config that init refuses is rejected")
+    func configRefused() throws {
+        let url = "\(repositoryRoot)/plugins/connect_allowlist.lua"
+        let source = try readFile(url)
+        let error = try #require(ScriptHarness.rejection(of: PolicySpec(plugins: [
+            PluginSource(name: "connect_allowlist", path: url, source: source, config: .table([("ports", .array([.string("https")]))]))
+        ])))
+        #expect(error.message.contains("ports must be integers"))
+    }
+
+    @Test("a failing tests entry is rejected with the test's name")
+    func failingTest() throws {
+        let error = try #require(ScriptHarness.rejection(of: spec("""
+            return {
+              connect = function(req) return moongate.tunnel() end,
+              tests = { { name = 'refuses port 25', request = 'CONNECT example.org:25', expect = 'deny 403' } },
+            }
+            """)))
+        #expect(error.step == .test)
+        #expect(error.testName == "refuses port 25")
+        #expect(error.message == "expected 'deny 403', got 'tunnel'")
+    }
+
+    @Test("a plugin that returns no table is rejected")
+    func noTable() throws {
+        let error = try #require(ScriptHarness.rejection(of: spec("local x = 1")))
+        #expect(error.message.contains("must return a table"))
+    }
+
+    @Test("a hook that is not a function is rejected")
+    func hookNotAFunction() throws {
+        let error = try #require(ScriptHarness.rejection(of: spec("return { route = 'yes' }")))
+        #expect(error.message.contains("'route' must be a function"))
+    }
+}
