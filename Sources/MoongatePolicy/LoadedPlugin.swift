@@ -19,7 +19,7 @@ struct LoadedPlugin {
         let module: LuaRef?
         do {
             env = try lua.newEnvironment()
-            module = try lua.run(source.source, chunkName: "@" + source.path, in: env)
+            module = try lua.run(source.source, chunkName: "@" + source.chunkName, in: env)
         } catch {
             throw failure(.compile, error)
         }

@@ -9,6 +9,10 @@ public struct PluginSource: Sendable {
     public var priority: Int
     public var config: ConfigValue
 
+    /// The name Lua messages carry: the file's base name (Lua shortens long chunk names), so
+    /// errors read `connect_allowlist.lua:42: …`; ``PolicyLoadError`` adds the full path.
+    public var chunkName: String { String(path.split(separator: "/").last ?? Substring(path)) }
+
     /// Creates a plugin source.
     public init(name: String, path: String, source: String, priority: Int = 10, config: ConfigValue = .table([])) {
         self.name = name
@@ -102,13 +106,9 @@ public struct PolicyLoadError: Error, Hashable, Sendable, CustomStringConvertibl
     }
 
     public var description: String {
-        var text = "\(file)"
-        if let line, !message.hasPrefix("\(shortFile):\(line):") && !message.contains(":\(line):") { text += ":\(line)" }
-        text += ": [\(step.rawValue)]"
+        var text = file + (line.map { ":\($0)" } ?? "") + ": [\(step.rawValue)]"
         if let plugin { text += " plugin \(plugin)" }
         if let testName { text += ", test '\(testName)'" }
         return text + ": \(message)"
     }
-
-    private var shortFile: String { file }
 }

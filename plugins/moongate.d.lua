@@ -1,0 +1,195 @@
+---@meta
+-- LuaLS type stubs for Moongate plugins: put this folder on your editor's Lua library path
+-- (`"Lua.workspace.library": ["plugins"]`) and the whole API completes and type-checks.
+--
+-- A plugin is a file that returns a table of hooks. Every hook is optional:
+--
+--   local M = {}
+--   function M.init(config) ... end                  -- once per load, with the plugin's config
+--   function M.route(req) return moongate.route("api") end
+--   function M.connect(req) return moongate.tunnel() end
+--   function M.sanitize_request(req, edit) edit:set("x-env", "prod") end
+--   function M.sanitize_response(req, res, edit) edit:remove("server") end
+--   function M.log(req, res) end
+--   M.tests = { { name = "...", request = "CONNECT example.org:443", expect = "tunnel" } }
+--   return M
+--
+-- How plugins compose (lower `priority` runs first):
+--   route    the first non-nil answer wins; no answer at all is a 404.
+--   connect  (CONNECT, extended CONNECT, upgrades) any deny/respond wins, else the first tunnel,
+--            else the default: 403, because CONNECT is off unless a plugin enables it. An upgrade
+--            that is enabled is then routed by the route hooks.
+--   sanitize_* every plugin runs; then the floor (hop-by-hop headers, headers named in Connection,
+--            Proxy-Authorization, Proxy-Connection) is applied and cannot be undone.
+-- A runtime error, a budget or memory-cap hit, or an invalid return value fails the request closed
+-- with a 500, logged with the file and line and counted per plugin and hook.
+--
+-- Sandbox: string, table, math, utf8, the moongate module and safe base functions only (no io,
+-- os, package/require, debug, coroutine, string.dump, rawset, binary chunks; collectgarbage only
+-- "count"; no __gc metamethods). Globals are read-only once the plugin has loaded: keep state in
+-- locals (upvalues). C string patterns cannot be interrupted by the instruction budget: on request
+-- data prefer moongate.starts_with / ends_with and the native matchers.
+
+---@class moongate.Target
+---@field host string  normalised: lower-case, no trailing dot, IPv4 dotted-quad, IPv6 in brackets
+---@field port integer
+
+---@class moongate.Client
+---@field ip string
+---@field port integer
+---@field tls boolean
+
+---The request being decided. Fields are read lazily from the proxy's copy; nothing is converted
+---to Lua until read. The object is long-lived and reused: do not keep it beyond the hook call
+---(outside a call every field reads nil).
+---@class moongate.Request
+---@field method string            "GET", "CONNECT", ...
+---@field scheme string|nil        "http"/"https" for absolute-form and HTTP/2 requests
+---@field authority string|nil     as received: CONNECT target, absolute URI authority, :authority or Host
+---@field host string|nil          normalised host, without port
+---@field port integer|nil
+---@field path string|nil          without the query; nil for a classic CONNECT
+---@field query string|nil         without the '?'
+---@field form string              "absolute" (forward proxying), "origin", "authority" (CONNECT), "asterisk"
+---@field version string           "HTTP/1.1", "HTTP/1.0" or "HTTP/2"
+---@field protocol string|nil      :protocol of an HTTP/2 extended CONNECT (RFC 8441)
+---@field upgrade string|nil       the Upgrade token of an HTTP/1.1 upgrade ("websocket")
+---@field target moongate.Target|nil  the CONNECT target (host:port); the Host header plays no part
+---@field client moongate.Client
+local Request = {}
+
+---The first value of a header (names are case-insensitive), or nil.
+---@param name string
+---@return string|nil
+function Request:header(name) end
+
+---Iterates over headers: every header, or only those named `name`.
+---@param name? string
+---@return fun(): string, string
+function Request:headers(name) end
+
+---A response on its way to the client (sanitize_response, log).
+---@class moongate.Response
+---@field status integer
+local Response = {}
+
+---@param name string
+---@return string|nil
+function Response:header(name) end
+
+---@param name? string
+---@return fun(): string, string
+function Response:headers(name) end
+
+---Header edits, applied after every plugin has run (then the floor).
+---@class moongate.Edit
+local Edit = {}
+---@param name string
+function Edit:remove(name) end
+---@param name string
+---@param value string
+function Edit:set(name, value) end
+---@param name string
+---@param value string
+function Edit:append(name, value) end
+
+---A set of host[:port] patterns: "example.org", "*.example.org" (subdomains, not the apex), "*",
+---each with an optional ":port" or ":*". Built in init, matched per request without allocating.
+---@class moongate.HostSet
+local HostSet = {}
+---@param host string
+---@param port? integer
+---@return boolean
+function HostSet:match(host, port) end
+
+---A set of addresses and CIDR blocks ("10.0.0.0/8", "::1/128", "203.0.113.7").
+---@class moongate.CidrSet
+local CidrSet = {}
+---@param ip string
+---@return boolean
+function CidrSet:contains(ip) end
+
+---A host + path-prefix router; match returns the route table given to moongate.router.
+---@class moongate.Router
+local Router = {}
+---@param host string|nil
+---@param path string|nil
+---@return table|nil
+function Router:match(host, path) end
+
+---@alias moongate.Verb "route"|"forward"|"tunnel"|"tunnel_via"|"deny"|"respond"
+
+---@class moongate
+moongate = {}
+
+---@type string
+moongate.api_version = "1"
+
+---Send the request to a cluster.
+---@param cluster string
+---@return moongate.Verb, string
+function moongate.route(cluster) end
+
+---Send the request to its own authority (forward proxying).
+---@return moongate.Verb
+function moongate.forward() end
+
+---Terminate the CONNECT here: connect to the target, answer 200, relay bytes.
+---@return moongate.Verb
+function moongate.tunnel() end
+
+---Send the CONNECT on to a cluster (an upstream proxy) that terminates it.
+---@param cluster string
+---@return moongate.Verb, string
+function moongate.tunnel_via(cluster) end
+
+---Refuse: status 400-599 (default 403), a reason, extra response headers.
+---@param status? integer
+---@param reason? string
+---@param headers? table<string, string>
+---@return moongate.Verb, integer, string|nil, table|nil
+function moongate.deny(status, reason, headers) end
+
+---Answer locally: status 200-599, a body (at most 64 KiB), headers.
+---@param status integer
+---@param body? string
+---@param headers? table<string, string>
+---@return moongate.Verb, integer, string|nil, table|nil
+function moongate.respond(status, body, headers) end
+
+---@param patterns string[]
+---@return moongate.HostSet
+function moongate.hostset(patterns) end
+
+---@param blocks string[]
+---@return moongate.CidrSet
+function moongate.cidrset(blocks) end
+
+---@param routes { host?: string, prefix?: string, cluster?: string }[]
+---@return moongate.Router
+function moongate.router(routes) end
+
+---The class of an IP literal, or nil for a name: "public", "loopback", "private", "linklocal",
+---"cgnat", "metadata", "unspecified", "multicast", "broadcast", "reserved". IPv4-mapped IPv6 is
+---classed by its IPv4 address.
+---@param host string
+---@return string|nil
+function moongate.ip_class(host) end
+
+---@param s string
+---@return string
+function moongate.base64_encode(s) end
+
+---@param s string
+---@return string|nil
+function moongate.base64_decode(s) end
+
+---@param s string
+---@param prefix string
+---@return boolean
+function moongate.starts_with(s, prefix) end
+
+---@param s string
+---@param suffix string
+---@return boolean
+function moongate.ends_with(s, suffix) end
