@@ -121,7 +121,7 @@ public enum ConfigLoader {
 
     private static func parsePolicy(_ node: ConfigNode, folder: String) throws -> PolicyConfig {
         let map = try node.mapping(allowed: [
-            "plugins", "plugins_dir", "memory_cap", "instruction_budget", "watch", "fixtures",
+            "plugins", "plugins_dir", "memory_cap", "instruction_budget", "watch", "fixtures", "allowed_addresses",
         ])
         let pluginsDir = resolve(try map["plugins_dir"]?.string() ?? ".", against: folder)
         var policy = PolicyConfig(
@@ -129,6 +129,7 @@ public enum ConfigLoader {
             instructionBudget: try map["instruction_budget"]?.int(in: 1000...1_000_000_000) ?? 1_000_000,
             watch: try map["watch"]?.bool() ?? true,
             fixtures: try map["fixtures"]?.stringList().map { resolve($0, against: folder) } ?? [])
+        if let list = map["allowed_addresses"] { policy.allowedAddresses = try list.stringList() }
         if policy.memoryCap < 1 << 20 { throw map["memory_cap"]!.error("the memory cap must be at least 1MiB") }
         guard let plugins = map["plugins"] else { throw node.error("the policy needs a list of plugins") }
         for (index, item) in try plugins.list().enumerated() {

@@ -74,6 +74,9 @@ public struct PolicyConfig: Sendable {
     public var watch: Bool
     /// JSONL files of recorded requests with expected decisions, replayed before a generation goes live.
     public var fixtures: [String]
+    /// Special addresses (loopback, private, ...) that a tunnel or forward target's *name* may
+    /// resolve to. Names resolving only to other special addresses are refused (403).
+    public var allowedAddresses: [String] = []
 }
 
 /// Size and count limits (the edge defaults of hardening.md §1.5).

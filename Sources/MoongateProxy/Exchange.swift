@@ -1,0 +1,71 @@
+import Logging
+import MoongateConfig
+import MoongatePolicy
+import NIOCore
+import NIOHTTP1
+
+/// One forwarded request and its response: the pinned policy instance (its `sanitize_response` and
+/// `log` hooks run under the generation that admitted the request), the upstream connection, and
+/// what has been sent each way.
+final class Exchange {
+    enum Kind {
+        /// An ordinary request to a cluster or to its own authority.
+        case forward
+        /// An HTTP/1.1 upgrade (WebSocket): a 101 turns the exchange into a tunnel.
+        case upgrade
+        /// A CONNECT sent on to a parent proxy (tunnel_via): a 2xx turns it into a tunnel.
+        case connectVia
+    }
+
+    let kind: Kind
+    let request: PolicyRequest
+    let instance: PolicyInstance
+    let outcome: PolicyOutcome
+    let upstreamKey: String
+    let poolLimit: Int
+    let clientKeepAlive: Bool
+    let startedAt: NIODeadline
+    /// Request parts written before the upstream connection was ready.
+    var pending: [HTTPClientRequestPart] = []
+    var upstream: UpstreamHandler?
+    var requestComplete = false
+    var responseHeadSent = false
+    var responseComplete = false
+    var upstreamKeepAlive = true
+    var status = 0
+    var bytesFromClient = 0
+    var bytesToClient = 0
+    var responseTimer: Scheduled<Void>?
+
+    init(
+        kind: Kind, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, upstreamKey: String,
+        poolLimit: Int, clientKeepAlive: Bool
+    ) {
+        self.kind = kind
+        self.request = request
+        self.instance = instance
+        self.outcome = outcome
+        self.upstreamKey = upstreamKey
+        self.poolLimit = poolLimit
+        self.clientKeepAlive = clientKeepAlive
+        self.startedAt = .now()
+    }
+
+    /// Sends a request part now, or keeps it until the connection is ready.
+    func send(_ part: HTTPClientRequestPart, flush: Bool) {
+        if let upstream {
+            upstream.write(part, flush: flush)
+        } else {
+            pending.append(part)
+        }
+    }
+
+    /// Attaches the connection and writes what was waiting.
+    func attach(_ handler: UpstreamHandler) {
+        upstream = handler
+        let parts = pending
+        pending = []
+        for part in parts { handler.write(part) }
+        handler.flush()
+    }
+}

@@ -1,0 +1,48 @@
+import Logging
+import MoongateConfig
+import NIOCore
+import NIOHTTP1
+
+/// The HTTP/1.1 handlers of client and upstream connections, named so a tunnel can remove them.
+enum HTTP1Pipeline {
+    static let encoder = "http-encoder"
+    static let decoder = "http-decoder"
+    static let pipelining = "http-pipelining"
+    static let proxy = "moongate-proxy"
+    static let upstreamEncoder = "upstream-encoder"
+    static let upstreamDecoder = "upstream-decoder"
+
+    /// A client connection: response encoder, strict request decoder (left-over bytes kept for
+    /// tunnels), pipelining assistance, then the proxy handler. No lenient parsing flag is on.
+    static func configureServer(
+        _ pipeline: ChannelPipeline.SynchronousOperations, limits: NIOHTTPDecoderLimitConfiguration,
+        handler: HTTP1ProxyHandler
+    ) throws {
+        try pipeline.addHandler(HTTPResponseEncoder(), name: encoder)
+        try pipeline.addHandler(
+            ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .drop, limitConfiguration: limits)),
+            name: decoder)
+        try pipeline.addHandler(HTTPServerPipelineHandler(), name: pipelining)
+        try pipeline.addHandler(handler, name: proxy)
+    }
+
+    /// An upstream connection: request encoder, response decoder (1xx forwarded, left-over bytes
+    /// kept for upgrades), a validator that keeps control characters out of written heads, and
+    /// the upstream handler.
+    static func configureUpstream(
+        _ pipeline: ChannelPipeline.SynchronousOperations, key: String, limits: NIOHTTPDecoderLimitConfiguration
+    ) throws {
+        try pipeline.addHandler(HTTPRequestEncoder(), name: upstreamEncoder)
+        try pipeline.addHandler(
+            ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .forward, limitConfiguration: limits)),
+            name: upstreamDecoder)
+        try pipeline.addHandler(NIOHTTPRequestHeadersValidator())
+        try pipeline.addHandler(UpstreamHandler(key: key))
+    }
+
+    /// Removes HTTP from an upstream connection that became a tunnel.
+    static func removeUpstreamHTTPHandlers(_ pipeline: ChannelPipeline.SynchronousOperations) {
+        pipeline.removeHandler(name: upstreamEncoder, promise: nil)
+        pipeline.removeHandler(name: upstreamDecoder, promise: nil)
+    }
+}

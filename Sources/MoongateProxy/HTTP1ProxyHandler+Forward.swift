@@ -1,0 +1,292 @@
+import Logging
+import MoongateConfig
+import MoongatePolicy
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+extension HTTP1ProxyHandler {
+    /// Starts forwarding a request: to a cluster (`cluster` set) or to its own authority.
+    func startExchange(
+        kind: Exchange.Kind, cluster: String?, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome,
+        headers: [HeaderField], head: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext
+    ) {
+        let destination: Destination
+        if let cluster {
+            guard let config = runtime.config.cluster(named: cluster) else {
+                runtime.logger.error("policy routed to an unknown cluster", metadata: ["cluster": "\(cluster)", "plugin": "\(outcome.plugin ?? "-")"])
+                finishWithError(request, outcome, status: 503, reason: "no such cluster", keepAlive: keepAlive, context: context)
+                return
+            }
+            destination = .cluster(config)
+        } else {
+            guard let host = request.host, let port = request.port else {
+                finishWithError(request, outcome, status: 400, reason: "no authority to forward to", keepAlive: keepAlive, context: context)
+                return
+            }
+            destination = .authority(Authority(host: host, port: port))
+        }
+        let exchange = Exchange(
+            kind: kind, request: request, instance: instance, outcome: outcome, upstreamKey: destination.key,
+            poolLimit: destination.poolLimit, clientKeepAlive: keepAlive)
+        exchange.pending.append(.head(upstreamHead(for: request, kind: kind, head: head, headers: headers)))
+        state = .exchanging(exchange)
+
+        if kind == .forward, let pooled = loop.pools.acquire(destination.key),
+            let handler = try? pooled.pipeline.syncOperations.handler(type: UpstreamHandler.self)
+        {
+            handler.pools = nil
+            handler.delegate = self
+            exchange.attach(handler)
+            resumeClientReads()
+            return
+        }
+        dial(destination, context: context).assumeIsolated().whenComplete { [weak self] result in
+            guard let self, case .exchanging(let current) = self.state, current === exchange else {
+                if case .success(let channel) = result { channel.close(promise: nil) }
+                return
+            }
+            switch result {
+            case .success(let channel):
+                guard let handler = try? channel.pipeline.syncOperations.handler(type: UpstreamHandler.self) else {
+                    channel.close(promise: nil)
+                    self.exchangeFailed(exchange, status: 502, reason: "upstream set-up failed", context: context)
+                    return
+                }
+                handler.delegate = self
+                exchange.attach(handler)
+                self.resumeClientReads()
+            case .failure(let error):
+                let (status, reason) = Self.dialFailure(error)
+                self.runtime.logger.info("upstream unreachable", metadata: ["upstream": "\(exchange.upstreamKey)", "error": "\(error)"])
+                self.exchangeFailed(exchange, status: status, reason: reason, context: context)
+            }
+        }
+    }
+
+    /// The status for a failed dial: 403 for the address floor, 503 otherwise (refused, timed out,
+    /// unresolvable): never a 200.
+    static func dialFailure(_ error: any Error) -> (Int, String) {
+        if case DialError.refusedAddress(let host, let cls)? = error as? DialError {
+            return (403, "\(host) resolves to a \(cls) address")
+        }
+        return (503, "upstream unreachable")
+    }
+
+    enum Destination {
+        case cluster(ClusterConfig)
+        case authority(Authority)
+
+        var key: String {
+            switch self {
+            case .cluster(let c): "cluster:\(c.name)"
+            case .authority(let a): a.description
+            }
+        }
+
+        var poolLimit: Int {
+            switch self {
+            case .cluster(let c): c.poolSize
+            case .authority: 16
+            }
+        }
+    }
+
+    /// Connects to a destination on this event loop, with the HTTP client handlers installed.
+    func dial(_ destination: Destination, context: ChannelHandlerContext) -> EventLoopFuture<any Channel> {
+        let eventLoop = context.eventLoop
+        let key = destination.key
+        let address: EventLoopFuture<SocketAddress>
+        let connectTimeout: Duration
+        switch destination {
+        case .cluster(let cluster):
+            let endpoint = cluster.endpoints[loop.nextEndpointIndex(cluster.name, count: cluster.endpoints.count)]
+            connectTimeout = cluster.connectTimeout
+            address = runtime.resolver.resolve(
+                Authority(host: endpoint.host.contains(":") ? "[\(endpoint.host)]" : endpoint.host, port: endpoint.port),
+                allowed: [], on: eventLoop, floor: false)
+        case .authority(let authority):
+            connectTimeout = runtime.config.timeouts.upstreamConnect
+            address = runtime.resolver.resolve(authority, allowed: runtime.allowedAddresses, on: eventLoop, floor: true)
+        }
+        let limits = runtime.decoderLimits
+        return address.flatMap { address in
+            ClientBootstrap(group: eventLoop)
+                .connectTimeout(connectTimeout.timeAmount)
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits)
+                    }
+                }
+                .connect(to: address)
+        }
+    }
+
+    /// The head sent upstream: re-serialised from parsed fields, origin-form, one Host (the
+    /// absolute-form authority wins), sanitised headers, framing restated.
+    func upstreamHead(for request: PolicyRequest, kind: Exchange.Kind, head: HTTPRequestHead, headers: [HeaderField]) -> HTTPRequestHead {
+        var out = HTTPHeaders()
+        out.reserveCapacity(headers.count + 3)
+        for field in headers where !field.hasName("host") { out.add(name: field.name, value: field.value) }
+        switch kind {
+        case .connectVia:
+            let target = request.target?.description ?? request.authority ?? ""
+            out.replaceOrAdd(name: "host", value: target)
+            return HTTPRequestHead(version: .http1_1, method: .CONNECT, uri: target, headers: out)
+        case .upgrade:
+            out.replaceOrAdd(name: "connection", value: "upgrade")
+            out.replaceOrAdd(name: "upgrade", value: head.headers.first(name: "upgrade") ?? "websocket")
+        case .forward:
+            break
+        }
+        let host = request.isAbsoluteForm ? (request.authority ?? "") : (head.headers.first(name: "host") ?? request.authority ?? "")
+        out.replaceOrAdd(name: "host", value: host)
+        if head.headers.contains(name: "transfer-encoding") && !out.contains(name: "content-length") {
+            out.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+        }
+        var uri = request.path ?? "/"
+        if let query = request.query { uri += "?" + query }
+        return HTTPRequestHead(version: .http1_1, method: head.method, uri: uri, headers: out)
+    }
+
+    func finishWithError(
+        _ request: PolicyRequest, _ outcome: PolicyOutcome, status: Int, reason: String, keepAlive: Bool,
+        context: ChannelHandlerContext
+    ) {
+        respondLocally(status: status, reason: reason, close: !keepAlive || request.isConnect, context: context)
+        runtime.metrics.request(decision: outcome.decision.verb, status: status)
+        accessLog(
+            method: request.method, target: request.authority ?? "-", decision: outcome.decision.summary,
+            plugin: outcome.plugin, status: status, bytesIn: 0, bytesOut: 0, since: .now())
+    }
+
+    /// The exchange failed before or during the response.
+    func exchangeFailed(_ exchange: Exchange, status: Int, reason: String, context: ChannelHandlerContext) {
+        exchange.responseTimer?.cancel()
+        exchange.upstream?.delegate = nil
+        exchange.upstream?.channel?.close(promise: nil)
+        if exchange.responseHeadSent {
+            // Part of the response is out: the client sees a truncated, closed response.
+            logExchange(exchange, status: exchange.status)
+            state = .done
+            context.close(promise: nil)
+            return
+        }
+        logExchange(exchange, status: status)
+        let close = !exchange.clientKeepAlive || !exchange.requestComplete || exchange.kind != .forward
+        state = .idle
+        respondLocally(status: status, reason: reason, close: close, context: context)
+        if exchange.requestComplete && !close {
+            state = .idle
+            armHeadTimer(context: context)
+        }
+    }
+
+    func startResponseTimer(_ exchange: Exchange, context: ChannelHandlerContext) {
+        guard exchange.kind == .forward, !exchange.responseHeadSent else { return }
+        let timeout = runtime.config.timeouts.upstreamResponse.timeAmount
+        exchange.responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+            guard let self, let context = self.context, case .exchanging(let current) = self.state, current === exchange,
+                !exchange.responseHeadSent
+            else { return }
+            self.exchangeFailed(exchange, status: 504, reason: "upstream timed out", context: context)
+        }
+    }
+
+    /// Ends an exchange whose request and response are both complete.
+    func finishIfComplete(_ exchange: Exchange, context: ChannelHandlerContext) {
+        guard exchange.requestComplete, exchange.responseComplete, case .exchanging(let current) = state, current === exchange else {
+            return
+        }
+        exchange.responseTimer?.cancel()
+        if let upstream = exchange.upstream {
+            upstream.delegate = nil
+            if exchange.upstreamKeepAlive, exchange.kind == .forward, let channel = upstream.channel {
+                upstream.pools = loop.pools
+                loop.pools.release(channel, key: exchange.upstreamKey, limit: exchange.poolLimit)
+            } else {
+                upstream.channel?.close(promise: nil)
+            }
+        }
+        logExchange(exchange, status: exchange.status)
+        state = .idle
+        if exchange.clientKeepAlive { armHeadTimer(context: context) }
+    }
+}
+
+extension HTTP1ProxyHandler: UpstreamDelegate {
+    var clientIsWritable: Bool { context?.channel.isWritable ?? false }
+
+    func upstreamBecameWritable(_ upstream: UpstreamHandler) {
+        resumeClientReads()
+    }
+
+    func upstream(_ upstream: UpstreamHandler, failed error: (any Error)?) {
+        guard let context, case .exchanging(let exchange) = state, exchange.upstream === upstream else { return }
+        if exchange.kind == .connectVia && !exchange.responseHeadSent {
+            exchangeFailed(exchange, status: 503, reason: "the upstream proxy closed before answering", context: context)
+            return
+        }
+        exchangeFailed(exchange, status: 502, reason: "upstream connection failed", context: context)
+    }
+
+    func upstream(_ upstream: UpstreamHandler, received part: HTTPClientResponsePart) {
+        guard let context, case .exchanging(let exchange) = state, exchange.upstream === upstream else { return }
+        switch part {
+        case .head(let head):
+            if head.status.code >= 100 && head.status.code < 200 && head.status != .switchingProtocols {
+                // 100 Continue and other informational answers are relayed as they are.
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: head.status))), promise: nil)
+                return
+            }
+            exchange.responseTimer?.cancel()
+            if exchange.kind == .upgrade && head.status == .switchingProtocols {
+                upgradeAccepted(exchange, head: head, context: context)
+                return
+            }
+            if exchange.kind == .connectVia && head.status.code / 100 == 2 {
+                connectViaAccepted(exchange, head: head, context: context)
+                return
+            }
+            var headers = head.headers.map { HeaderField($0.name, $0.value) }
+            if let fault = exchange.instance.sanitizeResponse(for: exchange.request, status: Int(head.status.code), headers: &headers) {
+                runtime.logger.error("sanitize_response failed", metadata: ["error": "\(fault)"])
+                exchangeFailed(exchange, status: 500, reason: "policy error", context: context)
+                return
+            }
+            var out = HTTPHeaders()
+            out.reserveCapacity(headers.count + 1)
+            for field in headers { out.add(name: field.name, value: field.value) }
+            exchange.upstreamKeepAlive = head.isKeepAlive
+            let closeAfter = !exchange.clientKeepAlive || exchange.kind != .forward
+            if closeAfter { out.replaceOrAdd(name: "connection", value: "close") }
+            exchange.status = Int(head.status.code)
+            exchange.responseHeadSent = true
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: head.status, headers: out))), promise: nil)
+        case .body(let buffer):
+            exchange.bytesToClient += buffer.readableBytes
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        case .end(let trailers):
+            exchange.responseComplete = true
+            let closeAfter = !exchange.clientKeepAlive || exchange.kind != .forward
+            let written = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: written)
+            if closeAfter {
+                written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            }
+            if !exchange.requestComplete {
+                // The upstream answered before the request body ended: that connection is spent,
+                // and the rest of the request body is dropped.
+                exchange.upstreamKeepAlive = false
+                exchange.requestComplete = true
+                exchange.pending = []
+                finishIfComplete(exchange, context: context)
+                state = .discarding(close: closeAfter)
+                return
+            }
+            finishIfComplete(exchange, context: context)
+            if closeAfter { state = .done }
+        }
+    }
+}

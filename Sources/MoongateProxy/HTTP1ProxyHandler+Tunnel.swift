@@ -1,0 +1,204 @@
+import Logging
+import MoongateConfig
+import MoongatePolicy
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A CONNECT being terminated here: the target is being dialled.
+final class TunnelAttempt {
+    let request: PolicyRequest
+    let instance: PolicyInstance
+    let outcome: PolicyOutcome
+    let target: Authority
+    let startedAt = NIODeadline.now()
+    var sawEnd = false
+    var upstream: (any Channel)?
+
+    init(request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, target: Authority) {
+        self.request = request
+        self.instance = instance
+        self.outcome = outcome
+        self.target = target
+    }
+
+    /// The client left before the tunnel was up.
+    func abandon() {
+        upstream?.close(promise: nil)
+        upstream = nil
+    }
+}
+
+extension HTTP1ProxyHandler {
+    /// CONNECT, terminated here: dial the target (with the address floor), then answer 200 as
+    /// soon as TCP connects and relay bytes. A refused or timed-out target gets a 503, never a 200.
+    func startTunnel(to target: Authority, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, context: ChannelHandlerContext) {
+        guard runtime.tunnels.count < runtime.config.limits.maxTunnels else {
+            finishWithError(request, outcome, status: 503, reason: "too many tunnels", keepAlive: false, context: context)
+            state = .done
+            return
+        }
+        let attempt = TunnelAttempt(request: request, instance: instance, outcome: outcome, target: target)
+        state = .connecting(attempt)
+        let eventLoop = context.eventLoop
+        let timeout = runtime.config.timeouts.upstreamConnect.timeAmount
+        runtime.resolver.resolve(target, allowed: runtime.allowedAddresses, on: eventLoop)
+            .flatMap { address in
+                ClientBootstrap(group: eventLoop)
+                    .connectTimeout(timeout)
+                    .channelOption(.allowRemoteHalfClosure, value: true)
+                    .channelOption(.autoRead, value: false)
+                    .connect(to: address)
+            }
+            .assumeIsolated()
+            .whenComplete { [weak self] result in
+                guard let self, case .connecting(let current) = self.state, current === attempt else {
+                    if case .success(let channel) = result { channel.close(promise: nil) }
+                    return
+                }
+                switch result {
+                case .success(let channel):
+                    attempt.upstream = channel
+                    if attempt.sawEnd, let context = self.context { self.establishTunnel(attempt, context: context) }
+                case .failure(let error):
+                    guard let context = self.context else { return }
+                    let (status, reason) = Self.dialFailure(error)
+                    self.runtime.logger.info("tunnel target unreachable", metadata: ["target": "\(target)", "error": "\(error)"])
+                    self.rawPending = []
+                    self.respondLocally(status: status, reason: reason, close: true, context: context)
+                    self.state = .done
+                    self.runtime.metrics.request(decision: outcome.decision.verb, status: status)
+                    self.accessLog(
+                        method: "CONNECT", target: target.description, decision: outcome.decision.summary,
+                        plugin: outcome.plugin, status: status, bytesIn: 0, bytesOut: 0, since: attempt.startedAt)
+                }
+            }
+    }
+
+    /// The target is connected and the CONNECT head is complete: 200, then the relay.
+    func establishTunnel(_ attempt: TunnelAttempt, context: ChannelHandlerContext) {
+        guard let upstream = attempt.upstream else { return }
+        state = .done
+        context.pipeline.syncOperations.removeHandler(name: HTTP1Pipeline.encoder, promise: nil)
+        // A 2xx to CONNECT has no Content-Length and no Transfer-Encoding (RFC 9110 §9.3.6).
+        var head = context.channel.allocator.buffer(capacity: 40)
+        head.writeStaticString("HTTP/1.1 200 Connection established\r\n\r\n")
+        context.writeAndFlush(NIOAny(head), promise: nil)
+        glue(context: context, upstream: upstream, request: attempt.request, instance: attempt.instance,
+             outcome: attempt.outcome, status: 200, startedAt: attempt.startedAt)
+    }
+
+    /// An upgrade the origin accepted (101): relay the 101, then bytes both ways.
+    func upgradeAccepted(_ exchange: Exchange, head: HTTPResponseHead, context: ChannelHandlerContext) {
+        guard let upstream = exchange.upstream, let upstreamChannel = upstream.channel else { return }
+        var headers = head.headers.map { HeaderField($0.name, $0.value) }
+        if let fault = exchange.instance.sanitizeResponse(
+            for: exchange.request, status: 101, headers: &headers, keeping: ["connection", "upgrade"])
+        {
+            runtime.logger.error("sanitize_response failed", metadata: ["error": "\(fault)"])
+            exchangeFailed(exchange, status: 500, reason: "policy error", context: context)
+            return
+        }
+        var out = HTTPHeaders()
+        for field in headers { out.add(name: field.name, value: field.value) }
+        state = .done
+        upstream.delegate = nil
+        upstream.rawMode = true
+        rawMode = true
+        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: out))), promise: nil)
+        removeHTTPServerHandlers(context: context, keepEncoder: false)
+        HTTP1Pipeline.removeUpstreamHTTPHandlers(upstreamChannel.pipeline.syncOperations)
+        exchange.bytesToClient = 0
+        glue(context: context, upstream: upstreamChannel, request: exchange.request, instance: exchange.instance,
+             outcome: exchange.outcome, status: 101, startedAt: exchange.startedAt, upstreamHandler: upstream)
+    }
+
+    /// A parent proxy accepted a CONNECT (any 2xx): relay its status line, then bytes both ways.
+    /// Content-Length or Transfer-Encoding on that 2xx are ignored: what follows the head is tunnel data.
+    func connectViaAccepted(_ exchange: Exchange, head: HTTPResponseHead, context: ChannelHandlerContext) {
+        guard let upstream = exchange.upstream, let upstreamChannel = upstream.channel else { return }
+        state = .done
+        upstream.delegate = nil
+        upstream.rawMode = true
+        rawMode = true
+        removeHTTPServerHandlers(context: context, keepEncoder: false)
+        var line = context.channel.allocator.buffer(capacity: 64)
+        line.writeString("HTTP/1.1 \(head.status.code) \(head.status.reasonPhrase)\r\n\r\n")
+        context.writeAndFlush(NIOAny(line), promise: nil)
+        HTTP1Pipeline.removeUpstreamHTTPHandlers(upstreamChannel.pipeline.syncOperations)
+        glue(context: context, upstream: upstreamChannel, request: exchange.request, instance: exchange.instance,
+             outcome: exchange.outcome, status: Int(head.status.code), startedAt: exchange.startedAt, upstreamHandler: upstream)
+    }
+
+    /// Replaces HTTP on both channels with a byte relay, with the tunnel timers, then leaves.
+    private func glue(
+        context: ChannelHandlerContext, upstream: any Channel, request: PolicyRequest, instance: PolicyInstance,
+        outcome: PolicyOutcome, status: Int, startedAt: NIODeadline, upstreamHandler: UpstreamHandler? = nil
+    ) {
+        let (clientGlue, upstreamGlue) = GlueHandler.matchedPair()
+        let counter = TunnelCounter()
+        clientGlue.onBytes = { counter.fromClient += $0 }
+        upstreamGlue.onBytes = { counter.toClient += $0 }
+        let timeouts = runtime.config.timeouts
+        do {
+            let ops = context.pipeline.syncOperations
+            try ops.addHandler(IdleStateHandler(allTimeout: timeouts.tunnelIdle.timeAmount))
+            try ops.addHandler(TunnelTimeoutHandler())
+            try ops.addHandler(clientGlue)
+            try upstream.pipeline.syncOperations.addHandler(upstreamGlue)
+        } catch {
+            context.close(promise: nil)
+            upstream.close(promise: nil)
+            return
+        }
+        let clientChannel = context.channel
+        runtime.tunnels.opened(clientChannel)
+        runtime.metrics.tunnelOpened()
+        if let maxDuration = timeouts.tunnelMaxDuration {
+            let task = context.eventLoop.scheduleTask(in: maxDuration.timeAmount) { clientChannel.close(promise: nil) }
+            clientChannel.closeFuture.whenComplete { _ in task.cancel() }
+        }
+        let runtime = self.runtime
+        let client = self.client
+        clientChannel.closeFuture.assumeIsolated().whenComplete { _ in
+            upstream.close(promise: nil)
+            runtime.tunnels.closed(clientChannel)
+            runtime.metrics.tunnelClosed(bytesIn: counter.fromClient, bytesOut: counter.toClient)
+            runtime.metrics.request(decision: outcome.decision.verb, status: status)
+            let ms = Double((NIODeadline.now() - startedAt).nanoseconds) / 1_000_000
+            runtime.accessLogger.info(
+                "tunnel",
+                metadata: [
+                    "client": "\(client.ip):\(client.port)", "method": "\(request.method)",
+                    "target": "\(request.target?.description ?? request.authority ?? "-")",
+                    "decision": "\(outcome.decision.summary)", "plugin": "\(outcome.plugin ?? "-")", "status": "\(status)",
+                    "bytes_in": "\(counter.fromClient)", "bytes_out": "\(counter.toClient)", "duration_ms": "\(ms)",
+                ])
+            if instance.hasLogHooks { instance.log(request: request, status: status) }
+        }
+        if let upstreamHandler {
+            upstream.pipeline.syncOperations.removeHandler(upstreamHandler, promise: nil)
+        }
+        upstream.setOption(.autoRead, value: true).whenComplete { _ in upstream.read() }
+        context.pipeline.syncOperations.removeHandler(self, promise: nil)
+    }
+}
+
+/// Bytes relayed by one tunnel.
+final class TunnelCounter {
+    var fromClient = 0
+    var toClient = 0
+}
+
+/// Closes a tunnel when its idle timer fires (no byte either way for the idle timeout).
+final class TunnelTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}

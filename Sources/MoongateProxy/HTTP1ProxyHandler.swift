@@ -1,0 +1,390 @@
+import Logging
+import MoongateConfig
+import MoongatePolicy
+import NIOCore
+import NIOHTTP1
+
+/// The one handler of an HTTP/1.1 client connection that asks policy and acts on the answer.
+///
+/// It sits after the parsing handlers (response encoder, request decoder, pipelining assistance),
+/// which never decide anything. Per request head it asks this loop's policy instance once, then:
+/// answers locally (deny, respond, fault), forwards to an upstream (route, forward, upgrades,
+/// tunnel_via), or turns the connection into a tunnel (CONNECT terminated here).
+final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    enum State {
+        /// Waiting for a request head.
+        case idle
+        /// Answered locally; request body parts are dropped until `.end`.
+        case discarding(close: Bool)
+        /// A request is being forwarded.
+        case exchanging(Exchange)
+        /// A CONNECT is dialling its target; bytes after the head are kept (early data).
+        case connecting(TunnelAttempt)
+        /// The connection has become a tunnel or is closing: HTTP is over.
+        case done
+    }
+
+    let runtime: ProxyRuntime
+    let loop: LoopContext
+    var state: State = .idle
+    var context: ChannelHandlerContext?
+    var client = ClientInfo(ip: "0.0.0.0")
+    var served = 0
+    var pendingRead = false
+    /// Set once HTTP is over (a tunnel is being set up): inbound data is raw bytes, kept until the
+    /// relay is in place and then passed on in order.
+    var rawMode = false
+    var rawPending: [NIOAny] = []
+    private var headTimer: Scheduled<Void>?
+
+    init(runtime: ProxyRuntime, loop: LoopContext) {
+        self.runtime = runtime
+        self.loop = loop
+    }
+
+    // MARK: - Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if let remote = context.channel.remoteAddress {
+            client = ClientInfo(ip: remote.ipAddress ?? "0.0.0.0", port: remote.port ?? 0, tls: false)
+        }
+        if context.channel.isActive { armHeadTimer(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        armHeadTimer(context: context)
+        context.fireChannelActive()
+    }
+
+    func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
+        // Leaving for a relay: deliver the raw bytes kept so far, in order.
+        let pending = rawPending
+        rawPending = []
+        for data in pending { context.fireChannelRead(data) }
+        if !pending.isEmpty { context.fireChannelReadComplete() }
+        context.leavePipeline(removalToken: removalToken)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        headTimer?.cancel()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        headTimer?.cancel()
+        switch state {
+        case .exchanging(let exchange):
+            // The client went away mid-exchange: the upstream connection cannot be reused.
+            exchange.responseTimer?.cancel()
+            exchange.upstream?.delegate = nil
+            exchange.upstream?.channel?.close(promise: nil)
+            logExchange(exchange, status: exchange.responseHeadSent ? exchange.status : 499)
+        case .connecting(let attempt):
+            attempt.abandon()
+        default:
+            break
+        }
+        state = .done
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            // The client half-closed. Idle: close. Mid-exchange: finish the response first.
+            switch state {
+            case .idle, .discarding: context.close(promise: nil)
+            default: break
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    // MARK: - Reads (back-pressure)
+
+    func read(context: ChannelHandlerContext) {
+        switch state {
+        case .exchanging(let exchange):
+            if exchange.kind != .forward && !exchange.responseHeadSent {
+                // Bytes after a CONNECT or upgrade head wait for the upstream's answer.
+                pendingRead = true
+            } else if let upstream = exchange.upstream, upstream.channel?.isWritable ?? false {
+                context.read()
+            } else {
+                pendingRead = true
+            }
+        case .connecting:
+            pendingRead = true
+        default:
+            context.read()
+        }
+    }
+
+    func resumeClientReads() {
+        guard pendingRead, let context else { return }
+        pendingRead = false
+        context.read()
+    }
+
+    // MARK: - Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if rawMode {
+            // HTTP is over for this connection: raw bytes after the head (early data).
+            rawPending.append(data)
+            return
+        }
+        let part = unwrapInboundIn(data)
+        switch (state, part) {
+        case (.idle, .head(let head)):
+            headTimer?.cancel()
+            served += 1
+            handleHead(head, context: context)
+        case (.discarding(let close), .end):
+            state = .idle
+            if close { context.close(promise: nil) } else { armHeadTimer(context: context) }
+        case (.discarding, _):
+            break
+        case (.exchanging(let exchange), .body(let buffer)):
+            exchange.bytesFromClient += buffer.readableBytes
+            exchange.send(.body(.byteBuffer(buffer)), flush: false)
+        case (.exchanging(let exchange), .end(let trailers)):
+            exchange.requestComplete = true
+            exchange.send(.end(trailers), flush: true)
+            startResponseTimer(exchange, context: context)
+            finishIfComplete(exchange, context: context)
+        case (.connecting(let attempt), .end):
+            attempt.sawEnd = true
+            // Nothing after a CONNECT head is HTTP: stop parsing, keep the raw bytes.
+            rawMode = true
+            removeHTTPServerHandlers(context: context, keepEncoder: true)
+            if attempt.upstream != nil { establishTunnel(attempt, context: context) }
+        case (.connecting, _):
+            break
+        default:
+            // A head while another request is in flight cannot happen behind the pipelining handler.
+            context.close(promise: nil)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if case .exchanging(let exchange) = state { exchange.upstream?.flush() }
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, case .exchanging(let exchange) = state {
+            exchange.upstream?.resumeReading()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let parseError = error as? HTTPParserError {
+            // Strict parsing: every malformed head gets an answer and a closed connection, and
+            // nothing is forwarded.
+            let status: HTTPResponseStatus = parseError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
+            switch state {
+            case .idle, .discarding:
+                respondLocally(status: Int(status.code), reason: "malformed request", close: true, context: context)
+            case .exchanging(let exchange) where !exchange.responseHeadSent:
+                exchange.upstream?.delegate = nil
+                exchange.upstream?.channel?.close(promise: nil)
+                respondLocally(status: Int(status.code), reason: "malformed request", close: true, context: context)
+            default:
+                context.close(promise: nil)
+            }
+            state = .done
+            return
+        }
+        runtime.logger.debug("client connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    // MARK: - Request heads
+
+    private func handleHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let fields = head.headers.map { HeaderField($0.name, $0.value) }
+        if let problem = framingProblem(head) {
+            respondLocally(status: problem.status, reason: problem.reason, close: true, context: context)
+            state = .done
+            return
+        }
+        let version = head.version.minor == 0 ? "HTTP/1.0" : "HTTP/1.1"
+        let request: PolicyRequest
+        do {
+            request = try PolicyRequest.http1(method: head.method.rawValue, uri: head.uri, version: version, headers: fields, client: client)
+        } catch {
+            respondLocally(status: error.status, reason: error.reason, close: true, context: context)
+            state = .done
+            return
+        }
+        guard let instance = runtime.policy.instance(in: loop.policy) else {
+            respondLocally(status: 503, reason: "no policy has loaded", close: head.method == .CONNECT, context: context)
+            return
+        }
+        let verdict = instance.evaluate(request)
+        let outcome = verdict.outcome
+        let keepAlive = head.isKeepAlive && head.method != .CONNECT
+        switch outcome.decision {
+        case .deny(let status, let reason, let extra):
+            finishLocally(request, outcome, status: status, body: reason, extra: extra, keepAlive: keepAlive, context: context)
+        case .respond(let status, let body, let extra):
+            finishLocally(request, outcome, status: status, body: body, extra: extra, keepAlive: keepAlive, context: context)
+        case .fault:
+            finishLocally(request, outcome, status: 500, body: "policy error", extra: [], keepAlive: keepAlive, context: context)
+        case .noOpinion:
+            finishLocally(request, outcome, status: 500, body: "policy error", extra: [], keepAlive: keepAlive, context: context)
+        case .tunnel:
+            guard let target = request.target else {
+                finishLocally(request, outcome, status: 500, body: "policy error", extra: [], keepAlive: false, context: context)
+                return
+            }
+            startTunnel(to: target, request: request, instance: instance, outcome: outcome, context: context)
+        case .tunnelVia(let cluster):
+            startExchange(
+                kind: .connectVia, cluster: cluster, request: request, instance: instance, outcome: outcome,
+                headers: verdict.upstreamHeaders ?? [], head: head, keepAlive: false, context: context)
+        case .route(let cluster):
+            startExchange(
+                kind: request.upgrade != nil ? .upgrade : .forward, cluster: cluster, request: request, instance: instance,
+                outcome: outcome, headers: verdict.upstreamHeaders ?? [], head: head, keepAlive: keepAlive, context: context)
+        case .forward:
+            startExchange(
+                kind: request.upgrade != nil ? .upgrade : .forward, cluster: nil, request: request, instance: instance,
+                outcome: outcome, headers: verdict.upstreamHeaders ?? [], head: head, keepAlive: keepAlive, context: context)
+        }
+    }
+
+    /// Framing rules that are protocol correctness, not policy (CX-BAD-*, hardening §A).
+    private func framingProblem(_ head: HTTPRequestHead) -> RequestError? {
+        if head.headers[canonicalForm: "host"].count > 1 || head.headers["host"].count > 1 {
+            return RequestError(status: 400, reason: "more than one Host header")
+        }
+        if head.method == .CONNECT {
+            if head.headers.contains(name: "transfer-encoding") {
+                return RequestError(status: 400, reason: "CONNECT cannot carry Transfer-Encoding")
+            }
+            for value in head.headers["content-length"] where value.trimmingSpaces != "0" {
+                return RequestError(status: 400, reason: "CONNECT cannot carry a body")
+            }
+        }
+        return nil
+    }
+
+    // MARK: - Local responses
+
+    private func finishLocally(
+        _ request: PolicyRequest, _ outcome: PolicyOutcome, status: Int, body: String?, extra: [HeaderField],
+        keepAlive: Bool, context: ChannelHandlerContext
+    ) {
+        let close = !keepAlive || request.isConnect
+        respondLocally(status: status, reason: body, extra: extra, close: close, context: context)
+        runtime.metrics.request(decision: outcome.decision.verb, status: status)
+        accessLog(
+            method: request.method, target: request.target?.description ?? request.authority ?? "-",
+            decision: outcome.decision.summary, plugin: outcome.plugin, status: status, bytesIn: 0,
+            bytesOut: body?.utf8.count ?? 0, since: .now())
+        if request.isConnect {
+            state = .done  // nothing after a refused CONNECT is processed
+        }
+    }
+
+    /// Writes a complete local response; `close` ends the connection after it.
+    func respondLocally(status: Int, reason: String?, extra: [HeaderField] = [], close: Bool, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        for field in extra { headers.add(name: field.name, value: field.value) }
+        let body = reason.map { $0 + "\n" } ?? ""
+        headers.replaceOrAdd(name: "content-type", value: "text/plain; charset=utf-8")
+        headers.replaceOrAdd(name: "content-length", value: String(body.utf8.count))
+        if close { headers.replaceOrAdd(name: "connection", value: "close") }
+        let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if !body.isEmpty {
+            var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
+            buffer.writeString(body)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
+        let done = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
+        if close {
+            done.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            if case .idle = state { state = .discarding(close: true) }
+        } else if case .idle = state {
+            state = .discarding(close: false)
+        }
+    }
+
+    // MARK: - Timers
+
+    /// The request-headers timeout: a connection that sends no complete head in time gets a 408
+    /// (or, when it has been served before and is idle, is closed).
+    func armHeadTimer(context: ChannelHandlerContext) {
+        headTimer?.cancel()
+        let timeout = TimeAmount.nanoseconds(Int64(runtime.config.timeouts.requestHeaders.nanosecondsClamped))
+        headTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+            guard let self, let context = self.context, case .idle = self.state else { return }
+            if self.served == 0 {
+                self.respondLocally(status: 408, reason: "request headers timed out", close: true, context: context)
+            } else {
+                context.close(promise: nil)
+            }
+            self.state = .done
+        }
+    }
+
+    // MARK: - Access log
+
+    func accessLog(
+        method: String, target: String, decision: String, plugin: String?, status: Int, bytesIn: Int, bytesOut: Int,
+        since start: NIODeadline
+    ) {
+        let ms = Double((NIODeadline.now() - start).nanoseconds) / 1_000_000
+        runtime.accessLogger.info(
+            "request",
+            metadata: [
+                "client": "\(client.ip):\(client.port)", "method": "\(method)", "target": "\(target)",
+                "decision": "\(decision)", "plugin": "\(plugin ?? "-")", "status": "\(status)",
+                "bytes_in": "\(bytesIn)", "bytes_out": "\(bytesOut)", "duration_ms": "\(ms)",
+            ])
+    }
+
+    func logExchange(_ exchange: Exchange, status: Int) {
+        runtime.metrics.request(decision: exchange.outcome.decision.verb, status: status)
+        accessLog(
+            method: exchange.request.method,
+            target: exchange.request.target?.description ?? exchange.request.authority ?? "-",
+            decision: exchange.outcome.decision.summary, plugin: exchange.outcome.plugin, status: status,
+            bytesIn: exchange.bytesFromClient, bytesOut: exchange.bytesToClient, since: exchange.startedAt)
+        if exchange.instance.hasLogHooks {
+            exchange.instance.log(request: exchange.request, status: status)
+        }
+    }
+
+    // MARK: - Pipeline surgery
+
+    /// Removes the HTTP server handlers before the connection becomes a tunnel. The pipelining
+    /// handler goes first, so the decoder's left-over bytes reach this handler as raw bytes.
+    func removeHTTPServerHandlers(context: ChannelHandlerContext, keepEncoder: Bool) {
+        let pipeline = context.pipeline.syncOperations
+        pipeline.removeHandler(name: HTTP1Pipeline.pipelining, promise: nil)
+        pipeline.removeHandler(name: HTTP1Pipeline.decoder, promise: nil)
+        if !keepEncoder { pipeline.removeHandler(name: HTTP1Pipeline.encoder, promise: nil) }
+    }
+}
+
+extension Duration {
+    /// Nanoseconds, clamped to Int64.
+    var nanosecondsClamped: Int64 {
+        let (seconds, atto) = components
+        let (ns, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow ? .max : ns + atto / 1_000_000_000
+    }
+
+    var timeAmount: TimeAmount { .nanoseconds(nanosecondsClamped) }
+}

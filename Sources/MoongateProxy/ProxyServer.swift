@@ -1,0 +1,106 @@
+import Logging
+import MoongateConfig
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// The proxy's listeners as a `Service`: binds every listener of the config, serves until graceful
+/// shutdown, then stops accepting, lets in-flight requests finish up to the drain deadline, and
+/// closes what is left (tunnels included).
+public final class ProxyServer: Service, Sendable {
+    private let runtime: ProxyRuntime
+    private let group: any EventLoopGroup
+    private let serverChannels = Mutex<[any Channel]>([])
+    private let connections = ConnectionRegistry()
+
+    /// Creates the server; nothing is bound until ``start()`` or ``run()``.
+    public init(
+        config: MoongateConfiguration, policy: PolicyHost, metrics: ProxyMetrics, logger: Logger,
+        group: any EventLoopGroup, threadPool: NIOThreadPool
+    ) {
+        self.runtime = ProxyRuntime(config: config, policy: policy, metrics: metrics, logger: logger, group: group, threadPool: threadPool)
+        self.group = group
+    }
+
+    /// Binds every listener.
+    /// - Returns: the bound addresses, in the config's order (port 0 binds an ephemeral port).
+    @discardableResult
+    public func start() async throws -> [SocketAddress] {
+        var bound: [SocketAddress] = []
+        for listener in runtime.config.listeners {
+            let channel = try await bootstrap().bind(host: listener.address, port: listener.port).get()
+            serverChannels.withLock { $0.append(channel) }
+            if let address = channel.localAddress { bound.append(address) }
+            runtime.logger.info("listening", metadata: ["listener": "\(listener.name)", "address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+        }
+        return bound
+    }
+
+    public func run() async throws {
+        if serverChannels.withLock({ $0.isEmpty }) { try await start() }
+        try? await gracefulShutdown()
+        await shutdown()
+    }
+
+    /// Stops accepting, drains, and closes everything.
+    public func shutdown() async {
+        let listeners = serverChannels.withLock { channels in
+            defer { channels = [] }
+            return channels
+        }
+        for channel in listeners { try? await channel.close() }
+        connections.quiesceAll()
+        let deadline = ContinuousClock.now + runtime.config.timeouts.drain
+        while connections.count - runtime.tunnels.count > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        runtime.tunnels.closeAll()
+        connections.closeAll()
+        runtime.logger.info("stopped")
+    }
+
+    private func bootstrap() -> ServerBootstrap {
+        let runtime = self.runtime
+        let connections = self.connections
+        return ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard connections.count < runtime.config.limits.maxConnections else {
+                        throw ChannelError.ioOnClosedChannel
+                    }
+                    connections.opened(channel)
+                    channel.closeFuture.whenComplete { _ in connections.closed(channel) }
+                    let handler = HTTP1ProxyHandler(runtime: runtime, loop: runtime.loopContext(channel.eventLoop))
+                    try HTTP1Pipeline.configureServer(channel.pipeline.syncOperations, limits: runtime.decoderLimits, handler: handler)
+                }
+            }
+    }
+}
+
+/// The open client connections (for graceful shutdown).
+final class ConnectionRegistry: Sendable {
+    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+    var count: Int { channels.withLock { $0.count } }
+
+    func opened(_ channel: any Channel) { channels.withLock { $0[ObjectIdentifier(channel)] = channel } }
+    func closed(_ channel: any Channel) { _ = channels.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) } }
+
+    /// Asks every connection to finish its in-flight request and close.
+    func quiesceAll() {
+        for channel in channels.withLock({ Array($0.values) }) {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
+    }
+
+    func closeAll() {
+        for channel in channels.withLock({ Array($0.values) }) { channel.close(promise: nil) }
+    }
+}

@@ -1,0 +1,45 @@
+import Logging
+import MoongateConfig
+import NIOCore
+
+/// Idle keep-alive upstream connections of one event loop, by upstream key (`host:port`).
+/// Only touched on its loop: no locks.
+final class UpstreamPools {
+    private let eventLoop: any EventLoop
+    private var idle: [String: [any Channel]] = [:]
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    /// An idle connection to `key`, if one is open.
+    func acquire(_ key: String) -> (any Channel)? {
+        while var list = idle[key], let channel = list.popLast() {
+            idle[key] = list
+            if channel.isActive { return channel }
+        }
+        return nil
+    }
+
+    /// Keeps `channel` for reuse (at most `limit` idle per key); closes it otherwise.
+    func release(_ channel: any Channel, key: String, limit: Int) {
+        var list = idle[key, default: []]
+        guard channel.isActive, list.count < limit else {
+            channel.close(promise: nil)
+            return
+        }
+        list.append(channel)
+        idle[key] = list
+    }
+
+    /// Forgets a connection that closed while idle.
+    func remove(_ channel: any Channel, key: String) {
+        idle[key]?.removeAll { $0 === channel }
+    }
+
+    /// Closes every idle connection (shutdown).
+    func closeAll() {
+        for (_, list) in idle { for channel in list { channel.close(promise: nil) } }
+        idle.removeAll()
+    }
+}
