@@ -181,6 +181,9 @@ extension HTTP1ProxyHandler {
         }
         upstream.setOption(.autoRead, value: true).whenComplete { _ in upstream.read() }
         context.pipeline.syncOperations.removeHandler(self, promise: nil)
+        // Reads held while the tunnel was set up resume through the relay's gate.
+        pendingRead = false
+        clientChannel.read()
     }
 }
 

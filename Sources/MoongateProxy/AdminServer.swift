@@ -1,0 +1,141 @@
+import Logging
+import MoongateConfig
+import MoongatePolicy
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+import Synchronization
+
+/// The admin listener (loopback by default): `GET /ready`, `GET /policy`, `GET /metrics`.
+public final class AdminServer: Service, Sendable {
+    private let config: AdminConfig
+    private let state: AdminState
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let channel = Mutex<(any Channel)?>(nil)
+
+    /// Creates the admin server.
+    public init(config: AdminConfig, policy: PolicyHost, registry: PrometheusCollectorRegistry, group: any EventLoopGroup, logger: Logger) {
+        self.config = config
+        self.state = AdminState(policy: policy, registry: registry)
+        self.group = group
+        self.logger = logger
+    }
+
+    /// Binds the admin listener and returns its address.
+    @discardableResult
+    public func start() async throws -> SocketAddress? {
+        let state = self.state
+        let bound = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(state: state))
+                }
+            }
+            .bind(host: config.address, port: config.port).get()
+        channel.withLock { $0 = bound }
+        logger.info("admin listening", metadata: ["address": "\(bound.localAddress.map { "\($0)" } ?? "?")"])
+        return bound.localAddress
+    }
+
+    public func run() async throws {
+        if channel.withLock({ $0 == nil }) { try await start() }
+        try? await gracefulShutdown()
+        let bound = channel.withLock { $0 }
+        try? await bound?.close()
+    }
+}
+
+/// What the admin handlers read.
+final class AdminState: Sendable {
+    let policy: PolicyHost
+    let registry: PrometheusCollectorRegistry
+
+    init(policy: PolicyHost, registry: PrometheusCollectorRegistry) {
+        self.policy = policy
+        self.registry = registry
+    }
+
+    func respond(method: HTTPMethod, path: String) -> (HTTPResponseStatus, String, String) {
+        switch (method, path) {
+        case (.GET, "/ready"):
+            return policy.generation == nil
+                ? (.serviceUnavailable, "text/plain", "no policy loaded\n") : (.ok, "text/plain", "ready\n")
+        case (.GET, "/metrics"):
+            return (.ok, "text/plain; version=0.0.4", registry.emitToString())
+        case (.GET, "/policy"):
+            return (.ok, "application/json", policyJSON())
+        default:
+            return (.notFound, "text/plain", "not found\n")
+        }
+    }
+
+    private func policyJSON() -> String {
+        guard let generation = policy.generation else { return "{\"generation\":null}\n" }
+        let plugins = generation.spec.plugins.map { p in
+            "{\"name\":\(JSON.quote(p.name)),\"file\":\(JSON.quote(p.path)),\"priority\":\(p.priority)}"
+        }
+        return "{\"generation\":\(generation.id),\"loaded_at\":\(generation.loadedAt),\"tests_passed\":\(generation.testResults.count),"
+            + "\"plugins\":[\(plugins.joined(separator: ","))]}\n"
+    }
+}
+
+/// Minimal JSON string quoting.
+enum JSON {
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out + "\""
+    }
+}
+
+final class AdminHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let state: AdminState
+    private var head: HTTPRequestHead?
+
+    init(state: AdminState) { self.state = state }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): self.head = head
+        case .body: break
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            let path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "/")
+            let (status, type, body) = state.respond(method: head.method, path: path)
+            var headers = HTTPHeaders([("content-type", type), ("content-length", String(body.utf8.count))])
+            if !head.isKeepAlive { headers.add(name: "connection", value: "close") }
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+            var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
+            buffer.writeString(body)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            let keepAlive = head.isKeepAlive
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                if !keepAlive { context.close(promise: nil) }
+            }
+        }
+    }
+}
