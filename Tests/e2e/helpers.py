@@ -1,0 +1,50 @@
+"""Config text for the end-to-end tests."""
+from conftest import PLUGINS
+
+
+def config(port, plugins, clusters=None, timeouts=None, allowed_addresses=None, admin_port=None, limits=None):
+    lines = [
+        "listeners:",
+        "  - name: main",
+        "    address: 127.0.0.1",
+        f"    port: {port}",
+    ]
+    if admin_port:
+        lines += ["admin:", "  address: 127.0.0.1", f"  port: {admin_port}"]
+    if clusters:
+        lines.append("clusters:")
+        for name, endpoint in clusters.items():
+            lines += [f"  - name: {name}", f'    endpoints: ["{endpoint}"]', "    connect_timeout: 2s"]
+    if timeouts:
+        lines.append("timeouts:")
+        lines += [f"  {k}: {v}" for k, v in timeouts.items()]
+    if limits:
+        lines.append("limits:")
+        lines += [f"  {k}: {v}" for k, v in limits.items()]
+    lines += ["policy:", f"  plugins_dir: {PLUGINS}"]
+    if allowed_addresses:
+        lines.append(f"  allowed_addresses: {allowed_addresses!r}".replace("'", '"'))
+    lines.append("  plugins:")
+    for plugin in plugins:
+        lines += ["    - " + plugin.strip().replace("\n", "\n      ")]
+    return "\n".join(lines) + "\n"
+
+
+def allowlist(*targets, via=None):
+    """connect_allowlist allowing exactly these loopback host:port targets."""
+    quoted = ", ".join(f'"{t}"' for t in targets)
+    text = f"name: connect_allowlist\nconfig:\n  allow_addresses: [{quoted}]"
+    if via:
+        text += f"\n  via: {via}\n  allow: [\"*\"]"
+    return text
+
+
+def router(routes=None, forward=False, forward_ports=(80,), allow_addresses=()):
+    text = "name: host_router\nconfig:\n"
+    text += f"  forward_absolute: {'true' if forward else 'false'}\n"
+    text += f"  forward_ports: [{', '.join(str(p) for p in forward_ports)}]\n"
+    text += "  allow_addresses: [" + ", ".join(f'"{a}"' for a in allow_addresses) + "]\n"
+    text += "  routes:\n"
+    for host, prefix, cluster in routes or []:
+        text += f'    - {{ host: "{host}", prefix: "{prefix}", cluster: {cluster} }}\n'
+    return text.rstrip("\n")
