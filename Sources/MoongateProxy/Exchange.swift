@@ -36,6 +36,8 @@ final class Exchange {
     var bytesFromClient = 0
     var bytesToClient = 0
     var responseTimer: Scheduled<Void>?
+    /// A 101 (upgrade) or 2xx (connectVia) head, acted on when its message ends.
+    var tunnelHead: HTTPResponseHead?
 
     init(
         kind: Kind, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, upstreamKey: String,

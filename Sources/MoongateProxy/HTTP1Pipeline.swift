@@ -11,6 +11,7 @@ enum HTTP1Pipeline {
     static let proxy = "moongate-proxy"
     static let upstreamEncoder = "upstream-encoder"
     static let upstreamDecoder = "upstream-decoder"
+    static let upstreamValidator = "upstream-validator"
 
     /// A client connection: response encoder, strict request decoder (left-over bytes kept for
     /// tunnels), pipelining assistance, then the proxy handler. No lenient parsing flag is on.
@@ -29,20 +30,27 @@ enum HTTP1Pipeline {
     /// An upstream connection: request encoder, response decoder (1xx forwarded, left-over bytes
     /// kept for upgrades), a validator that keeps control characters out of written heads, and
     /// the upstream handler.
+    /// A CONNECT sent to a parent proxy gets ``ConnectResponseDecoder`` instead of NIO's decoder.
     static func configureUpstream(
-        _ pipeline: ChannelPipeline.SynchronousOperations, key: String, limits: NIOHTTPDecoderLimitConfiguration
+        _ pipeline: ChannelPipeline.SynchronousOperations, key: String, limits: NIOHTTPDecoderLimitConfiguration,
+        connectVia: Bool = false
     ) throws {
         try pipeline.addHandler(HTTPRequestEncoder(), name: upstreamEncoder)
-        try pipeline.addHandler(
-            ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .forward, limitConfiguration: limits)),
-            name: upstreamDecoder)
-        try pipeline.addHandler(NIOHTTPRequestHeadersValidator())
+        if connectVia {
+            try pipeline.addHandler(ConnectResponseDecoder(), name: upstreamDecoder)
+        } else {
+            try pipeline.addHandler(
+                ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .forward, limitConfiguration: limits)),
+                name: upstreamDecoder)
+        }
+        try pipeline.addHandler(NIOHTTPRequestHeadersValidator(), name: upstreamValidator)
         try pipeline.addHandler(UpstreamHandler(key: key))
     }
 
     /// Removes HTTP from an upstream connection that became a tunnel.
     static func removeUpstreamHTTPHandlers(_ pipeline: ChannelPipeline.SynchronousOperations) {
         pipeline.removeHandler(name: upstreamEncoder, promise: nil)
+        pipeline.removeHandler(name: upstreamValidator, promise: nil)
         pipeline.removeHandler(name: upstreamDecoder, promise: nil)
     }
 }

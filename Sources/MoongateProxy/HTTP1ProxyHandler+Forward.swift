@@ -41,7 +41,7 @@ extension HTTP1ProxyHandler {
             resumeClientReads()
             return
         }
-        dial(destination, context: context).assumeIsolated().whenComplete { [weak self] result in
+        dial(destination, connectVia: kind == .connectVia, context: context).assumeIsolated().whenComplete { [weak self] result in
             guard let self, case .exchanging(let current) = self.state, current === exchange else {
                 if case .success(let channel) = result { channel.close(promise: nil) }
                 return
@@ -93,7 +93,7 @@ extension HTTP1ProxyHandler {
     }
 
     /// Connects to a destination on this event loop, with the HTTP client handlers installed.
-    func dial(_ destination: Destination, context: ChannelHandlerContext) -> EventLoopFuture<any Channel> {
+    func dial(_ destination: Destination, connectVia: Bool = false, context: ChannelHandlerContext) -> EventLoopFuture<any Channel> {
         let eventLoop = context.eventLoop
         let key = destination.key
         let address: EventLoopFuture<SocketAddress>
@@ -116,7 +116,7 @@ extension HTTP1ProxyHandler {
                 .channelOption(.allowRemoteHalfClosure, value: true)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits)
+                        try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits, connectVia: connectVia)
                     }
                 }
                 .connect(to: address)
@@ -241,12 +241,11 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
                 return
             }
             exchange.responseTimer?.cancel()
-            if exchange.kind == .upgrade && head.status == .switchingProtocols {
-                upgradeAccepted(exchange, head: head, context: context)
-                return
-            }
-            if exchange.kind == .connectVia && head.status.code / 100 == 2 {
-                connectViaAccepted(exchange, head: head, context: context)
+            if (exchange.kind == .upgrade && head.status == .switchingProtocols)
+                || (exchange.kind == .connectVia && head.status.code / 100 == 2)
+            {
+                // The decoder ends this message next (`.end`); the switch to a relay happens then.
+                exchange.tunnelHead = head
                 return
             }
             var headers = head.headers.map { HeaderField($0.name, $0.value) }
@@ -268,6 +267,14 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
             exchange.bytesToClient += buffer.readableBytes
             context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
+            if let head = exchange.tunnelHead {
+                if exchange.kind == .upgrade {
+                    upgradeAccepted(exchange, head: head, context: context)
+                } else {
+                    connectViaAccepted(exchange, head: head, context: context)
+                }
+                return
+            }
             exchange.responseComplete = true
             let closeAfter = !exchange.clientKeepAlive || exchange.kind != .forward
             let written = context.eventLoop.makePromise(of: Void.self)

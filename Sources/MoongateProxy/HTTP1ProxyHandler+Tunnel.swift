@@ -108,9 +108,7 @@ extension HTTP1ProxyHandler {
         context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: out))), promise: nil)
         removeHTTPServerHandlers(context: context, keepEncoder: false)
         HTTP1Pipeline.removeUpstreamHTTPHandlers(upstreamChannel.pipeline.syncOperations)
-        exchange.bytesToClient = 0
-        glue(context: context, upstream: upstreamChannel, request: exchange.request, instance: exchange.instance,
-             outcome: exchange.outcome, status: 101, startedAt: exchange.startedAt, upstreamHandler: upstream)
+        glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: 101, upstreamHandler: upstream)
     }
 
     /// A parent proxy accepted a CONNECT (any 2xx): relay its status line, then bytes both ways.
@@ -126,8 +124,24 @@ extension HTTP1ProxyHandler {
         line.writeString("HTTP/1.1 \(head.status.code) \(head.status.reasonPhrase)\r\n\r\n")
         context.writeAndFlush(NIOAny(line), promise: nil)
         HTTP1Pipeline.removeUpstreamHTTPHandlers(upstreamChannel.pipeline.syncOperations)
-        glue(context: context, upstream: upstreamChannel, request: exchange.request, instance: exchange.instance,
-             outcome: exchange.outcome, status: Int(head.status.code), startedAt: exchange.startedAt, upstreamHandler: upstream)
+        glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: Int(head.status.code), upstreamHandler: upstream)
+    }
+
+    /// The upstream's HTTP decoder is still inside its decode loop (this runs from its `.end`), so
+    /// its removal completes only when that loop unwinds: the relay goes in on the next tick, and
+    /// until then both sides keep raw bytes.
+    private func glueOnNextTick(
+        context: ChannelHandlerContext, upstream: any Channel, exchange: Exchange, status: Int, upstreamHandler: UpstreamHandler
+    ) {
+        context.eventLoop.assumeIsolated().execute {
+            guard context.channel.isActive, upstream.isActive else {
+                context.close(promise: nil)
+                upstream.close(promise: nil)
+                return
+            }
+            self.glue(context: context, upstream: upstream, request: exchange.request, instance: exchange.instance,
+                      outcome: exchange.outcome, status: status, startedAt: exchange.startedAt, upstreamHandler: upstreamHandler)
+        }
     }
 
     /// Replaces HTTP on both channels with a byte relay, with the tunnel timers, then leaves.

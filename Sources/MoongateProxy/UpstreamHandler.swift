@@ -73,6 +73,20 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event, !rawMode {
+            // The upstream finished sending (connections allow half-closure for upgrades). A
+            // close-delimited response has had its `.end` by now; anything still open failed.
+            if let delegate {
+                self.delegate = nil
+                delegate.upstream(self, failed: nil)
+            }
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let delegate {
             self.delegate = nil

@@ -138,6 +138,30 @@ def servers():
         s.close()
 
 
+@pytest.fixture(autouse=True)
+def _bounded(request):
+    """Every test ends within 90 s, whatever happens (SIGALRM fails it)."""
+    def expire(signum, frame):
+        raise TimeoutError(f"{request.node.name} ran over 90 s")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(90)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def recv_exactly(conn, n, timeout=5.0):
+    """Reads exactly n bytes (fewer only if the peer closes first)."""
+    conn.settimeout(timeout)
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def recv_all(conn, timeout=5.0):
     """Reads until EOF (or timeout); returns the bytes."""
     conn.settimeout(timeout)

@@ -4,7 +4,7 @@ import socket
 import subprocess
 import time
 
-from conftest import echo, free_port, recv_all, recv_head
+from conftest import echo, free_port, recv_all, recv_exactly, recv_head
 from helpers import allowlist, config
 
 
@@ -63,10 +63,7 @@ def test_cx_ed_1_early_data_sent_with_the_head_is_forwarded(moongate, servers):
     s = connect(port, f"127.0.0.1:{upstream.port}", extra=b"early bytes")
     head, rest = recv_head(s)
     assert head.startswith("HTTP/1.1 200")
-    data = rest
-    while len(data) < len(b"early bytes"):
-        data += s.recv(100)
-    assert data == b"early bytes"
+    assert rest + recv_exactly(s, len(b"early bytes") - len(rest)) == b"early bytes"
 
 
 def test_cx_term_5_server_speaks_first(moongate, servers):
@@ -80,10 +77,8 @@ def test_cx_term_5_server_speaks_first(moongate, servers):
     s = connect(port, f"127.0.0.1:{upstream.port}")
     head, rest = recv_head(s)
     assert head.startswith("HTTP/1.1 200")
-    data = rest
-    while b"\r\n" not in data:
-        data += s.recv(100)
-    assert data == b"220 hello from the server\r\n"
+    banner = b"220 hello from the server\r\n"
+    assert rest + recv_exactly(s, len(banner) - len(rest)) == banner
 
 
 def test_cx_hc_1_2_client_fin_half_closes_upstream_and_the_reverse_stays_open(moongate, servers):
