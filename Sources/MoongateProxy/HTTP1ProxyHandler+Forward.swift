@@ -277,11 +277,8 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
             }
             exchange.responseComplete = true
             let closeAfter = !exchange.clientKeepAlive || exchange.kind != .forward
-            let written = context.eventLoop.makePromise(of: Void.self)
-            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: written)
-            if closeAfter {
-                written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-            }
+            // Settle the state before writing `.end`: the pipelining handler hands over the next
+            // pipelined request from inside that write.
             if !exchange.requestComplete {
                 // The upstream answered before the request body ended: that connection is spent,
                 // and the rest of the request body is dropped.
@@ -290,10 +287,16 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
                 exchange.pending = []
                 finishIfComplete(exchange, context: context)
                 state = .discarding(close: closeAfter)
-                return
+            } else {
+                finishIfComplete(exchange, context: context)
+                if closeAfter { state = .done }
             }
-            finishIfComplete(exchange, context: context)
-            if closeAfter { state = .done }
+            let written = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: written)
+            if closeAfter {
+                written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            }
+            resumeClientReads()
         }
     }
 }

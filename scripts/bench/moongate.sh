@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Moongate's adapter for the peer harness in ../shared/bench (BENCH_ADAPTERS=scripts/bench).
+# One event-loop thread; a Lua decision per request (host_router) and per CONNECT
+# (connect_allowlist), exactly as HAProxy+Lua decides in proxies/haproxy-lua.lua.
+source "$BENCH_DIR/lib/adapter.sh"
+BIN=${MOONGATE_BIN:?set MOONGATE_BIN to the built moongate binary}
+PLUGINS=${MOONGATE_PLUGINS:?set MOONGATE_PLUGINS to the plugins folder}
+
+endpoints() {
+    echo "P1 http://$BENCH_HOST:$PROXY_H1_PORT"
+    echo "P3 connect://$BENCH_HOST:$PROXY_CONNECT_PORT"
+    echo "P4 connect://$BENCH_HOST:$PROXY_CONNECT_PORT"
+    echo "P5 connect://$BENCH_HOST:$PROXY_CONNECT_PORT"
+}
+
+start() {
+    cat >"$WORK_DIR/moongate.yaml" <<YAML
+event_loop_threads: $PROXY_WORKERS
+listeners:
+  - { name: http, address: $BENCH_HOST, port: $PROXY_H1_PORT }
+  - { name: connect, address: $BENCH_HOST, port: $PROXY_CONNECT_PORT }
+clusters:
+  - { name: origin, endpoints: ["$BENCH_HOST:$ORIGIN_H1_PORT"], pool_size: 256 }
+limits:
+  max_tunnels: 20000
+  max_connections: 20000
+policy:
+  plugins_dir: $PLUGINS
+  watch: false
+  plugins:
+    - name: connect_allowlist
+      config: { allow: [], allow_addresses: ["$BENCH_HOST:$SINK_PORT"] }
+    - name: host_router
+      config:
+        routes:
+          - { host: "app.bench.local", prefix: "/", cluster: origin }
+          - { host: "static.bench.local", prefix: "/", cluster: origin }
+YAML
+    bg moongate "$BIN" serve --config "$WORK_DIR/moongate.yaml" --log-level warning
+}
+
+describe() { echo "moongate $("$BIN" version 2>/dev/null | cut -d' ' -f2), $PROXY_WORKERS event loop, Lua route + connect decisions"; }
+
+adapter_main "$@"
