@@ -9,12 +9,16 @@
 --   forward_ports     ports that forwarded requests may reach. Default { 80 }.
 --   allow_addresses   IP literals that may be forwarded to although they are special (loopback,
 --                     private, ...); refused otherwise.
+--   upgrades          HTTP/1.1 Upgrade tokens (and HTTP/2 extended CONNECT :protocol values) to
+--                     enable on matched routes, e.g. { "websocket" }. Default: none, so an upgrade
+--                     gets the proxy's default 403.
 
-local route, forward, deny, ip_class = moongate.route, moongate.forward, moongate.deny, moongate.ip_class
+local route, forward, deny, tunnel, ip_class =
+  moongate.route, moongate.forward, moongate.deny, moongate.tunnel, moongate.ip_class
 
 local M = {}
 
-local router, forward_absolute, forward_ports, exact
+local router, forward_absolute, forward_ports, exact, upgrades
 
 function M.init(config)
   local routes = config.routes or {}
@@ -28,6 +32,17 @@ function M.init(config)
   forward_ports = {}
   for _, p in ipairs(config.forward_ports or { 80 }) do forward_ports[p] = true end
   exact = moongate.hostset(config.allow_addresses or {})
+  upgrades = {}
+  for _, token in ipairs(config.upgrades or {}) do upgrades[string.lower(token)] = true end
+end
+
+-- Upgrades (and extended CONNECT) to an enabled protocol on a route that exists are allowed;
+-- the route hook then picks the cluster.
+function M.connect(req)
+  local protocol = req.upgrade
+  if protocol == nil or not upgrades[protocol] then return nil end
+  if router:match(req.host, req.path) ~= nil then return tunnel() end
+  return nil
 end
 
 function M.route(req)
@@ -64,6 +79,13 @@ M.tests = {
     config = { forward_absolute = true }, expect = "deny 403" },
   { name = "absolute-form to another port is refused", request = "GET http://example.org:8080/ HTTP/1.1",
     config = { forward_absolute = true }, expect = "deny 403" },
+  { name = "an enabled upgrade on a matched route is allowed", request = "GET /chat HTTP/1.1",
+    headers = { host = "chat.example.com", upgrade = "websocket", connection = "Upgrade" },
+    config = { upgrades = { "websocket" }, routes = { { host = "chat.example.com", cluster = "chat" } } },
+    expect = "tunnel" },
+  { name = "upgrades are off by default", request = "GET /chat HTTP/1.1",
+    headers = { host = "chat.example.com", upgrade = "websocket", connection = "Upgrade" },
+    config = { routes = { { host = "chat.example.com", cluster = "chat" } } }, expect = "none" },
   { name = "h2 requests route by :authority", request = "h2 GET https://api.example.com/v1/x",
     config = { routes = { { host = "api.example.com", prefix = "/v1/", cluster = "api" } } }, expect = "route api" },
 }

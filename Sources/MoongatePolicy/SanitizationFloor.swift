@@ -7,24 +7,34 @@ public enum SanitizationFloor {
         "trailer", "transfer-encoding", "upgrade",
     ]
 
+    /// True for a hop-by-hop name, compared without allocating (a length filter first).
+    @inlinable
+    public static func isHopByHop(_ name: String) -> Bool {
+        switch name.utf8.count {
+        case 2, 7, 10, 16, 17, 18, 19: return hopByHop.contains { name.asciiCaseInsensitiveEquals($0) }
+        default: return false
+        }
+    }
+
     /// Removes what the sender's `Connection` header names, and every hop-by-hop field.
     /// Call it on the message as received, before script edits (so a client cannot remove a header
     /// the proxy adds), and again after them (so a script cannot add a hop-by-hop header back).
     public static func strip(_ headers: inout [HeaderField], keeping kept: Set<String> = []) {
-        let named = headers.connectionTokens
+        let named = headers.contains { $0.hasName("connection") } ? headers.connectionTokens : []
+        guard headers.contains(where: { isHopByHop($0.name) }) || !named.isEmpty else { return }
         headers.removeAll { field in
-            let name = field.name.asciiLowercased
-            return !kept.contains(name) && (hopByHop.contains(name) || named.contains(name))
+            let drop = isHopByHop(field.name) || (!named.isEmpty && named.contains(field.name.asciiLowercased))
+            return drop && (kept.isEmpty || !kept.contains(field.name.asciiLowercased))
         }
     }
 
     /// Strips the floor, applies the edits, and strips the fixed hop-by-hop set again.
     public static func apply(_ edits: [HeaderEdit], to headers: inout [HeaderField], keeping kept: Set<String> = []) {
         strip(&headers, keeping: kept)
+        guard !edits.isEmpty else { return }
         for edit in edits { edit.apply(to: &headers) }
         headers.removeAll { field in
-            let name = field.name.asciiLowercased
-            return !kept.contains(name) && hopByHop.contains(name)
+            isHopByHop(field.name) && (kept.isEmpty || !kept.contains(field.name.asciiLowercased))
         }
     }
 }

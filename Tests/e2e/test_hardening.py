@@ -1,0 +1,83 @@
+"""Hardening (../shared/reference/hardening.md) §A strict parsing and §E sizes and slow clients:
+every malformed head gets a 4xx and a closed connection, and nothing reaches the origin."""
+import socket
+import time
+
+import pytest
+
+from conftest import free_port, recv_all, recv_head
+from helpers import config, router
+from origin import Origin
+
+
+@pytest.fixture
+def proxied(moongate):
+    origin = Origin()
+    port = free_port()
+    moongate(config(port, [router([("*", "/", "origin")])], clusters={"origin": f"127.0.0.1:{origin.port}"},
+                    timeouts={"request_headers": "1s"}), port)
+    yield port, origin
+    origin.close()
+
+
+SMUGGLING = {
+    "CL.TE": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG",
+    "duplicate differing Content-Length": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nhello",
+    "Content-Length +5": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+    "Content-Length 0x5": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\nhello",
+    "TE xchunked": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "space before colon": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+    "obs-fold": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n",
+    "bare LF": b"GET / HTTP/1.1\nHost: x\n\n",
+    "NUL in a value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+    "invalid field name": b"GET / HTTP/1.1\r\nHost: x\r\nX@A: 1\r\n\r\n",
+    "two Host headers": b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+    "chunk size overflow": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000005\r\nhello\r\n0\r\n\r\n",
+    "space in request-target": b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMUGGLING))
+def test_a_malformed_requests_get_400_and_nothing_is_forwarded(proxied, name):
+    port, origin = proxied
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(SMUGGLING[name])
+    data = recv_all(s, timeout=3)
+    assert data.startswith(b"HTTP/1.1 400"), (name, data[:80])
+    assert origin.requests == [], name
+
+
+def test_e6_too_many_headers_is_431(proxied):
+    port, origin = proxied
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(150)) + b"\r\n")
+    assert recv_all(s, timeout=3).startswith(b"HTTP/1.1 431")
+    assert origin.requests == []
+
+
+def test_e5_oversized_header_is_431(proxied):
+    port, origin = proxied
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (64 * 1024) + b"\r\n\r\n")
+    assert recv_all(s, timeout=3).startswith(b"HTTP/1.1 431")
+
+
+def test_e1_slowloris_gets_408(proxied):
+    port, _ = proxied
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    start = time.time()
+    data = recv_all(s, timeout=4)
+    assert data.startswith(b"HTTP/1.1 408")
+    assert time.time() - start < 3.5
+
+
+def test_a_valid_request_still_works_after_the_attacks(proxied):
+    port, origin = proxied
+    for raw in SMUGGLING.values():
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(raw)
+        recv_all(s, timeout=2)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert recv_all(s, timeout=5).startswith(b"HTTP/1.1 200")
