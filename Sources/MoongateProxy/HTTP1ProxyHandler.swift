@@ -39,6 +39,8 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// relay is in place and then passed on in order.
     var rawMode = false
     var rawPending: [NIOAny] = []
+    /// Set while a final response drains before the close (see ``lingeringClose(context:)``).
+    var lingering = false
     private var headTimer: Scheduled<Void>?
 
     init(runtime: ProxyRuntime, loop: LoopContext) {
@@ -96,6 +98,10 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
             // The client half-closed. Idle: close. Mid-exchange: finish the response first.
+            if lingering {
+                context.close(promise: nil)
+                return
+            }
             switch state {
             case .idle, .discarding: context.close(promise: nil)
             default: break
@@ -134,6 +140,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: - Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if lingering { return }
         if rawMode {
             // HTTP is over for this connection: raw bytes after the head (early data).
             rawPending.append(data)
@@ -185,6 +192,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if lingering { return }  // the decoder reports the bytes being drained
         if let parseError = error as? HTTPParserError {
             // Strict parsing: every malformed head gets an answer and a closed connection, and
             // nothing is forwarded.
@@ -313,11 +321,23 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let done = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
         if close {
-            done.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            done.futureResult.assumeIsolated().whenComplete { [weak self] _ in self?.lingeringClose(context: context) }
             if case .idle = state { state = .discarding(close: true) }
         } else if case .idle = state {
             state = .discarding(close: false)
         }
+    }
+
+    /// Closes after a final response without destroying it: a close with unread input makes the
+    /// kernel send a reset, which can discard the response before the client reads it. So the
+    /// output is shut down first, input is drained, and the socket closes at the client's EOF or
+    /// after a second.
+    func lingeringClose(context: ChannelHandlerContext) {
+        guard context.channel.isActive, !lingering else { return }
+        lingering = true
+        context.close(mode: .output, promise: nil)
+        let channel = context.channel
+        context.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
     }
 
     // MARK: - Timers
@@ -330,6 +350,8 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         headTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
             guard let self, let context = self.context, case .idle = self.state else { return }
             if self.served == 0 {
+                // No request is in flight, so the pipelining handler would refuse a response.
+                context.pipeline.syncOperations.removeHandler(name: HTTP1Pipeline.pipelining, promise: nil)
                 self.respondLocally(status: 408, reason: "request headers timed out", close: true, context: context)
             } else {
                 context.close(promise: nil)

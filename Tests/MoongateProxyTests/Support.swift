@@ -80,11 +80,18 @@ final class OriginHandler: ChannelInboundHandler {
     }
 }
 
+/// Counts accepted connections.
+final class AcceptCounter: Sendable {
+    private let atomic = Atomic<Int>(0)
+    func increment() { atomic.add(1, ordering: .relaxed) }
+    var value: Int { atomic.load(ordering: .relaxed) }
+}
+
 /// Starts a loopback server; `accepted` counts its connections.
-func startUpstream(group: any EventLoopGroup, http: Bool, accepted: Atomic<Int>) async throws -> (any Channel) {
+func startUpstream(group: any EventLoopGroup, http: Bool, accepted: AcceptCounter) async throws -> (any Channel) {
     try await ServerBootstrap(group: group)
         .childChannelInitializer { channel in
-            accepted.add(1, ordering: .relaxed)
+            accepted.increment()
             return channel.eventLoop.makeCompletedFuture {
                 if http {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
