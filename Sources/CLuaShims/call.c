@@ -76,6 +76,10 @@ static void read_headers(lua_State *L, int fn_ref, int idx, moon_decision *out) 
         size_t nl, vl;
         const char *n = lua_tolstring(L, -2, &nl);
         const char *v = lua_tolstring(L, -1, &vl);
+        if (!moon_is_token(n, nl) || nl > MOON_MAX_NAME) invalid(L, fn_ref, "a response header name is not a token");
+        if (vl > MOON_MAX_VALUE || !moon_value_ok(v, vl)) {
+            invalid(L, fn_ref, "a response header value has control characters or is over 8 KiB");
+        }
         moon_add_edit(L, ctx, MOON_EDIT_SET, n, nl, v, vl);
         out->header_count++;
         lua_pop(L, 1);

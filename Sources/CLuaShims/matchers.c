@@ -254,7 +254,7 @@ static const char *class_v4(const unsigned char *a) {
 static const char *class_v6(const unsigned char *a) {
     static const unsigned char zero[16] = { 0 };
     static const unsigned char nat64[12] = { 0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0 };
-    static const unsigned char metadata[16] = { 0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x54 };
+    static const unsigned char metadata[16] = { 0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x54 };
     if (memcmp(a, metadata, 16) == 0) return "metadata";
     if (memcmp(a, zero, 15) == 0 && a[15] == 1) return "loopback";
     if (memcmp(a, zero, 16) == 0) return "unspecified";
@@ -279,7 +279,10 @@ static int ip_class(lua_State *L) {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
     const char *c = moon_ip_class(s, len);
-    if (c == NULL) return 0;
+    if (c == NULL) {
+        lua_pushnil(L);
+        return 1;
+    }
     lua_pushstring(L, c);
     return 1;
 }
@@ -392,16 +395,25 @@ static int b64_index(unsigned char c) {
 static int base64_decode(lua_State *L) {
     size_t len;
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
-    if (len % 4 != 0) return 0;
+    if (len % 4 != 0) {
+        lua_pushnil(L);
+        return 1;
+    }
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     for (size_t i = 0; i < len; i += 4) {
         int c[4];
         for (int j = 0; j < 4; j++) {
             c[j] = s[i + j] == '=' && i + 4 == len && j >= 2 ? -2 : b64_index(s[i + j]);
-            if (c[j] == -1) return 0;
+            if (c[j] == -1) {
+                lua_pushnil(L);
+                return 1;
+            }
         }
-        if (c[0] < 0 || c[1] < 0 || (c[2] == -2 && c[3] != -2)) return 0;
+        if (c[0] < 0 || c[1] < 0 || (c[2] == -2 && c[3] != -2)) {
+            lua_pushnil(L);
+            return 1;
+        }
         unsigned v = (unsigned)c[0] << 18 | (unsigned)c[1] << 12 | (unsigned)(c[2] < 0 ? 0 : c[2]) << 6 |
                      (unsigned)(c[3] < 0 ? 0 : c[3]);
         luaL_addchar(&b, (char)(v >> 16));

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, PLUGINS, ROOT, Moongate, echo, free_port, recv_all, recv_head, wait_port
+from conftest import BIN, PLUGINS, ROOT, Moongate, echo, free_port, recv_all, recv_exactly, recv_head, wait_port
 from origin import Origin
 
 
@@ -43,7 +43,7 @@ def test_terminate_http1_connect_config(moongate, servers, tmp_path):
     s.sendall(f"CONNECT 127.0.0.1:{upstream.port} HTTP/1.1\r\n\r\n".encode())
     assert recv_head(s)[0].startswith("HTTP/1.1 200")
     s.sendall(b"abc")
-    assert s.recv(3) == b"abc"
+    assert recv_exactly(s, len(b"abc")) == b"abc"
 
 
 def test_proxy_connect_config(moongate, servers, tmp_path):
@@ -60,7 +60,7 @@ def test_proxy_connect_config(moongate, servers, tmp_path):
     s.sendall(b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n")
     assert recv_head(s)[0].startswith("HTTP/1.1 200")
     s.sendall(b"hi")
-    assert s.recv(2) == b"hi"
+    assert recv_exactly(s, len(b"hi")) == b"hi"
     assert upstream.received[0].startswith("CONNECT example.org:443 HTTP/1.1")
 
 
@@ -118,8 +118,8 @@ def test_access_log_has_one_line_per_request(moongate, servers):
     mg = moongate(config(port, [allowlist(f"127.0.0.1:{upstream.port}")]), port)
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.sendall(f"CONNECT 127.0.0.1:{upstream.port} HTTP/1.1\r\n\r\nabc".encode())
-    recv_head(s)
-    s.recv(3)
+    _, rest = recv_head(s)
+    assert rest + recv_exactly(s, 3 - len(rest)) == b"abc"
     s.close()
     time.sleep(0.5)
     line = [l for l in mg.logs().splitlines() if "moongate.access" in l and "tunnel" in l][-1]

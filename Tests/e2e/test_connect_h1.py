@@ -55,7 +55,7 @@ def test_cx_term_1_2_h1_1_terminated_connect_gets_a_bare_200_then_bytes_both_way
     lower = head.lower()
     assert "content-length" not in lower and "transfer-encoding" not in lower
     s.sendall(b"ping through the tunnel")
-    assert s.recv(100) == b"ping through the tunnel"
+    assert recv_exactly(s, len(b"ping through the tunnel")) == b"ping through the tunnel"
 
 
 def test_cx_ed_1_early_data_sent_with_the_head_is_forwarded(moongate, servers):
@@ -152,7 +152,7 @@ def test_cx_fail_1_3_refused_target_is_503_never_200_and_the_next_tunnel_works(m
     s2 = connect(port, f"127.0.0.1:{upstream.port}")
     assert recv_head(s2)[0].startswith("HTTP/1.1 200")
     s2.sendall(b"x")
-    assert s2.recv(1) == b"x"
+    assert recv_exactly(s2, len(b"x")) == b"x"
 
 
 def test_cx_bad_1_to_5_malformed_connects(moongate, servers):
@@ -192,7 +192,7 @@ def test_cx_h1_3_ipv6_literal_target(moongate, servers):
     s = connect(port, f"[::1]:{upstream.port}")
     assert recv_head(s)[0].startswith("HTTP/1.1 200")
     s.sendall(b"v6")
-    assert s.recv(2) == b"v6"
+    assert recv_exactly(s, len(b"v6")) == b"v6"
 
 
 def test_cx_idle_1_2_idle_tunnels_close_and_traffic_keeps_them_open(moongate, servers):
@@ -203,11 +203,11 @@ def test_cx_idle_1_2_idle_tunnels_close_and_traffic_keeps_them_open(moongate, se
     assert recv_head(idle)[0].startswith("HTTP/1.1 200")
     for _ in range(6):  # 1.8 s of traffic, every 0.3 s
         busy.sendall(b".")
-        assert busy.recv(1) == b"."
+        assert recv_exactly(busy, len(b".")) == b"."
         time.sleep(0.3)
     assert recv_all(idle, timeout=3) == b""  # closed by the idle timer
     busy.sendall(b"!")
-    assert busy.recv(1) == b"!"
+    assert recv_exactly(busy, len(b"!")) == b"!"
 
 
 def test_curl_through_a_terminated_tunnel(moongate, servers):

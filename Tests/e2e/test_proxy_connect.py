@@ -49,7 +49,7 @@ def test_cx_proxy_1_xlate_1_connect_is_forwarded_as_connect_and_tunnels(moongate
     assert "content-length" not in head.lower()
     assert rest + recv_exactly(s, 5 - len(rest)) == b"early"
     s.sendall(b"more")
-    assert s.recv(4) == b"more"
+    assert recv_exactly(s, len(b"more")) == b"more"
     forwarded = parent.received[0]
     assert forwarded.startswith("CONNECT example.org:443 HTTP/1.1")
     assert "host: example.org:443" in forwarded.lower()
@@ -62,7 +62,7 @@ def test_cx_proxy_3_any_2xx_opens_the_tunnel(moongate, servers):
     head, _ = recv_head(s)
     assert head.startswith("HTTP/1.1 202")
     s.sendall(b"x")
-    assert s.recv(1) == b"x"
+    assert recv_exactly(s, len(b"x")) == b"x"
 
 
 def test_cx_xlate_1_length_headers_on_the_2xx_are_ignored(moongate, servers):
