@@ -23,8 +23,8 @@ public enum SanitizationFloor {
         let named = headers.contains { $0.hasName("connection") } ? headers.connectionTokens : []
         guard headers.contains(where: { isHopByHop($0.name) }) || !named.isEmpty else { return }
         headers.removeAll { field in
-            let drop = isHopByHop(field.name) || (!named.isEmpty && named.contains(field.name.asciiLowercased))
-            return drop && (kept.isEmpty || !kept.contains(field.name.asciiLowercased))
+            let drop = isHopByHop(field.name) || (!named.isEmpty && named.contains { field.hasName($0) })
+            return drop && (kept.isEmpty || !kept.contains { field.hasName($0) })
         }
     }
 
@@ -34,7 +34,7 @@ public enum SanitizationFloor {
         guard !edits.isEmpty else { return }
         for edit in edits { edit.apply(to: &headers) }
         headers.removeAll { field in
-            isHopByHop(field.name) && (kept.isEmpty || !kept.contains(field.name.asciiLowercased))
+            isHopByHop(field.name) && (kept.isEmpty || !kept.contains { field.hasName($0) })
         }
     }
 }

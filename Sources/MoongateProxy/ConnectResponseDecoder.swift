@@ -1,3 +1,4 @@
+import MoongatePolicy
 import NIOCore
 import NIOHTTP1
 
@@ -116,18 +117,9 @@ final class ConnectResponseDecoder: ChannelInboundHandler, RemovableChannelHandl
             guard let colon = line.firstIndex(of: ":") else { return nil }
             let name = line[..<colon]
             guard !name.isEmpty, !name.contains(" ") else { return nil }
-            headers.add(name: String(name), value: String(line[line.index(after: colon)...]).trimmingSpacesAndTabs)
+            headers.add(name: String(name), value: String(line[line.index(after: colon)...]).trimmingSpaces)
         }
         let reason = parts.count > 2 ? String(parts[2]) : ""
         return HTTPResponseHead(version: .http1_1, status: .custom(code: UInt(code), reasonPhrase: reason), headers: headers)
-    }
-}
-
-extension String {
-    fileprivate var trimmingSpacesAndTabs: String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
-        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
-        return String(s)
     }
 }

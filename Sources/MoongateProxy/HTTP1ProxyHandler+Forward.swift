@@ -222,6 +222,10 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
         resumeClientReads()
     }
 
+    func upstreamReadComplete(_ upstream: UpstreamHandler) {
+        context?.flush()
+    }
+
     func upstream(_ upstream: UpstreamHandler, failed error: (any Error)?) {
         guard let context, case .exchanging(let exchange) = state, exchange.upstream === upstream else { return }
         if exchange.kind == .connectVia && !exchange.responseHeadSent {
@@ -265,7 +269,7 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: head.status, headers: out))), promise: nil)
         case .body(let buffer):
             exchange.bytesToClient += buffer.readableBytes
-            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
             if let head = exchange.tunnelHead {
                 if exchange.kind == .upgrade {

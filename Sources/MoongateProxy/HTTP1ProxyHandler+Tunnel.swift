@@ -64,7 +64,7 @@ extension HTTP1ProxyHandler {
                     guard let context = self.context else { return }
                     let (status, reason) = Self.dialFailure(error)
                     self.runtime.logger.info("tunnel target unreachable", metadata: ["target": "\(target)", "error": "\(error)"])
-                    self.rawPending = []
+                    self.rawPending.discard()
                     self.respondLocally(status: status, reason: reason, close: true, context: context)
                     self.state = .done
                     self.runtime.metrics.request(decision: outcome.decision.verb, status: status)

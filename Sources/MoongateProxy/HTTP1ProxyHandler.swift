@@ -38,10 +38,11 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Set once HTTP is over (a tunnel is being set up): inbound data is raw bytes, kept until the
     /// relay is in place and then passed on in order.
     var rawMode = false
-    var rawPending: [NIOAny] = []
+    var rawPending = RawBytes()
     /// Set while a final response drains before the close (see ``lingeringClose(context:)``).
     var lingering = false
     private var headTimer: Scheduled<Void>?
+    private var headDeadline: NIODeadline?
 
     init(runtime: ProxyRuntime, loop: LoopContext) {
         self.runtime = runtime
@@ -65,10 +66,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
         // Leaving for a relay: deliver the raw bytes kept so far, in order.
-        let pending = rawPending
-        rawPending = []
-        for data in pending { context.fireChannelRead(data) }
-        if !pending.isEmpty { context.fireChannelReadComplete() }
+        rawPending.flush(context)
         context.leavePipeline(removalToken: removalToken)
     }
 
@@ -149,7 +147,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let part = unwrapInboundIn(data)
         switch (state, part) {
         case (.idle, .head(let head)):
-            headTimer?.cancel()
+            disarmHeadTimer()
             served += 1
             handleHead(head, context: context)
         case (.discarding(let close), .end):
@@ -343,12 +341,23 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: - Timers
 
     /// The request-headers timeout: a connection that sends no complete head in time gets a 408
-    /// (or, when it has been served before and is idle, is closed).
+    /// (or, when it has been served before and is idle, is closed). One timer per connection is
+    /// kept and re-armed lazily from a deadline, so a keep-alive request costs no timer work.
     func armHeadTimer(context: ChannelHandlerContext) {
-        headTimer?.cancel()
-        let timeout = TimeAmount.nanoseconds(Int64(runtime.config.timeouts.requestHeaders.nanosecondsClamped))
-        headTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
-            guard let self, let context = self.context, case .idle = self.state else { return }
+        let deadline = NIODeadline.now() + runtime.config.timeouts.requestHeaders.timeAmount
+        headDeadline = deadline
+        if headTimer == nil { scheduleHeadTimer(at: deadline, context: context) }
+    }
+
+    private func scheduleHeadTimer(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        headTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            guard let self else { return }
+            self.headTimer = nil
+            guard let context = self.context, let due = self.headDeadline, case .idle = self.state else { return }
+            if due > .now() {
+                self.scheduleHeadTimer(at: due, context: context)
+                return
+            }
             if self.served == 0 {
                 // No request is in flight, so the pipelining handler would refuse a response.
                 context.pipeline.syncOperations.removeHandler(name: HTTP1Pipeline.pipelining, promise: nil)
@@ -359,6 +368,9 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.state = .done
         }
     }
+
+    /// A head arrived: the request-headers timer stands down (it stays scheduled, idle).
+    func disarmHeadTimer() { headDeadline = nil }
 
     // MARK: - Access log
 

@@ -9,6 +9,8 @@ protocol UpstreamDelegate: AnyObject {
     var clientIsWritable: Bool { get }
     func upstream(_ upstream: UpstreamHandler, received part: HTTPClientResponsePart)
     func upstreamBecameWritable(_ upstream: UpstreamHandler)
+    /// A batch of reads ended: time to flush what was written to the client.
+    func upstreamReadComplete(_ upstream: UpstreamHandler)
     /// The upstream connection closed or failed during the exchange.
     func upstream(_ upstream: UpstreamHandler, failed error: (any Error)?)
 }
@@ -30,7 +32,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var pendingRead = false
     /// Set when the connection becomes a tunnel: inbound data is raw bytes, kept for the relay.
     var rawMode = false
-    private var rawPending: [NIOAny] = []
+    var rawPending = RawBytes()
 
     init(key: String) {
         self.key = key
@@ -42,10 +44,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
-        let pending = rawPending
-        rawPending = []
-        for data in pending { context.fireChannelRead(data) }
-        if !pending.isEmpty { context.fireChannelReadComplete() }
+        rawPending.flush(context)
         context.leavePipeline(removalToken: removalToken)
     }
 
@@ -62,6 +61,11 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         else {
             context.close(promise: nil)
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        delegate?.upstreamReadComplete(self)
+        context.fireChannelReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
