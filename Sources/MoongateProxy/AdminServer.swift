@@ -8,7 +8,8 @@ import Prometheus
 import ServiceLifecycle
 import Synchronization
 
-/// The admin listener (loopback by default): `GET /ready`, `GET /policy`, `GET /metrics`.
+/// The admin listener (loopback by default): `GET /ready`, `GET /policy`, `GET /metrics`,
+/// `POST /reload`.
 public final class AdminServer: Service, Sendable {
     private let config: AdminConfig
     private let state: AdminState
@@ -16,10 +17,13 @@ public final class AdminServer: Service, Sendable {
     private let logger: Logger
     private let channel = Mutex<(any Channel)?>(nil)
 
-    /// Creates the admin server.
-    public init(config: AdminConfig, policy: PolicyHost, registry: PrometheusCollectorRegistry, group: any EventLoopGroup, logger: Logger) {
+    /// Creates the admin server; `reloader` serves `POST /reload`.
+    public init(
+        config: AdminConfig, policy: PolicyHost, registry: PrometheusCollectorRegistry, reloader: PolicyReloader?,
+        group: any EventLoopGroup, logger: Logger
+    ) {
         self.config = config
-        self.state = AdminState(policy: policy, registry: registry)
+        self.state = AdminState(policy: policy, registry: registry, reloader: reloader)
         self.group = group
         self.logger = logger
     }
@@ -54,10 +58,12 @@ public final class AdminServer: Service, Sendable {
 final class AdminState: Sendable {
     let policy: PolicyHost
     let registry: PrometheusCollectorRegistry
+    let reloader: PolicyReloader?
 
-    init(policy: PolicyHost, registry: PrometheusCollectorRegistry) {
+    init(policy: PolicyHost, registry: PrometheusCollectorRegistry, reloader: PolicyReloader?) {
         self.policy = policy
         self.registry = registry
+        self.reloader = reloader
     }
 
     func respond(method: HTTPMethod, path: String) -> (HTTPResponseStatus, String, String) {
@@ -69,9 +75,35 @@ final class AdminState: Sendable {
             return (.ok, "text/plain; version=0.0.4", registry.emitToString())
         case (.GET, "/policy"):
             return (.ok, "application/json", policyJSON())
+        case (_, "/reload"):
+            return (.methodNotAllowed, "text/plain", "use POST /reload\n")
         default:
             return (.notFound, "text/plain", "not found\n")
         }
+    }
+
+    /// `POST /reload`: runs a reload (off the event loop) and answers with its outcome.
+    func reload() -> (HTTPResponseStatus, String, String) {
+        guard let reloader else { return (.notFound, "text/plain", "reloading is not configured\n") }
+        let attempt = reloader.reload(reason: "admin")
+        return (attempt.result == "loaded" ? .ok : .unprocessableEntity, "application/json", Self.json(attempt) + "\n")
+    }
+
+    static func json(_ attempt: ReloadAttempt) -> String {
+        var fields = [
+            "\"result\":\(JSON.quote(attempt.result))", "\"reason\":\(JSON.quote(attempt.reason))", "\"at\":\(attempt.at)",
+            "\"ms\":\(attempt.milliseconds)",
+        ]
+        if let generation = attempt.generation { fields.append("\"generation\":\(generation)") }
+        if let error = attempt.error {
+            var e = ["\"step\":\(JSON.quote(error.step.rawValue))", "\"file\":\(JSON.quote(error.file))", "\"message\":\(JSON.quote(error.message))"]
+            if let plugin = error.plugin { e.append("\"plugin\":\(JSON.quote(plugin))") }
+            if let line = error.line { e.append("\"line\":\(line)") }
+            if let test = error.testName { e.append("\"test\":\(JSON.quote(test))") }
+            fields.append("\"error\":{\(e.joined(separator: ","))}")
+        }
+        if let configError = attempt.configError { fields.append("\"error\":{\"message\":\(JSON.quote(configError))}") }
+        return "{\(fields.joined(separator: ","))}"
     }
 
     private func policyJSON() -> String {
@@ -79,8 +111,14 @@ final class AdminState: Sendable {
         let plugins = generation.spec.plugins.map { p in
             "{\"name\":\(JSON.quote(p.name)),\"file\":\(JSON.quote(p.path)),\"priority\":\(p.priority)}"
         }
-        return "{\"generation\":\(generation.id),\"loaded_at\":\(generation.loadedAt),\"tests_passed\":\(generation.testResults.count),"
-            + "\"plugins\":[\(plugins.joined(separator: ","))]}\n"
+        let digests = reloader?.digests ?? [:]
+        let files = digests.keys.sorted().map { "{\"path\":\(JSON.quote($0)),\"sha256\":\(JSON.quote(digests[$0]!))}" }
+        var text = "{\"generation\":\(generation.id),\"loaded_at\":\(generation.loadedAt),"
+        text += "\"reason\":\(JSON.quote(generation.id == 1 ? "startup" : (reloader?.lastLoadedReason ?? "reload"))),"
+        text += "\"tests_passed\":\(generation.testResults.count),\"plugins\":[\(plugins.joined(separator: ","))],"
+        text += "\"files\":[\(files.joined(separator: ","))]"
+        if let last = reloader?.lastAttempt { text += ",\"last_attempt\":\(Self.json(last))" }
+        return text + "}\n"
     }
 }
 
@@ -108,6 +146,13 @@ enum JSON {
     }
 }
 
+/// An admin answer computed off the event loop.
+struct AdminAnswer: Sendable {
+    let status: HTTPResponseStatus
+    let type: String
+    let body: String
+}
+
 final class AdminHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -125,17 +170,34 @@ final class AdminHandler: ChannelInboundHandler {
             guard let head else { return }
             self.head = nil
             let path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "/")
-            let (status, type, body) = state.respond(method: head.method, path: path)
-            var headers = HTTPHeaders([("content-type", type), ("content-length", String(body.utf8.count))])
-            if !head.isKeepAlive { headers.add(name: "connection", value: "close") }
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-            var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
-            buffer.writeString(body)
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
             let keepAlive = head.isKeepAlive
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                if !keepAlive { context.close(promise: nil) }
+            if head.method == .POST && path == "/reload" {
+                // Compiling and testing scripts must not block the event loop.
+                let promise = context.eventLoop.makePromise(of: AdminAnswer.self)
+                let state = self.state
+                Task.detached {
+                    let (status, type, body) = state.reload()
+                    promise.succeed(AdminAnswer(status: status, type: type, body: body))
+                }
+                promise.futureResult.assumeIsolated().whenSuccess { answer in
+                    self.send(answer.status, answer.type, answer.body, keepAlive: keepAlive, context: context)
+                }
+                return
             }
+            let (status, type, body) = state.respond(method: head.method, path: path)
+            send(status, type, body, keepAlive: keepAlive, context: context)
+        }
+    }
+
+    private func send(_ status: HTTPResponseStatus, _ type: String, _ body: String, keepAlive: Bool, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders([("content-type", type), ("content-length", String(body.utf8.count))])
+        if !keepAlive { headers.add(name: "connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
+        buffer.writeString(body)
+        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            if !keepAlive { context.close(promise: nil) }
         }
     }
 }

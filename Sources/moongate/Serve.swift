@@ -18,6 +18,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "The config file.")
     var config: String = "configs/default.yaml"
 
+    @Flag(inversion: .prefixedNo, help: "Reload policy when a script or the config changes (SIGHUP and POST /reload always work).")
+    var watch = true
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -55,9 +58,12 @@ struct Serve: AsyncParsableCommand {
         let threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
         let server = ProxyServer(config: loaded, policy: policy, metrics: metrics, logger: logger, group: group, threadPool: threadPool)
-        var services: [any Service] = [server]
+        let reloader = PolicyReloader(
+            configPath: config, policy: policy, metrics: metrics, logger: Logger(label: "moongate.reload"),
+            watch: loaded.policy.watch && watch)
+        var services: [any Service] = [server, reloader]
         if let admin = loaded.admin {
-            services.append(AdminServer(config: admin, policy: policy, registry: registry, group: group, logger: logger))
+            services.append(AdminServer(config: admin, policy: policy, registry: registry, reloader: reloader, group: group, logger: logger))
         }
         do {
             try await server.start()
