@@ -241,7 +241,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .deny(let status, let reason, let extra):
             finishLocally(request, outcome, status: status, body: reason, extra: extra, keepAlive: keepAlive, context: context)
         case .respond(let status, let body, let extra):
-            finishLocally(request, outcome, status: status, body: body, extra: extra, keepAlive: keepAlive, context: context)
+            finishLocally(request, outcome, status: status, body: body, extra: extra, keepAlive: keepAlive, exact: true, context: context)
         case .fault:
             finishLocally(request, outcome, status: 500, body: "policy error", extra: [], keepAlive: keepAlive, context: context)
         case .noOpinion:
@@ -287,10 +287,10 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func finishLocally(
         _ request: PolicyRequest, _ outcome: PolicyOutcome, status: Int, body: String?, extra: [HeaderField],
-        keepAlive: Bool, context: ChannelHandlerContext
+        keepAlive: Bool, exact: Bool = false, context: ChannelHandlerContext
     ) {
         let close = !keepAlive || request.isConnect
-        respondLocally(status: status, reason: body, extra: extra, close: close, context: context)
+        respondLocally(status: status, reason: body, extra: extra, close: close, exact: exact, context: context)
         runtime.metrics.request(decision: outcome.decision.verb, status: status)
         accessLog(
             method: request.method, target: request.target?.description ?? request.authority ?? "-",
@@ -301,12 +301,19 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Writes a complete local response; `close` ends the connection after it.
-    func respondLocally(status: Int, reason: String?, extra: [HeaderField] = [], close: Bool, context: ChannelHandlerContext) {
+    /// Writes a complete local response; `close` ends the connection after it. A reason is sent
+    /// as a line of text; `exact` sends it as it is (a script's `respond` body), and a script's
+    /// own content-type stands.
+    func respondLocally(
+        status: Int, reason: String?, extra: [HeaderField] = [], close: Bool, exact: Bool = false,
+        context: ChannelHandlerContext
+    ) {
         var headers = HTTPHeaders()
         for field in extra { headers.add(name: field.name, value: field.value) }
-        let body = reason.map { $0 + "\n" } ?? ""
-        headers.replaceOrAdd(name: "content-type", value: "text/plain; charset=utf-8")
+        let body = exact ? (reason ?? "") : (reason.map { $0 + "\n" } ?? "")
+        if !headers.contains(name: "content-type") {
+            headers.replaceOrAdd(name: "content-type", value: "text/plain; charset=utf-8")
+        }
         headers.replaceOrAdd(name: "content-length", value: String(body.utf8.count))
         if close { headers.replaceOrAdd(name: "connection", value: "close") }
         let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: headers)
