@@ -18,8 +18,12 @@ final class GlueHandler: ChannelDuplexHandler {
     private var pendingRead = false
     private var inputClosed = false
     private var outputClosed = false
-    /// Called with the byte count of every read (idle timers and counters).
-    var onBytes: ((Int) -> Void)?
+    /// Bytes read on this side (relayed to the partner).
+    private(set) var bytesRead = 0
+    /// Set by every read; the idle sweeper takes it (see ``takeActivity()``).
+    private var sawTraffic = false
+    /// Idle sweeps in a row with no traffic either way.
+    var idleSweeps = 0
 
     private init() {}
 
@@ -41,7 +45,8 @@ final class GlueHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
-        onBytes?(buffer.readableBytes)
+        bytesRead += buffer.readableBytes
+        sawTraffic = true
         partner?.partnerWrite(buffer)
     }
 
@@ -80,6 +85,17 @@ final class GlueHandler: ChannelDuplexHandler {
             pendingRead = true
         }
     }
+
+    /// True when either side moved bytes since the last call (and clears both).
+    func takeActivity() -> Bool {
+        let active = sawTraffic || (partner?.sawTraffic ?? false)
+        sawTraffic = false
+        partner?.sawTraffic = false
+        return active
+    }
+
+    /// Closes this side (the partner follows).
+    func closeTunnel() { context?.close(promise: nil) }
 
     // MARK: - Called by the partner
 

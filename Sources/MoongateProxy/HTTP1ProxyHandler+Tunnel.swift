@@ -150,15 +150,9 @@ extension HTTP1ProxyHandler {
         outcome: PolicyOutcome, status: Int, startedAt: NIODeadline, upstreamHandler: UpstreamHandler? = nil
     ) {
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair()
-        let counter = TunnelCounter()
-        clientGlue.onBytes = { counter.fromClient += $0 }
-        upstreamGlue.onBytes = { counter.toClient += $0 }
         let timeouts = runtime.config.timeouts
         do {
-            let ops = context.pipeline.syncOperations
-            try ops.addHandler(IdleStateHandler(allTimeout: timeouts.tunnelIdle.timeAmount))
-            try ops.addHandler(TunnelTimeoutHandler())
-            try ops.addHandler(clientGlue)
+            try context.pipeline.syncOperations.addHandler(clientGlue)
             try upstream.pipeline.syncOperations.addHandler(upstreamGlue)
         } catch {
             context.close(promise: nil)
@@ -166,6 +160,8 @@ extension HTTP1ProxyHandler {
             return
         }
         let clientChannel = context.channel
+        let sweeper = loop.sweeper
+        sweeper.add(clientGlue, idle: timeouts.tunnelIdle.timeAmount)
         runtime.tunnels.opened(clientChannel)
         runtime.metrics.tunnelOpened()
         if let maxDuration = timeouts.tunnelMaxDuration {
@@ -174,21 +170,26 @@ extension HTTP1ProxyHandler {
         }
         let runtime = self.runtime
         let client = self.client
+        let target = request.target?.description ?? request.authority ?? "-"
+        let logHooks = instance.hasLogHooks ? (instance, request) : nil
         clientChannel.closeFuture.assumeIsolated().whenComplete { _ in
             upstream.close(promise: nil)
+            sweeper.remove(clientGlue)
+            let bytesIn = clientGlue.bytesRead
+            let bytesOut = upstreamGlue.bytesRead
             runtime.tunnels.closed(clientChannel)
-            runtime.metrics.tunnelClosed(bytesIn: counter.fromClient, bytesOut: counter.toClient)
+            runtime.metrics.tunnelClosed(bytesIn: bytesIn, bytesOut: bytesOut)
             runtime.metrics.request(decision: outcome.decision.verb, status: status)
             let ms = Double((NIODeadline.now() - startedAt).nanoseconds) / 1_000_000
             runtime.accessLogger.info(
                 "tunnel",
                 metadata: [
-                    "client": "\(client.ip):\(client.port)", "method": "\(request.method)",
-                    "target": "\(request.target?.description ?? request.authority ?? "-")",
+                    "client": "\(client.ip):\(client.port)", "method": "CONNECT", "target": "\(target)",
                     "decision": "\(outcome.decision.summary)", "plugin": "\(outcome.plugin ?? "-")", "status": "\(status)",
-                    "bytes_in": "\(counter.fromClient)", "bytes_out": "\(counter.toClient)", "duration_ms": "\(ms)",
+                    "bytes_in": "\(bytesIn)", "bytes_out": "\(bytesOut)", "duration_ms": "\(ms)",
                 ])
-            if instance.hasLogHooks { instance.log(request: request, status: status) }
+            // The log hook runs under the generation that admitted the tunnel.
+            if let (instance, request) = logHooks { instance.log(request: request, status: status) }
         }
         if let upstreamHandler {
             upstream.pipeline.syncOperations.removeHandler(upstreamHandler, promise: nil)
@@ -198,24 +199,5 @@ extension HTTP1ProxyHandler {
         // Reads held while the tunnel was set up resume through the relay's gate.
         pendingRead = false
         clientChannel.read()
-    }
-}
-
-/// Bytes relayed by one tunnel.
-final class TunnelCounter {
-    var fromClient = 0
-    var toClient = 0
-}
-
-/// Closes a tunnel when its idle timer fires (no byte either way for the idle timeout).
-final class TunnelTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            context.close(promise: nil)
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
     }
 }

@@ -10,10 +10,12 @@ import NIOPosix
 final class LoopContext {
     let policy = LoopPolicySlot()
     let pools: UpstreamPools
+    let sweeper: TunnelSweeper
     private var roundRobin: [String: Int] = [:]
 
     init(eventLoop: any EventLoop) {
         self.pools = UpstreamPools(eventLoop: eventLoop)
+        self.sweeper = TunnelSweeper(eventLoop: eventLoop)
     }
 
     /// The next endpoint of a cluster, round robin per loop.
