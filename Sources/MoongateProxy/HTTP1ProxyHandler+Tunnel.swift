@@ -171,6 +171,7 @@ extension HTTP1ProxyHandler {
         let runtime = self.runtime
         let client = self.client
         let target = request.target?.description ?? request.authority ?? "-"
+        let method = request.method
         let logHooks = instance.hasLogHooks ? (instance, request) : nil
         clientChannel.closeFuture.assumeIsolated().whenComplete { _ in
             upstream.close(promise: nil)
@@ -180,14 +181,10 @@ extension HTTP1ProxyHandler {
             runtime.tunnels.closed(clientChannel)
             runtime.metrics.tunnelClosed(bytesIn: bytesIn, bytesOut: bytesOut)
             runtime.metrics.request(decision: outcome.decision.verb, status: status)
-            let ms = Double((NIODeadline.now() - startedAt).nanoseconds) / 1_000_000
-            runtime.accessLogger.info(
-                "tunnel",
-                metadata: [
-                    "client": "\(client.ip):\(client.port)", "method": "CONNECT", "target": "\(target)",
-                    "decision": "\(outcome.decision.summary)", "plugin": "\(outcome.plugin ?? "-")", "status": "\(status)",
-                    "bytes_in": "\(bytesIn)", "bytes_out": "\(bytesOut)", "duration_ms": "\(ms)",
-                ])
+            AccessLog.write(
+                runtime.accessLogger, message: "tunnel", client: client, method: method, target: target,
+                decision: outcome.decision.summary, plugin: outcome.plugin, status: status, bytesIn: bytesIn,
+                bytesOut: bytesOut, since: startedAt)
             // The log hook runs under the generation that admitted the tunnel.
             if let (instance, request) = logHooks { instance.log(request: request, status: status) }
         }

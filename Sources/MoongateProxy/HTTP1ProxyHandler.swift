@@ -385,14 +385,9 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         method: String, target: String, decision: String, plugin: String?, status: Int, bytesIn: Int, bytesOut: Int,
         since start: NIODeadline
     ) {
-        let ms = Double((NIODeadline.now() - start).nanoseconds) / 1_000_000
-        runtime.accessLogger.info(
-            "request",
-            metadata: [
-                "client": "\(client.ip):\(client.port)", "method": "\(method)", "target": "\(target)",
-                "decision": "\(decision)", "plugin": "\(plugin ?? "-")", "status": "\(status)",
-                "bytes_in": "\(bytesIn)", "bytes_out": "\(bytesOut)", "duration_ms": "\(ms)",
-            ])
+        AccessLog.write(
+            runtime.accessLogger, message: "request", client: client, method: method, target: target, decision: decision,
+            plugin: plugin, status: status, bytesIn: bytesIn, bytesOut: bytesOut, since: start)
     }
 
     func logExchange(_ exchange: Exchange, status: Int) {
@@ -428,4 +423,22 @@ extension Duration {
     }
 
     var timeAmount: TimeAmount { .nanoseconds(nanosecondsClamped) }
+}
+
+/// One structured access-log line per request or tunnel.
+enum AccessLog {
+    static func write(
+        _ logger: Logger, message: Logger.Message, client: ClientInfo, method: String, target: String, decision: String,
+        plugin: String?, status: Int, bytesIn: Int, bytesOut: Int, since start: NIODeadline
+    ) {
+        guard logger.logLevel <= .info else { return }
+        let ms = Double((NIODeadline.now() - start).nanoseconds) / 1_000_000
+        logger.info(
+            message,
+            metadata: [
+                "client": "\(client.ip):\(client.port)", "method": "\(method)", "target": "\(target)",
+                "decision": "\(decision)", "plugin": "\(plugin ?? "-")", "status": "\(status)",
+                "bytes_in": "\(bytesIn)", "bytes_out": "\(bytesOut)", "duration_ms": "\(ms)",
+            ])
+    }
 }
