@@ -47,7 +47,11 @@ extension HTTP1ProxyHandler {
                 ClientBootstrap(group: eventLoop)
                     .connectTimeout(timeout)
                     .channelOption(.allowRemoteHalfClosure, value: true)
-                    .channelOption(.autoRead, value: false)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(EarlyBytesHandler())
+                        }
+                    }
                     .connect(to: address)
             }
             .assumeIsolated()
@@ -77,7 +81,9 @@ extension HTTP1ProxyHandler {
 
     /// The target is connected and the CONNECT head is complete: 200, then the relay.
     func establishTunnel(_ attempt: TunnelAttempt, context: ChannelHandlerContext) {
-        guard let upstream = attempt.upstream else { return }
+        guard let upstream = attempt.upstream,
+            let keeper = try? upstream.pipeline.syncOperations.handler(type: EarlyBytesHandler.self)
+        else { return }
         state = .done
         context.pipeline.syncOperations.removeHandler(name: HTTP1Pipeline.encoder, promise: nil)
         // A 2xx to CONNECT has no Content-Length and no Transfer-Encoding (RFC 9110 §9.3.6).
@@ -85,7 +91,7 @@ extension HTTP1ProxyHandler {
         head.writeStaticString("HTTP/1.1 200 Connection established\r\n\r\n")
         context.writeAndFlush(NIOAny(head), promise: nil)
         glue(context: context, upstream: upstream, request: attempt.request, instance: attempt.instance,
-             outcome: attempt.outcome, status: 200, startedAt: attempt.startedAt)
+             outcome: attempt.outcome, status: 200, startedAt: attempt.startedAt, upstreamKeeper: keeper)
     }
 
     /// An upgrade the origin accepted (101): relay the 101, then bytes both ways.
@@ -140,14 +146,14 @@ extension HTTP1ProxyHandler {
                 return
             }
             self.glue(context: context, upstream: upstream, request: exchange.request, instance: exchange.instance,
-                      outcome: exchange.outcome, status: status, startedAt: exchange.startedAt, upstreamHandler: upstreamHandler)
+                      outcome: exchange.outcome, status: status, startedAt: exchange.startedAt, upstreamKeeper: upstreamHandler)
         }
     }
 
     /// Replaces HTTP on both channels with a byte relay, with the tunnel timers, then leaves.
     private func glue(
         context: ChannelHandlerContext, upstream: any Channel, request: PolicyRequest, instance: PolicyInstance,
-        outcome: PolicyOutcome, status: Int, startedAt: NIODeadline, upstreamHandler: UpstreamHandler? = nil
+        outcome: PolicyOutcome, status: Int, startedAt: NIODeadline, upstreamKeeper: any RemovableChannelHandler
     ) {
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair()
         let timeouts = runtime.config.timeouts
@@ -188,10 +194,8 @@ extension HTTP1ProxyHandler {
             // The log hook runs under the generation that admitted the tunnel.
             if let (instance, request) = logHooks { instance.log(request: request, status: status) }
         }
-        if let upstreamHandler {
-            upstream.pipeline.syncOperations.removeHandler(upstreamHandler, promise: nil)
-        }
-        upstream.setOption(.autoRead, value: true).whenComplete { _ in upstream.read() }
+        // The handler that kept the target's early bytes leaves, handing them to the relay.
+        upstream.pipeline.syncOperations.removeHandler(upstreamKeeper, promise: nil)
         context.pipeline.syncOperations.removeHandler(self, promise: nil)
         // Reads held while the tunnel was set up resume through the relay's gate.
         pendingRead = false
