@@ -7,14 +7,14 @@ import NIOHTTP1
 enum HTTP1Pipeline {
     static let encoder = "http-encoder"
     static let decoder = "http-decoder"
-    static let pipelining = "http-pipelining"
     static let proxy = "moongate-proxy"
     static let upstreamEncoder = "upstream-encoder"
     static let upstreamDecoder = "upstream-decoder"
     static let upstreamValidator = "upstream-validator"
 
     /// A client connection: response encoder, strict request decoder (left-over bytes kept for
-    /// tunnels), pipelining assistance, then the proxy handler. No lenient parsing flag is on.
+    /// tunnels), then the proxy handler (which also keeps pipelined requests in order). No lenient
+    /// parsing flag is on.
     static func configureServer(
         _ pipeline: ChannelPipeline.SynchronousOperations, limits: NIOHTTPDecoderLimitConfiguration,
         handler: HTTP1ProxyHandler
@@ -23,7 +23,6 @@ enum HTTP1Pipeline {
         try pipeline.addHandler(
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .drop, limitConfiguration: limits)),
             name: decoder)
-        try pipeline.addHandler(HTTPServerPipelineHandler(), name: pipelining)
         try pipeline.addHandler(handler, name: proxy)
     }
 

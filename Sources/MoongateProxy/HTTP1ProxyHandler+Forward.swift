@@ -180,6 +180,7 @@ extension HTTP1ProxyHandler {
         if exchange.requestComplete && !close {
             state = .idle
             armHeadTimer(context: context)
+            drainQueue(context: context)
         }
     }
 
@@ -281,8 +282,7 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
             }
             exchange.responseComplete = true
             let closeAfter = !exchange.clientKeepAlive || exchange.kind != .forward
-            // Settle the state before writing `.end`: the pipelining handler hands over the next
-            // pipelined request from inside that write.
+            // Settle the state before writing `.end`, then hand on any pipelined request.
             if !exchange.requestComplete {
                 // The upstream answered before the request body ended: that connection is spent,
                 // and the rest of the request body is dropped.
@@ -299,8 +299,9 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: written)
             if closeAfter {
                 written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            } else {
+                drainQueue(context: context)
             }
-            resumeClientReads()
         }
     }
 }

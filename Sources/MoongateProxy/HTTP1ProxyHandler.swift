@@ -6,8 +6,8 @@ import NIOHTTP1
 
 /// The one handler of an HTTP/1.1 client connection that asks policy and acts on the answer.
 ///
-/// It sits after the parsing handlers (response encoder, request decoder, pipelining assistance),
-/// which never decide anything. Per request head it asks this loop's policy instance once, then:
+/// It sits after the parsing handlers (response encoder, request decoder), which never decide
+/// anything, and answers pipelined requests in order. Per request head it asks this loop's policy instance once, then:
 /// answers locally (deny, respond, fault), forwards to an upstream (route, forward, upgrades,
 /// tunnel_via), or turns the connection into a tunnel (CONNECT terminated here).
 final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
@@ -39,6 +39,13 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// relay is in place and then passed on in order.
     var rawMode = false
     var rawPending = RawBytes()
+    /// Pipelined request parts waiting for the current response (at most `queueLimit` are read ahead).
+    var queued: [HTTPServerRequestPart] = []
+    static let queueLimit = 64
+    /// The client half-closed: close once the last queued request is answered.
+    var clientInputClosed = false
+    /// Graceful shutdown asked this connection to close once it is idle.
+    var closeWhenIdle = false
     /// Set while a final response drains before the close (see ``lingeringClose(context:)``).
     var lingering = false
     private var headTimer: Scheduled<Void>?
@@ -95,15 +102,22 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
-            // The client half-closed. Idle: close. Mid-exchange: finish the response first.
+            // The client half-closed. Idle: close. Mid-exchange: finish the responses first.
+            clientInputClosed = true
             if lingering {
                 context.close(promise: nil)
                 return
             }
             switch state {
-            case .idle, .discarding: context.close(promise: nil)
+            case .idle where queued.isEmpty, .discarding: context.close(promise: nil)
             default: break
             }
+            return
+        }
+        if event is ChannelShouldQuiesceEvent {
+            // Graceful shutdown: an idle connection closes now, a busy one after its response.
+            closeWhenIdle = true
+            if case .idle = state, queued.isEmpty { context.close(promise: nil) }
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -112,6 +126,10 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: - Reads (back-pressure)
 
     func read(context: ChannelHandlerContext) {
+        if queued.count >= Self.queueLimit {
+            pendingRead = true
+            return
+        }
         switch state {
         case .exchanging(let exchange):
             if exchange.kind != .forward && !exchange.responseHeadSent {
@@ -145,6 +163,22 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let part = unwrapInboundIn(data)
+        // Pipelined requests wait, in order, until the current response is complete. Reading goes
+        // on meanwhile (no read interest toggled per request) up to `queueLimit` parts.
+        if !queued.isEmpty || busyWithCompleteRequest {
+            queued.append(part)
+            return
+        }
+        handle(part, context: context)
+    }
+
+    /// True while a request that has fully arrived is still being answered.
+    private var busyWithCompleteRequest: Bool {
+        if case .exchanging(let exchange) = state { return exchange.requestComplete }
+        return false
+    }
+
+    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch (state, part) {
         case (.idle, .head(let head)):
             disarmHeadTimer()
@@ -152,7 +186,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             handleHead(head, context: context)
         case (.discarding(let close), .end):
             state = .idle
-            if close { context.close(promise: nil) } else { armHeadTimer(context: context) }
+            if close || closeWhenIdle { context.close(promise: nil) } else { armHeadTimer(context: context) }
         case (.discarding, _):
             break
         case (.exchanging(let exchange), .body(let buffer)):
@@ -169,12 +203,30 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             rawMode = true
             removeHTTPServerHandlers(context: context, keepEncoder: true)
             if attempt.upstream != nil { establishTunnel(attempt, context: context) }
-        case (.connecting, _):
+        case (.connecting, _), (.done, _):
             break
         default:
-            // A head while another request is in flight cannot happen behind the pipelining handler.
             context.close(promise: nil)
         }
+    }
+
+    /// Hands queued pipelined requests on once the connection is free, then resumes reading.
+    func drainQueue(context: ChannelHandlerContext) {
+        while !queued.isEmpty && !busyWithCompleteRequest {
+            switch state {
+            case .done:
+                queued = []
+            case .connecting:
+                return
+            default:
+                handle(queued.removeFirst(), context: context)
+            }
+        }
+        if queued.isEmpty, case .idle = state, clientInputClosed || closeWhenIdle {
+            context.close(promise: nil)
+            return
+        }
+        if queued.count < Self.queueLimit { resumeClientReads() }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -366,8 +418,6 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
             if self.served == 0 {
-                // No request is in flight, so the pipelining handler would refuse a response.
-                context.pipeline.syncOperations.removeHandler(name: HTTP1Pipeline.pipelining, promise: nil)
                 self.respondLocally(status: 408, reason: "request headers timed out", close: true, context: context)
             } else {
                 context.close(promise: nil)
@@ -404,11 +454,10 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: - Pipeline surgery
 
-    /// Removes the HTTP server handlers before the connection becomes a tunnel. The pipelining
-    /// handler goes first, so the decoder's left-over bytes reach this handler as raw bytes.
+    /// Removes the HTTP server handlers before the connection becomes a tunnel; the decoder's
+    /// left-over bytes reach this handler as raw bytes.
     func removeHTTPServerHandlers(context: ChannelHandlerContext, keepEncoder: Bool) {
         let pipeline = context.pipeline.syncOperations
-        pipeline.removeHandler(name: HTTP1Pipeline.pipelining, promise: nil)
         pipeline.removeHandler(name: HTTP1Pipeline.decoder, promise: nil)
         if !keepEncoder { pipeline.removeHandler(name: HTTP1Pipeline.encoder, promise: nil) }
     }
