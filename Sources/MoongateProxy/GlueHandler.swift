@@ -38,11 +38,12 @@ final class GlueHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        // Bulk relays read in larger steps (fewer syscalls per byte); idle tunnels hold no buffer.
+        // Bulk relays grow their reads up to 256 KiB (fewer syscalls per byte); an idle tunnel keeps
+        // the small initial buffer NIO reuses per channel.
         context.channel.setOption(.recvAllocator, value: GlueHandler.allocator).whenFailure { _ in }
     }
 
-    private static let allocator = AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: 16384, maximum: 262_144)
+    private static let allocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 262_144)
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
