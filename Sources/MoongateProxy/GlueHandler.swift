@@ -43,7 +43,7 @@ final class GlueHandler: ChannelDuplexHandler {
         context.channel.setOption(.recvAllocator, value: GlueHandler.allocator).whenFailure { _ in }
     }
 
-    private static let allocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 262_144)
+    private static let allocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 262_144)
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
