@@ -141,7 +141,9 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 pendingRead = true
             }
         case .connecting:
-            pendingRead = true
+            // Keep reading while the target is dialled (toggling read interest costs two
+            // epoll_ctl calls per tunnel); early bytes are kept, up to a bound, then reads wait.
+            if rawPending.count >= 16 { pendingRead = true } else { context.read() }
         default:
             context.read()
         }

@@ -7,6 +7,9 @@ struct RawBytes {
 
     mutating func append(_ data: NIOAny) { pending.append(data) }
 
+    /// How many reads are kept.
+    var count: Int { pending.count }
+
     mutating func discard() { pending = [] }
 
     /// Hands the kept bytes to the next handler, in order (called while the keeper leaves).
