@@ -14,7 +14,7 @@ final class LoopContext {
     private var roundRobin: [String: Int] = [:]
 
     init(eventLoop: any EventLoop) {
-        self.pools = UpstreamPools(eventLoop: eventLoop)
+        self.pools = UpstreamPools()
         self.sweeper = TunnelSweeper(eventLoop: eventLoop)
     }
 

@@ -5,12 +5,7 @@ import NIOCore
 /// Idle keep-alive upstream connections of one event loop, by upstream key (`host:port`).
 /// Only touched on its loop: no locks.
 final class UpstreamPools {
-    private let eventLoop: any EventLoop
     private var idle: [String: [any Channel]] = [:]
-
-    init(eventLoop: any EventLoop) {
-        self.eventLoop = eventLoop
-    }
 
     /// An idle connection to `key`, if one is open.
     func acquire(_ key: String) -> (any Channel)? {
@@ -35,11 +30,5 @@ final class UpstreamPools {
     /// Forgets a connection that closed while idle.
     func remove(_ channel: any Channel, key: String) {
         idle[key]?.removeAll { $0 === channel }
-    }
-
-    /// Closes every idle connection (shutdown).
-    func closeAll() {
-        for (_, list) in idle { for channel in list { channel.close(promise: nil) } }
-        idle.removeAll()
     }
 }
