@@ -164,6 +164,8 @@ public struct CaseError: Error, Hashable, Sendable, CustomStringConvertible {
 /// The result of one case.
 public struct CaseResult: Sendable, CustomStringConvertible {
     public let plugin: String?
+    /// The fixture file of a replayed case (nil for a plugin's own test).
+    public let file: String?
     public let name: String
     /// Nil when the case passed.
     public let failure: String?

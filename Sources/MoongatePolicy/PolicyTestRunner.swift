@@ -28,20 +28,22 @@ public enum PolicyTestRunner {
                 throw PolicyLoadError(step: .fixture, plugin: nil, file: fixture.path, message: error.message)
             }
             for testCase in cases {
-                results.append(evaluateComposed(testCase, instance: instance))
+                results.append(evaluateComposed(testCase, instance: instance, file: fixture.path))
             }
         }
         return results
     }
 
     /// A case against the whole composition (what the proxy would do).
-    public static func evaluateComposed(_ testCase: DecisionCase, instance: PolicyInstance) -> CaseResult {
+    public static func evaluateComposed(_ testCase: DecisionCase, instance: PolicyInstance, file: String? = nil) -> CaseResult {
         do {
             let request = try testCase.makeRequest()
             let verdict = instance.evaluate(request)
-            return CaseResult(plugin: nil, name: testCase.name, failure: testCase.mismatch(outcome: verdict.outcome, headers: verdict.upstreamHeaders))
+            return CaseResult(
+                plugin: nil, file: file, name: testCase.name,
+                failure: testCase.mismatch(outcome: verdict.outcome, headers: verdict.upstreamHeaders))
         } catch {
-            return CaseResult(plugin: nil, name: testCase.name, failure: error.message)
+            return CaseResult(plugin: nil, file: file, name: testCase.name, failure: error.message)
         }
     }
 
@@ -101,9 +103,9 @@ public enum PolicyTestRunner {
             let (outcome, edits) = instance.callSingle(plugin: index, hook: hook, request: request)
             var headers = request.headers
             SanitizationFloor.apply(edits, to: &headers)
-            return CaseResult(plugin: plugin, name: testCase.name, failure: testCase.mismatch(outcome: outcome, headers: headers))
+            return CaseResult(plugin: plugin, file: nil, name: testCase.name, failure: testCase.mismatch(outcome: outcome, headers: headers))
         } catch {
-            return CaseResult(plugin: plugin, name: testCase.name, failure: error.message)
+            return CaseResult(plugin: plugin, file: nil, name: testCase.name, failure: error.message)
         }
     }
 }
@@ -134,7 +136,8 @@ public final class PolicyGeneration: Sendable {
         let results = try PolicyTestRunner.run(spec, instance: scratch)
         if let failed = results.first(where: { !$0.passed }) {
             let plugin = failed.plugin
-            let file = plugin.flatMap { name in spec.plugins.first { $0.name == name }?.path } ?? spec.fixtures.first?.path ?? "-"
+            // A fixture case names its own file; a plugin test, its plugin's.
+            let file = failed.file ?? plugin.flatMap { name in spec.plugins.first { $0.name == name }?.path } ?? "-"
             throw PolicyLoadError(
                 step: plugin == nil ? .fixture : .test, plugin: plugin, file: file, message: failed.failure ?? "",
                 testName: failed.name)

@@ -16,15 +16,7 @@ enum RequestStaging {
             moon_req_set(L, field, nil, 0)
             return
         }
-        let done: Void? = value.utf8.withContiguousStorageIfAvailable { bytes in
-            bytes.withMemoryRebound(to: CChar.self) { moon_req_set(L, field, $0.baseAddress ?? emptyCString, $0.count) }
-        }
-        if done == nil {
-            var copy = value
-            copy.withUTF8 { bytes in
-                bytes.withMemoryRebound(to: CChar.self) { moon_req_set(L, field, $0.baseAddress ?? emptyCString, $0.count) }
-            }
-        }
+        withBytes(value) { moon_req_set(L, field, $0, $1) }
     }
 
     @inline(__always)

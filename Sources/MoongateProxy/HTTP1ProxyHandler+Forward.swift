@@ -15,13 +15,13 @@ extension HTTP1ProxyHandler {
         if let cluster {
             guard let config = runtime.config.cluster(named: cluster) else {
                 runtime.logger.error("policy routed to an unknown cluster", metadata: ["cluster": "\(cluster)", "plugin": "\(outcome.plugin ?? "-")"])
-                finishWithError(request, outcome, status: 503, reason: "no such cluster", keepAlive: keepAlive, context: context)
+                finishLocally(request, outcome, status: 503, body: "no such cluster", extra: [], keepAlive: keepAlive, context: context)
                 return
             }
             destination = .cluster(config)
         } else {
             guard let host = request.host, let port = request.port else {
-                finishWithError(request, outcome, status: 400, reason: "no authority to forward to", keepAlive: keepAlive, context: context)
+                finishLocally(request, outcome, status: 400, body: "no authority to forward to", extra: [], keepAlive: keepAlive, context: context)
                 return
             }
             destination = .authority(Authority(host: host, port: port))
@@ -148,17 +148,6 @@ extension HTTP1ProxyHandler {
         var uri = request.path ?? "/"
         if let query = request.query { uri += "?" + query }
         return HTTPRequestHead(version: .http1_1, method: head.method, uri: uri, headers: out)
-    }
-
-    func finishWithError(
-        _ request: PolicyRequest, _ outcome: PolicyOutcome, status: Int, reason: String, keepAlive: Bool,
-        context: ChannelHandlerContext
-    ) {
-        respondLocally(status: status, reason: reason, close: !keepAlive || request.isConnect, context: context)
-        runtime.metrics.request(decision: outcome.decision.verb, status: status)
-        accessLog(
-            method: request.method, target: request.authority ?? "-", decision: outcome.decision.summary,
-            plugin: outcome.plugin, status: status, bytesIn: 0, bytesOut: 0, since: .now())
     }
 
     /// The exchange failed before or during the response.

@@ -34,8 +34,7 @@ extension HTTP1ProxyHandler {
     /// soon as TCP connects and relay bytes. A refused or timed-out target gets a 503, never a 200.
     func startTunnel(to target: Authority, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, context: ChannelHandlerContext) {
         guard runtime.tunnels.count < runtime.config.limits.maxTunnels else {
-            finishWithError(request, outcome, status: 503, reason: "too many tunnels", keepAlive: false, context: context)
-            state = .done
+            finishLocally(request, outcome, status: 503, body: "too many tunnels", extra: [], keepAlive: false, context: context)
             return
         }
         let attempt = TunnelAttempt(request: request, instance: instance, outcome: outcome, target: target)

@@ -323,7 +323,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Framing rules that are protocol correctness, not policy (CX-BAD-*, hardening §A).
     private func framingProblem(_ head: HTTPRequestHead) -> RequestError? {
-        if head.headers[canonicalForm: "host"].count > 1 || head.headers["host"].count > 1 {
+        if head.headers["host"].count > 1 {
             return RequestError(status: 400, reason: "more than one Host header")
         }
         if head.method == .CONNECT {
@@ -339,7 +339,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: - Local responses
 
-    private func finishLocally(
+    func finishLocally(
         _ request: PolicyRequest, _ outcome: PolicyOutcome, status: Int, body: String?, extra: [HeaderField],
         keepAlive: Bool, exact: Bool = false, context: ChannelHandlerContext
     ) {

@@ -96,7 +96,7 @@ public final class ScriptHarness {
 
     /// Replays JSONL text.
     public func replay(jsonl text: String, file: String = "<jsonl>") throws(CaseError) -> [CaseResult] {
-        try DecisionCase.parseJSONL(text, file: file).map { PolicyTestRunner.evaluateComposed($0, instance: instance) }
+        try DecisionCase.parseJSONL(text, file: file).map { PolicyTestRunner.evaluateComposed($0, instance: instance, file: file) }
     }
 
     // MARK: - Costs

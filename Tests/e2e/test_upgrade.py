@@ -46,6 +46,21 @@ def test_cx_dis_3_an_upgrade_policy_does_not_enable_is_403(moongate, ws_origin):
     assert head.startswith("HTTP/1.1 403")
 
 
+def serve_once(handler):
+    """A loopback listener whose first connection is handed to `handler` in a thread."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    threading.Thread(target=handler, args=(sock,), daemon=True).start()
+    return sock
+
+
+def start_routed_to(moongate, upstream):
+    port = free_port()
+    moongate(config(port, [ROUTES.format(upgrades='["websocket"]')], clusters={"ws": f"127.0.0.1:{upstream.getsockname()[1]}"}), port)
+    return port
+
+
 def test_cx_ws_2_a_non_101_answer_is_an_ordinary_response(moongate):
     def plain(server_sock):
         conn, _ = server_sock.accept()
@@ -54,12 +69,8 @@ def test_cx_ws_2_a_non_101_answer_is_an_ordinary_response(moongate):
         recv_all(conn, timeout=1)
         conn.close()
 
-    upstream = socket.socket()
-    upstream.bind(("127.0.0.1", 0))
-    upstream.listen(1)
-    threading.Thread(target=plain, args=(upstream,), daemon=True).start()
-    port = free_port()
-    moongate(config(port, [ROUTES.format(upgrades='["websocket"]')], clusters={"ws": f"127.0.0.1:{upstream.getsockname()[1]}"}), port)
+    upstream = serve_once(plain)
+    port = start_routed_to(moongate, upstream)
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.sendall(b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
     data = recv_all(s, timeout=5)
@@ -78,12 +89,8 @@ def test_cx_ws_3_half_close_after_101(moongate):
         conn.shutdown(socket.SHUT_WR)
         conn.close()
 
-    upstream = socket.socket()
-    upstream.bind(("127.0.0.1", 0))
-    upstream.listen(1)
-    threading.Thread(target=origin, args=(upstream,), daemon=True).start()
-    port = free_port()
-    moongate(config(port, [ROUTES.format(upgrades='["websocket"]')], clusters={"ws": f"127.0.0.1:{upstream.getsockname()[1]}"}), port)
+    upstream = serve_once(origin)
+    port = start_routed_to(moongate, upstream)
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.sendall(b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
     head, rest = recv_head(s)
