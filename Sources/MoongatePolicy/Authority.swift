@@ -51,19 +51,20 @@ public struct Authority: Hashable, Sendable, CustomStringConvertible {
             guard rest.hasPrefix(":"), let port = parsePort(rest.dropFirst()) else { return nil }
             return (host, port)
         }
-        guard let colon = text.firstIndex(of: ":") else { return (text[...], nil) }
+        guard let colon = text.utf8.firstIndex(of: UInt8(ascii: ":")) else { return (text[...], nil) }
         guard let port = parsePort(text[text.index(after: colon)...]) else { return nil }
         return (text[..<colon], port)
     }
 
     private static func parsePort(_ text: Substring) -> Int? {
-        guard !text.isEmpty, text.count <= 5, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
+        guard !text.isEmpty, text.utf8.count <= 5, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
             let port = Int(text), (1...65535).contains(port)
         else { return nil }
         return port
     }
 
     private static func normalise(host: Substring, port: Int) -> Authority? {
+        if isCanonicalName(host.utf8) { return Authority(host: String(host), port: port) }
         if host.hasPrefix("[") {
             let inner = String(host.dropFirst().dropLast())
             guard let canonical = canonicalIPv6(inner) else { return nil }
@@ -78,6 +79,25 @@ public struct Authority: Hashable, Sendable, CustomStringConvertible {
         }
         guard valid, !name.hasPrefix("."), !name.contains("..") else { return nil }
         return Authority(host: name, port: port)
+    }
+
+    /// True for a name that is already in normal form (the common case, checked in one pass):
+    /// lower-case letters, digits, `-` and `_` in labels separated by single dots, starting with a
+    /// letter (so it cannot be an IPv4 spelling), no leading or trailing dot.
+    private static func isCanonicalName(_ bytes: Substring.UTF8View) -> Bool {
+        guard let first = bytes.first, first >= 97 && first <= 122, bytes.count <= 253 else { return false }
+        var previousDot = false
+        for c in bytes {
+            if c == 46 {
+                if previousDot { return false }
+                previousDot = true
+            } else if (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c == 45 || c == 95 {
+                previousDot = false
+            } else {
+                return false
+            }
+        }
+        return !previousDot
     }
 
     /// Dotted-quad form of anything `inet_aton` reads as IPv4 (`127.1`, `0177.0.0.1`, `2130706433`).

@@ -17,15 +17,17 @@ public struct HeaderField: Hashable, Sendable, CustomStringConvertible {
 }
 
 extension String {
-    /// ASCII case-insensitive equality, without allocating.
+    /// ASCII case-insensitive equality, without allocating (a byte loop over contiguous UTF-8).
     @inlinable
     public func asciiCaseInsensitiveEquals(_ other: String) -> Bool {
         let a = self.utf8
         let b = other.utf8
         guard a.count == b.count else { return false }
-        return zip(a, b).allSatisfy { x, y in
-            x == y || (x | 0x20 == y | 0x20 && (x | 0x20) >= UInt8(ascii: "a") && (x | 0x20) <= UInt8(ascii: "z"))
+        let fast = a.withContiguousStorageIfAvailable { x in
+            b.withContiguousStorageIfAvailable { y in asciiFoldedEqual(x, y) }
         }
+        if let fast, let result = fast { return result }
+        return zip(a, b).allSatisfy { x, y in asciiFoldedEqual(x, y) }
     }
 
     /// ASCII lower-case copy.
@@ -41,4 +43,17 @@ extension Array where Element == HeaderField {
 
     /// Every value of the named header.
     public func values(named name: String) -> [String] { filter { $0.hasName(name) }.map(\.value) }
+}
+
+/// Two equally long byte runs equal under ASCII case folding.
+@inlinable
+func asciiFoldedEqual(_ x: UnsafeBufferPointer<UInt8>, _ y: UnsafeBufferPointer<UInt8>) -> Bool {
+    for i in 0..<x.count where !asciiFoldedEqual(x[i], y[i]) { return false }
+    return true
+}
+
+/// Two bytes equal under ASCII case folding (letters only; other bytes must match exactly).
+@inlinable
+func asciiFoldedEqual(_ x: UInt8, _ y: UInt8) -> Bool {
+    x == y || (x | 0x20 == y | 0x20 && (x | 0x20) >= UInt8(ascii: "a") && (x | 0x20) <= UInt8(ascii: "z"))
 }

@@ -276,6 +276,9 @@ public final class PolicyInstance {
         return nil
     }
 
+    /// True when some plugin has a `sanitize_response` hook (otherwise only the floor applies to responses).
+    public var hasResponseHooks: Bool { !sanitizeResponseSlots.isEmpty }
+
     /// True when some plugin has a `log` hook.
     public var hasLogHooks: Bool { !logSlots.isEmpty }
 

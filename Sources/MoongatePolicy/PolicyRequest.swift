@@ -209,7 +209,7 @@ public struct PolicyRequest: Sendable {
     }
 
     private mutating func splitPathAndQuery(_ uri: String) {
-        if let q = uri.firstIndex(of: "?") {
+        if let q = uri.utf8.firstIndex(of: UInt8(ascii: "?")) {
             path = String(uri[..<q])
             query = String(uri[uri.index(after: q)...])
         } else {

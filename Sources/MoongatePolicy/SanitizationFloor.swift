@@ -7,11 +7,17 @@ public enum SanitizationFloor {
         "trailer", "transfer-encoding", "upgrade",
     ]
 
-    /// True for a hop-by-hop name, compared without allocating (a length filter first).
+    /// True for a hop-by-hop name, compared without allocating (the length picks the candidates).
     @inlinable
     public static func isHopByHop(_ name: String) -> Bool {
         switch name.utf8.count {
-        case 2, 7, 10, 16, 17, 18, 19: return hopByHop.contains { name.asciiCaseInsensitiveEquals($0) }
+        case 2: return name.asciiCaseInsensitiveEquals("te")
+        case 7: return name.asciiCaseInsensitiveEquals("upgrade") || name.asciiCaseInsensitiveEquals("trailer")
+        case 10: return name.asciiCaseInsensitiveEquals("connection") || name.asciiCaseInsensitiveEquals("keep-alive")
+        case 16: return name.asciiCaseInsensitiveEquals("proxy-connection")
+        case 17: return name.asciiCaseInsensitiveEquals("transfer-encoding")
+        case 18: return name.asciiCaseInsensitiveEquals("proxy-authenticate")
+        case 19: return name.asciiCaseInsensitiveEquals("proxy-authorization")
         default: return false
         }
     }

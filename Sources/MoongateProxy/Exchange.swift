@@ -35,7 +35,6 @@ final class Exchange {
     var status = 0
     var bytesFromClient = 0
     var bytesToClient = 0
-    var responseTimer: Scheduled<Void>?
     /// A 101 (upgrade) or 2xx (connectVia) head, acted on when its message ends.
     var tunnelHead: HTTPResponseHead?
 

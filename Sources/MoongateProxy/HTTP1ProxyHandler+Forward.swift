@@ -152,7 +152,7 @@ extension HTTP1ProxyHandler {
 
     /// The exchange failed before or during the response.
     func exchangeFailed(_ exchange: Exchange, status: Int, reason: String, context: ChannelHandlerContext) {
-        exchange.responseTimer?.cancel()
+        responseTimer?.disarm()
         exchange.upstream?.delegate = nil
         exchange.upstream?.channel?.close(promise: nil)
         if exchange.responseHeadSent {
@@ -175,13 +175,7 @@ extension HTTP1ProxyHandler {
 
     func startResponseTimer(_ exchange: Exchange, context: ChannelHandlerContext) {
         guard exchange.kind == .forward, !exchange.responseHeadSent else { return }
-        let timeout = runtime.config.timeouts.upstreamResponse.timeAmount
-        exchange.responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
-            guard let self, let context = self.context, case .exchanging(let current) = self.state, current === exchange,
-                !exchange.responseHeadSent
-            else { return }
-            self.exchangeFailed(exchange, status: 504, reason: "upstream timed out", context: context)
-        }
+        armResponseTimer(context: context)
     }
 
     /// Ends an exchange whose request and response are both complete.
@@ -189,7 +183,7 @@ extension HTTP1ProxyHandler {
         guard exchange.requestComplete, exchange.responseComplete, case .exchanging(let current) = state, current === exchange else {
             return
         }
-        exchange.responseTimer?.cancel()
+        responseTimer?.disarm()
         if let upstream = exchange.upstream {
             upstream.delegate = nil
             if exchange.upstreamKeepAlive, exchange.kind == .forward, let channel = upstream.channel {
@@ -234,7 +228,7 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
                 context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: head.status))), promise: nil)
                 return
             }
-            exchange.responseTimer?.cancel()
+            responseTimer?.disarm()
             if (exchange.kind == .upgrade && head.status == .switchingProtocols)
                 || (exchange.kind == .connectVia && head.status.code / 100 == 2)
             {
@@ -242,15 +236,22 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
                 exchange.tunnelHead = head
                 return
             }
-            var headers = head.headers.map { HeaderField($0.name, $0.value) }
-            if let fault = exchange.instance.sanitizeResponse(for: exchange.request, status: Int(head.status.code), headers: &headers) {
-                runtime.logger.error("sanitize_response failed", metadata: ["error": "\(fault)"])
-                exchangeFailed(exchange, status: 500, reason: "policy error", context: context)
-                return
+            var out: HTTPHeaders
+            if exchange.instance.hasResponseHooks {
+                var headers = head.headers.map { HeaderField($0.name, $0.value) }
+                if let fault = exchange.instance.sanitizeResponse(for: exchange.request, status: Int(head.status.code), headers: &headers) {
+                    runtime.logger.error("sanitize_response failed", metadata: ["error": "\(fault)"])
+                    exchangeFailed(exchange, status: 500, reason: "policy error", context: context)
+                    return
+                }
+                out = HTTPHeaders()
+                out.reserveCapacity(headers.count + 1)
+                for field in headers { out.add(name: field.name, value: field.value) }
+            } else {
+                // No script looks at responses: only the floor applies, on the parsed headers.
+                out = head.headers
+                out.applySanitizationFloor()
             }
-            var out = HTTPHeaders()
-            out.reserveCapacity(headers.count + 1)
-            for field in headers { out.add(name: field.name, value: field.value) }
             exchange.upstreamKeepAlive = head.isKeepAlive
             let closeAfter = !exchange.clientKeepAlive || exchange.kind != .forward
             if closeAfter { out.replaceOrAdd(name: "connection", value: "close") }
@@ -284,11 +285,12 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
                 finishIfComplete(exchange, context: context)
                 if closeAfter { state = .done }
             }
-            let written = context.eventLoop.makePromise(of: Void.self)
-            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: written)
             if closeAfter {
+                let written = context.eventLoop.makePromise(of: Void.self)
+                context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: written)
                 written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
             } else {
+                context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
                 drainQueue(context: context)
             }
         }

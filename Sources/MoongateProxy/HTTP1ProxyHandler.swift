@@ -48,8 +48,9 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var closeWhenIdle = false
     /// Set while a final response drains before the close (see ``lingeringClose(context:)``).
     var lingering = false
-    private var headTimer: Scheduled<Void>?
-    private var headDeadline: NIODeadline?
+    private var headTimer: DeadlineTimer?
+    /// Created on the first forwarded request.
+    var responseTimer: DeadlineTimer?
 
     init(runtime: ProxyRuntime, loop: LoopContext) {
         self.runtime = runtime
@@ -79,15 +80,16 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         headTimer?.cancel()
+        responseTimer?.cancel()
         self.context = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         headTimer?.cancel()
+        responseTimer?.cancel()
         switch state {
         case .exchanging(let exchange):
             // The client went away mid-exchange: the upstream connection cannot be reused.
-            exchange.responseTimer?.cancel()
             exchange.upstream?.delegate = nil
             exchange.upstream?.channel?.close(promise: nil)
             logExchange(exchange, status: exchange.responseHeadSent ? exchange.status : 499)
@@ -270,7 +272,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func handleHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         let fields = head.headers.map { HeaderField($0.name, $0.value) }
-        if let problem = framingProblem(head) {
+        if let problem = framingProblem(head, fields: fields) {
             respondLocally(status: problem.status, reason: problem.reason, close: true, context: context)
             state = .done
             return
@@ -322,8 +324,10 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Framing rules that are protocol correctness, not policy (CX-BAD-*, hardening §A).
-    private func framingProblem(_ head: HTTPRequestHead) -> RequestError? {
-        if head.headers["host"].count > 1 {
+    private func framingProblem(_ head: HTTPRequestHead, fields: [HeaderField]) -> RequestError? {
+        var hosts = 0
+        for field in fields where field.name.utf8.count == 4 && field.hasName("host") { hosts += 1 }
+        if hosts > 1 {
             return RequestError(status: 400, reason: "more than one Host header")
         }
         if head.method == .CONNECT {
@@ -405,31 +409,37 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// (or, when it has been served before and is idle, is closed). One timer per connection is
     /// kept and re-armed lazily from a deadline, so a keep-alive request costs no timer work.
     func armHeadTimer(context: ChannelHandlerContext) {
-        let deadline = NIODeadline.now() + runtime.config.timeouts.requestHeaders.timeAmount
-        headDeadline = deadline
-        if headTimer == nil { scheduleHeadTimer(at: deadline, context: context) }
+        if headTimer == nil {
+            headTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in self?.headTimedOut() }
+        }
+        headTimer?.arm(in: runtime.config.timeouts.requestHeaders.timeAmount)
     }
 
-    private func scheduleHeadTimer(at deadline: NIODeadline, context: ChannelHandlerContext) {
-        headTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
-            guard let self else { return }
-            self.headTimer = nil
-            guard let context = self.context, let due = self.headDeadline, case .idle = self.state else { return }
-            if due > .now() {
-                self.scheduleHeadTimer(at: due, context: context)
-                return
-            }
-            if self.served == 0 {
-                self.respondLocally(status: 408, reason: "request headers timed out", close: true, context: context)
-            } else {
-                context.close(promise: nil)
-            }
-            self.state = .done
+    private func headTimedOut() {
+        guard let context, case .idle = state else { return }
+        if served == 0 {
+            respondLocally(status: 408, reason: "request headers timed out", close: true, context: context)
+        } else {
+            context.close(promise: nil)
         }
+        state = .done
     }
 
     /// A head arrived: the request-headers timer stands down (it stays scheduled, idle).
-    func disarmHeadTimer() { headDeadline = nil }
+    func disarmHeadTimer() { headTimer?.disarm() }
+
+    /// The upstream-response timeout of the current exchange: 504 when no response head arrives in time.
+    func armResponseTimer(context: ChannelHandlerContext) {
+        if responseTimer == nil {
+            responseTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in self?.responseTimedOut() }
+        }
+        responseTimer?.arm(in: runtime.config.timeouts.upstreamResponse.timeAmount)
+    }
+
+    private func responseTimedOut() {
+        guard let context, case .exchanging(let exchange) = state, !exchange.responseHeadSent else { return }
+        exchangeFailed(exchange, status: 504, reason: "upstream timed out", context: context)
+    }
 
     // MARK: - Access log
 

@@ -39,6 +39,12 @@ class Origin:
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Server", "origin/1.0")
                 self.send_header("Keep-Alive", "timeout=5")
+                if self.path.startswith("/hop"):
+                    # hop-by-hop fields, and one the Connection header names: none may reach the client
+                    self.send_header("Connection", "keep-alive, X-Origin-Secret")
+                    self.send_header("X-Origin-Secret", "1")
+                    self.send_header("Proxy-Authenticate", "Basic")
+                    self.send_header("Trailer", "X-Sum")
                 self.end_headers()
                 self.wfile.write(body)
 

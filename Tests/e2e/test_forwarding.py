@@ -45,6 +45,24 @@ def test_routes_by_host_and_sanitizes(moongate, origin):
     assert "x-secret" not in headers and "proxy-authorization" not in headers
 
 
+@pytest.mark.parametrize("plugins", ["router only", "with sanitize_response"])
+def test_response_hop_by_hop_headers_never_reach_the_client(moongate, origin, plugins):
+    port = free_port()
+    chain = [router([("app.test", "/", "origin")])] + (["name: header_sanitizer"] if plugins != "router only" else [])
+    moongate(config(port, chain, clusters={"origin": f"127.0.0.1:{origin.port}"}), port)
+    out = curl("-D", "-", "-o", "/dev/null", "-o", "/dev/null", "-H", "Host: app.test",
+               f"http://127.0.0.1:{port}/hop", f"http://127.0.0.1:{port}/hop")
+    blocks = [b for b in out.stdout.replace("\r\n", "\n").split("\n\n") if b.strip()]
+    assert len(blocks) == 2, out.stdout  # both answered on one keep-alive connection
+    assert origin.connections == 1
+    for block in blocks:
+        names = [line.split(":", 1)[0].lower() for line in block.split("\n")[1:]]
+        assert block.startswith("HTTP/1.1 200")
+        assert "server" in names and "content-length" in names
+        for hop in ("connection", "keep-alive", "x-origin-secret", "proxy-authenticate", "trailer"):
+            assert hop not in names, (hop, block)
+
+
 def test_no_route_is_404(moongate, origin):
     port, _ = reverse(moongate, origin)
     out = curl("-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: other.test", f"http://127.0.0.1:{port}/")
