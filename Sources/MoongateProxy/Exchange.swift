@@ -30,6 +30,8 @@ final class Exchange {
     var upstream: UpstreamHandler?
     var requestComplete = false
     var responseHeadSent = false
+    /// How the response body is framed toward the client (set with the head).
+    var responseFraming: BodyFraming = .none
     var responseComplete = false
     var upstreamKeepAlive = true
     var status = 0

@@ -200,6 +200,9 @@ extension HTTP1ProxyHandler {
 }
 
 extension HTTP1ProxyHandler: UpstreamDelegate {
+    /// The CRLF after each chunk's data.
+    static let chunkEnd: ByteBuffer = ByteBuffer(staticString: "\r\n")
+
     var clientIsWritable: Bool { context?.channel.isWritable ?? false }
 
     func upstreamBecameWritable(_ upstream: UpstreamHandler) {
@@ -225,7 +228,10 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
         case .head(let head):
             if head.status.code >= 100 && head.status.code < 200 && head.status != .switchingProtocols {
                 // 100 Continue and other informational answers are relayed as they are.
-                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: head.status))), promise: nil)
+                var line = context.channel.allocator.buffer(capacity: 40)
+                HTTP1Wire.writeStatusLine(head.status, into: &line)
+                line.writeStaticString("\r\n")
+                context.writeAndFlush(wrapOutboundOut(line), promise: nil)
                 return
             }
             responseTimer?.disarm()
@@ -236,31 +242,46 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
                 exchange.tunnelHead = head
                 return
             }
-            var out: HTTPHeaders
+            let status = Int(head.status.code)
+            let framing = HTTP1Wire.framing(status: status, requestMethod: exchange.request.method, upstreamHeaders: head.headers)
+            let closeAfter = !exchange.clientKeepAlive || exchange.kind != .forward
+            var buffer = context.channel.allocator.buffer(capacity: 512)
+            HTTP1Wire.writeStatusLine(head.status, into: &buffer)
             if exchange.instance.hasResponseHooks {
                 var headers = head.headers.map { HeaderField($0.name, $0.value) }
-                if let fault = exchange.instance.sanitizeResponse(for: exchange.request, status: Int(head.status.code), headers: &headers) {
+                if let fault = exchange.instance.sanitizeResponse(for: exchange.request, status: status, headers: &headers) {
                     runtime.logger.error("sanitize_response failed", metadata: ["error": "\(fault)"])
                     exchangeFailed(exchange, status: 500, reason: "policy error", context: context)
                     return
                 }
-                out = HTTPHeaders()
-                out.reserveCapacity(headers.count + 1)
-                for field in headers { out.add(name: field.name, value: field.value) }
+                for field in headers where !(framing == .chunked && HTTP1Wire.isContentLength(field.name)) {
+                    HTTP1Wire.writeField(field.name, field.value, into: &buffer)
+                }
             } else {
-                // No script looks at responses: only the floor applies, on the parsed headers.
-                out = head.headers
-                out.applySanitizationFloor()
+                // No script looks at responses: only the floor applies, straight from the parsed head.
+                head.headers.forEachPassingFloor { name, value in
+                    if framing == .chunked && HTTP1Wire.isContentLength(name) { return }
+                    HTTP1Wire.writeField(name, value, into: &buffer)
+                }
             }
+            HTTP1Wire.finishHead(framing: framing, close: closeAfter, into: &buffer)
             exchange.upstreamKeepAlive = head.isKeepAlive
-            let closeAfter = !exchange.clientKeepAlive || exchange.kind != .forward
-            if closeAfter { out.replaceOrAdd(name: "connection", value: "close") }
-            exchange.status = Int(head.status.code)
+            exchange.status = status
+            exchange.responseFraming = framing
             exchange.responseHeadSent = true
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: head.status, headers: out))), promise: nil)
+            context.write(wrapOutboundOut(buffer), promise: nil)
         case .body(let buffer):
             exchange.bytesToClient += buffer.readableBytes
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            switch exchange.responseFraming {
+            case .length:
+                context.write(wrapOutboundOut(buffer), promise: nil)
+            case .chunked where buffer.readableBytes > 0:
+                context.write(wrapOutboundOut(HTTP1Wire.chunkPrefix(buffer.readableBytes, allocator: context.channel.allocator)), promise: nil)
+                context.write(wrapOutboundOut(buffer), promise: nil)
+                context.write(wrapOutboundOut(Self.chunkEnd), promise: nil)
+            case .chunked, .none:
+                break
+            }
         case .end(let trailers):
             if let head = exchange.tunnelHead {
                 if exchange.kind == .upgrade {
@@ -272,7 +293,7 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
             }
             exchange.responseComplete = true
             let closeAfter = !exchange.clientKeepAlive || exchange.kind != .forward
-            // Settle the state before writing `.end`, then hand on any pipelined request.
+            // Settle the state before writing the end, then hand on any pipelined request.
             if !exchange.requestComplete {
                 // The upstream answered before the request body ended: that connection is spent,
                 // and the rest of the request body is dropped.
@@ -285,12 +306,16 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
                 finishIfComplete(exchange, context: context)
                 if closeAfter { state = .done }
             }
+            let end = exchange.responseFraming == .chunked
+                ? HTTP1Wire.lastChunk(trailers: trailers, allocator: context.channel.allocator)
+                : context.channel.allocator.buffer(capacity: 0)
             if closeAfter {
                 let written = context.eventLoop.makePromise(of: Void.self)
-                context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: written)
+                context.writeAndFlush(wrapOutboundOut(end), promise: written)
                 written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
             } else {
-                context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+                if end.readableBytes > 0 { context.write(wrapOutboundOut(end), promise: nil) }
+                context.flush()
                 drainQueue(context: context)
             }
         }

@@ -84,11 +84,10 @@ extension HTTP1ProxyHandler {
             let keeper = try? upstream.pipeline.syncOperations.handler(type: EarlyBytesHandler.self)
         else { return }
         state = .done
-        context.pipeline.syncOperations.removeHandler(name: HTTP1Pipeline.encoder, promise: nil)
         // A 2xx to CONNECT has no Content-Length and no Transfer-Encoding (RFC 9110 §9.3.6).
         var head = context.channel.allocator.buffer(capacity: 40)
         head.writeStaticString("HTTP/1.1 200 Connection established\r\n\r\n")
-        context.writeAndFlush(NIOAny(head), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(head), promise: nil)
         glue(context: context, upstream: upstream, request: attempt.request, instance: attempt.instance,
              outcome: attempt.outcome, status: 200, startedAt: attempt.startedAt, upstreamKeeper: keeper)
     }
@@ -104,14 +103,16 @@ extension HTTP1ProxyHandler {
             exchangeFailed(exchange, status: 500, reason: "policy error", context: context)
             return
         }
-        var out = HTTPHeaders()
-        for field in headers { out.add(name: field.name, value: field.value) }
+        var out = context.channel.allocator.buffer(capacity: 256)
+        HTTP1Wire.writeStatusLine(.switchingProtocols, into: &out)
+        for field in headers { HTTP1Wire.writeField(field.name, field.value, into: &out) }
+        out.writeStaticString("\r\n")
         state = .done
         upstream.delegate = nil
         upstream.rawMode = true
         rawMode = true
-        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: out))), promise: nil)
-        removeHTTPServerHandlers(context: context, keepEncoder: false)
+        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        removeHTTPServerHandlers(context: context)
         HTTP1Pipeline.removeUpstreamHTTPHandlers(upstreamChannel.pipeline.syncOperations)
         glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: 101, upstreamHandler: upstream)
     }
@@ -124,10 +125,11 @@ extension HTTP1ProxyHandler {
         upstream.delegate = nil
         upstream.rawMode = true
         rawMode = true
-        removeHTTPServerHandlers(context: context, keepEncoder: false)
+        removeHTTPServerHandlers(context: context)
         var line = context.channel.allocator.buffer(capacity: 64)
-        line.writeString("HTTP/1.1 \(head.status.code) \(head.status.reasonPhrase)\r\n\r\n")
-        context.writeAndFlush(NIOAny(line), promise: nil)
+        HTTP1Wire.writeStatusLine(head.status, into: &line)
+        line.writeStaticString("\r\n")
+        context.writeAndFlush(wrapOutboundOut(line), promise: nil)
         HTTP1Pipeline.removeUpstreamHTTPHandlers(upstreamChannel.pipeline.syncOperations)
         glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: Int(head.status.code), upstreamHandler: upstream)
     }

@@ -12,8 +12,8 @@ import NIOHTTP1
 /// tunnel_via), or turns the connection into a tunnel (CONNECT terminated here).
 final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     enum State {
         /// Waiting for a request head.
@@ -34,6 +34,8 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var context: ChannelHandlerContext?
     var client = ClientInfo(ip: "0.0.0.0")
     var served = 0
+    /// The request being answered is a HEAD: its response carries no body.
+    var answeringHead = false
     var pendingRead = false
     /// Set once HTTP is over (a tunnel is being set up): inbound data is raw bytes, kept until the
     /// relay is in place and then passed on in order.
@@ -187,6 +189,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case (.idle, .head(let head)):
             disarmHeadTimer()
             served += 1
+            answeringHead = head.method == .HEAD
             handleHead(head, context: context)
         case (.discarding(let close), .end):
             state = .idle
@@ -205,7 +208,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             attempt.sawEnd = true
             // Nothing after a CONNECT head is HTTP: stop parsing, keep the raw bytes.
             rawMode = true
-            removeHTTPServerHandlers(context: context, keepEncoder: true)
+            removeHTTPServerHandlers(context: context)
             if attempt.upstream != nil { establishTunnel(attempt, context: context) }
         case (.connecting, _), (.done, _):
             break
@@ -366,28 +369,28 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         status: Int, reason: String?, extra: [HeaderField] = [], close: Bool, exact: Bool = false,
         context: ChannelHandlerContext
     ) {
-        var headers = HTTPHeaders()
-        for field in extra { headers.add(name: field.name, value: field.value) }
         let body = exact ? (reason ?? "") : (reason.map { $0 + "\n" } ?? "")
-        if !headers.contains(name: "content-type") {
-            headers.replaceOrAdd(name: "content-type", value: "text/plain; charset=utf-8")
+        var buffer = context.channel.allocator.buffer(capacity: 128 + body.utf8.count)
+        HTTP1Wire.writeStatusLine(HTTPResponseStatus(statusCode: status), into: &buffer)
+        var typed = false
+        for field in extra where !HTTP1Wire.isContentLength(field.name) && !SanitizationFloor.isHopByHop(field.name) {
+            typed = typed || field.hasName("content-type")
+            HTTP1Wire.writeField(field.name, field.value, into: &buffer)
         }
-        headers.replaceOrAdd(name: "content-length", value: String(body.utf8.count))
-        if close { headers.replaceOrAdd(name: "connection", value: "close") }
-        let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: headers)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if !body.isEmpty {
-            var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
-            buffer.writeString(body)
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        if !typed { buffer.writeStaticString("content-type: text/plain; charset=utf-8\r\n") }
+        HTTP1Wire.writeField("content-length", String(body.utf8.count), into: &buffer)
+        HTTP1Wire.finishHead(framing: .length, close: close, into: &buffer)
+        if !answeringHead { buffer.writeString(body) }
+        guard close else {
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+            if case .idle = state { state = .discarding(close: false) }
+            return
         }
         let done = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
-        if close {
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: done)
+        do {
             done.futureResult.assumeIsolated().whenComplete { [weak self] _ in self?.lingeringClose(context: context) }
             if case .idle = state { state = .discarding(close: true) }
-        } else if case .idle = state {
-            state = .discarding(close: false)
         }
     }
 
@@ -466,12 +469,10 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: - Pipeline surgery
 
-    /// Removes the HTTP server handlers before the connection becomes a tunnel; the decoder's
+    /// Removes the HTTP request decoder before the connection becomes a tunnel; the decoder's
     /// left-over bytes reach this handler as raw bytes.
-    func removeHTTPServerHandlers(context: ChannelHandlerContext, keepEncoder: Bool) {
-        let pipeline = context.pipeline.syncOperations
-        pipeline.removeHandler(name: HTTP1Pipeline.decoder, promise: nil)
-        if !keepEncoder { pipeline.removeHandler(name: HTTP1Pipeline.encoder, promise: nil) }
+    func removeHTTPServerHandlers(context: ChannelHandlerContext) {
+        context.pipeline.syncOperations.removeHandler(name: HTTP1Pipeline.decoder, promise: nil)
     }
 }
 

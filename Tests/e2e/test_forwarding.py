@@ -159,6 +159,14 @@ def never_answers(conn):
     conn.close()
 
 
+def ambiguous_framing(conn):
+    # Content-Length and Transfer-Encoding together: a response-splitting shape, refused
+    recv_head(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    time.sleep(0.5)
+    conn.close()
+
+
 def mid_body_reset(conn):
     recv_head(conn)
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"z" * 1000)
@@ -167,7 +175,7 @@ def mid_body_reset(conn):
     conn.close()
 
 
-@pytest.mark.parametrize("behaviour,status", [(reset_before_response, "502"), (garbage, "502"), (never_answers, "504")])
+@pytest.mark.parametrize("behaviour,status", [(reset_before_response, "502"), (garbage, "502"), (ambiguous_framing, "502"), (never_answers, "504")])
 def test_upstream_faults(moongate, behaviour, status):
     upstream = one_shot(behaviour)
     port = free_port()
@@ -214,3 +222,78 @@ def test_script_fault_is_500_and_counted(moongate, tmp_path, origin):
     logs = mg.logs()
     assert "broken.lua:1: boom" in logs
     assert len(origin.requests) == 1  # nothing forwarded for the faulting request
+
+
+def answers(raw):
+    """An upstream that answers every request on a connection with `raw` (then closes if it says so)."""
+    def handler(conn):
+        while True:
+            try:
+                head, _ = recv_head(conn)
+            except OSError:
+                break
+            if not head:
+                break
+            conn.sendall(raw)
+            if b"Connection: close" in raw:
+                break
+        conn.close()
+    return handler
+
+
+@pytest.mark.parametrize("name,raw,body", [
+    ("chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
+    ("close-delimited", b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", b"until the end"),
+    ("length", b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfour", b"four"),
+])
+def test_response_bodies_are_reframed_for_a_reusable_client_connection(moongate, name, raw, body):
+    upstream = one_shot(answers(raw))
+    port = free_port()
+    moongate(config(port, [router([("*", "/", "up")])], clusters={"up": f"127.0.0.1:{upstream.getsockname()[1]}"}), port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    for _ in range(2):  # the same client connection answers twice: the framing was exact
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, rest = recv_head(s)
+        assert head.startswith("HTTP/1.1 200"), head
+        fields = head.lower()
+        if "content-length" in fields:
+            assert "transfer-encoding" not in fields
+            length = int(fields.split("content-length:")[1].split("\r\n")[0])
+            while len(rest) < length:
+                rest += s.recv(65536)
+            assert rest == body
+        else:
+            assert "transfer-encoding: chunked" in fields
+            while not rest.endswith(b"0\r\n\r\n"):
+                rest += s.recv(65536)
+            decoded, data = b"", rest
+            while True:
+                size_line, data = data.split(b"\r\n", 1)
+                size = int(size_line, 16)
+                if size == 0:
+                    break
+                decoded, data = decoded + data[:size], data[size + 2:]
+            assert decoded == body
+    s.close()
+    upstream.close()
+
+
+def test_head_and_204_responses_carry_no_body(moongate):
+    upstream = one_shot(answers(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"))
+    port = free_port()
+    moongate(config(port, [router([("*", "/", "up")])], clusters={"up": f"127.0.0.1:{upstream.getsockname()[1]}"}), port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, rest = recv_head(s)
+    assert head.startswith("HTTP/1.1 200") and "content-length: 100" in head.lower()
+    assert "transfer-encoding" not in head.lower()
+    s.sendall(b"HEAD /again HTTP/1.1\r\nHost: x\r\n\r\n")  # nothing but the next head follows
+    head2, _ = recv_head(s)
+    assert rest == b"" and head2.startswith("HTTP/1.1 200")
+    s.close()
+    upstream.close()
+    upstream = one_shot(answers(b"HTTP/1.1 204 No Content\r\n\r\n"))
+    port = free_port()
+    moongate(config(port, [router([("*", "/", "up")])], clusters={"up": f"127.0.0.1:{upstream.getsockname()[1]}"}), port)
+    out = curl("-D", "-", "-o", "/dev/null", "-H", "Host: x", f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{port}/")
+    assert out.stdout.count("HTTP/1.1 204") == 2 and "transfer-encoding" not in out.stdout.lower()

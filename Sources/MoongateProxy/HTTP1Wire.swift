@@ -1,0 +1,89 @@
+import MoongatePolicy
+import NIOCore
+import NIOHTTP1
+
+/// How a response body is delimited on the way to the client.
+enum BodyFraming {
+    /// Nothing follows the head (a response to HEAD, 1xx, 204, 304).
+    case none
+    /// The upstream's Content-Length stands: body bytes pass through as they are.
+    case length
+    /// Chunked: every body part is framed, and the end writes the last chunk and the trailers.
+    case chunked
+}
+
+/// HTTP/1.1 response heads and body framing, written straight into byte buffers.
+///
+/// The client side writes bytes itself rather than through NIO's response encoder: one buffer per
+/// head, no header copies, no head struct boxed per write. Nothing here validates text: every value
+/// written was checked where it came from (parsed fields by the strict decoder, script edits by the
+/// edit object — tokens for names, no control characters in values — and locally made values are
+/// constants or numbers).
+enum HTTP1Wire {
+    /// The framing of a forwarded response: no body for HEAD, 1xx, 204 and 304; the upstream's
+    /// Content-Length when it sent one (and was not chunked); chunked otherwise, so a
+    /// close-delimited upstream body still leaves the client connection reusable.
+    static func framing(status: Int, requestMethod: String, upstreamHeaders headers: HTTPHeaders) -> BodyFraming {
+        if requestMethod == "HEAD" || status < 200 || status == 204 || status == 304 { return .none }
+        var length = false
+        for (name, _) in headers {
+            switch name.utf8.count {
+            case 14 where name.asciiCaseInsensitiveEquals("content-length"): length = true
+            case 17 where name.asciiCaseInsensitiveEquals("transfer-encoding"): return .chunked
+            default: continue
+            }
+        }
+        return length ? .length : .chunked
+    }
+
+    /// `HTTP/1.1 <code> <reason>` and its line end.
+    static func writeStatusLine(_ status: HTTPResponseStatus, into buffer: inout ByteBuffer) {
+        let code = Int(status.code)
+        buffer.writeStaticString("HTTP/1.1 ")
+        buffer.writeInteger(UInt8(48 + code / 100 % 10))
+        buffer.writeInteger(UInt8(48 + code / 10 % 10))
+        buffer.writeInteger(UInt8(48 + code % 10))
+        buffer.writeInteger(UInt8(ascii: " "))
+        buffer.writeString(status.reasonPhrase)
+        buffer.writeStaticString("\r\n")
+    }
+
+    /// One `name: value` line.
+    @inline(__always)
+    static func writeField(_ name: String, _ value: String, into buffer: inout ByteBuffer) {
+        buffer.writeString(name)
+        buffer.writeStaticString(": ")
+        buffer.writeString(value)
+        buffer.writeStaticString("\r\n")
+    }
+
+    /// The fields framing and connection management add, then the blank line that ends a head.
+    /// A chunked body drops any Content-Length the fields carried (the caller skips it).
+    static func finishHead(framing: BodyFraming, close: Bool, into buffer: inout ByteBuffer) {
+        if framing == .chunked { buffer.writeStaticString("transfer-encoding: chunked\r\n") }
+        if close { buffer.writeStaticString("connection: close\r\n") }
+        buffer.writeStaticString("\r\n")
+    }
+
+    /// True for a field that framing owns and a chunked head must not repeat.
+    static func isContentLength(_ name: String) -> Bool {
+        name.utf8.count == 14 && name.asciiCaseInsensitiveEquals("content-length")
+    }
+
+    /// The size line that goes before one chunk.
+    static func chunkPrefix(_ length: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 18)
+        buffer.writeString(String(length, radix: 16))
+        buffer.writeStaticString("\r\n")
+        return buffer
+    }
+
+    /// The last chunk, the trailers (floor applied), and the blank line that ends the message.
+    static func lastChunk(trailers: HTTPHeaders?, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 5)
+        buffer.writeStaticString("0\r\n")
+        trailers?.forEachPassingFloor { name, value in writeField(name, value, into: &buffer) }
+        buffer.writeStaticString("\r\n")
+        return buffer
+    }
+}
