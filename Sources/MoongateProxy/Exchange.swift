@@ -38,7 +38,7 @@ final class Exchange {
     var bytesFromClient = 0
     var bytesToClient = 0
     /// A 101 (upgrade) or 2xx (connectVia) head, acted on when its message ends.
-    var tunnelHead: HTTPResponseHead?
+    var tunnelHead: UpstreamResponseHead?
 
     init(
         kind: Kind, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, upstreamKey: String,
@@ -66,6 +66,11 @@ final class Exchange {
     /// Attaches the connection and writes what was waiting.
     func attach(_ handler: UpstreamHandler) {
         upstream = handler
+        switch kind {
+        case .forward: handler.expectResponse(.response(head: request.method == "HEAD"))
+        case .upgrade: handler.expectResponse(.upgrade)
+        case .connectVia: handler.expectResponse(.connect)
+        }
         let parts = pending
         pending = []
         for part in parts { handler.write(part) }

@@ -41,7 +41,7 @@ extension HTTP1ProxyHandler {
             resumeClientReads()
             return
         }
-        dial(destination, connectVia: kind == .connectVia, context: context).assumeIsolated().whenComplete { [weak self] result in
+        dial(destination, context: context).assumeIsolated().whenComplete { [weak self] result in
             guard let self, case .exchanging(let current) = self.state, current === exchange else {
                 if case .success(let channel) = result { channel.close(promise: nil) }
                 return
@@ -93,7 +93,7 @@ extension HTTP1ProxyHandler {
     }
 
     /// Connects to a destination on this event loop, with the HTTP client handlers installed.
-    func dial(_ destination: Destination, connectVia: Bool = false, context: ChannelHandlerContext) -> EventLoopFuture<any Channel> {
+    func dial(_ destination: Destination, context: ChannelHandlerContext) -> EventLoopFuture<any Channel> {
         let eventLoop = context.eventLoop
         let key = destination.key
         let address: EventLoopFuture<SocketAddress>
@@ -109,14 +109,14 @@ extension HTTP1ProxyHandler {
             connectTimeout = runtime.config.timeouts.upstreamConnect
             address = runtime.resolver.resolve(authority, allowed: runtime.allowedAddresses, on: eventLoop, floor: true)
         }
-        let limits = runtime.decoderLimits
+        let limits = runtime.config.limits
         return address.flatMap { address in
             ClientBootstrap(group: eventLoop)
                 .connectTimeout(connectTimeout.timeAmount)
                 .channelOption(.allowRemoteHalfClosure, value: true)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits, connectVia: connectVia)
+                        try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits)
                     }
                 }
                 .connect(to: address)
@@ -222,11 +222,11 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
         exchangeFailed(exchange, status: 502, reason: "upstream connection failed", context: context)
     }
 
-    func upstream(_ upstream: UpstreamHandler, received part: HTTPClientResponsePart) {
+    func upstream(_ upstream: UpstreamHandler, received part: UpstreamPart) {
         guard let context, case .exchanging(let exchange) = state, exchange.upstream === upstream else { return }
         switch part {
         case .head(let head):
-            if head.status.code >= 100 && head.status.code < 200 && head.status != .switchingProtocols {
+            if head.code < 200 && head.code != 101 {
                 // 100 Continue and other informational answers are relayed as they are.
                 var line = context.channel.allocator.buffer(capacity: 40)
                 HTTP1Wire.writeStatusLine(head.status, into: &line)
@@ -235,20 +235,18 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
                 return
             }
             responseTimer?.disarm()
-            if (exchange.kind == .upgrade && head.status == .switchingProtocols)
-                || (exchange.kind == .connectVia && head.status.code / 100 == 2)
-            {
-                // The decoder ends this message next (`.end`); the switch to a relay happens then.
+            if (exchange.kind == .upgrade && head.code == 101) || (exchange.kind == .connectVia && head.code / 100 == 2) {
+                // The parser ends this message next (`.end`); the switch to a relay happens then.
                 exchange.tunnelHead = head
                 return
             }
-            let status = Int(head.status.code)
-            let framing = HTTP1Wire.framing(status: status, requestMethod: exchange.request.method, upstreamHeaders: head.headers)
+            let status = head.code
+            let framing = HTTP1Wire.framing(status: status, requestMethod: exchange.request.method, upstream: head.framing)
             let closeAfter = !exchange.clientKeepAlive || exchange.kind != .forward
             var buffer = context.channel.allocator.buffer(capacity: 512)
             HTTP1Wire.writeStatusLine(head.status, into: &buffer)
             if exchange.instance.hasResponseHooks {
-                var headers = head.headers.map { HeaderField($0.name, $0.value) }
+                var headers = head.fields
                 if let fault = exchange.instance.sanitizeResponse(for: exchange.request, status: status, headers: &headers) {
                     runtime.logger.error("sanitize_response failed", metadata: ["error": "\(fault)"])
                     exchangeFailed(exchange, status: 500, reason: "policy error", context: context)
@@ -258,11 +256,8 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
                     HTTP1Wire.writeField(field.name, field.value, into: &buffer)
                 }
             } else {
-                // No script looks at responses: only the floor applies, straight from the parsed head.
-                head.headers.forEachPassingFloor { name, value in
-                    if framing == .chunked && HTTP1Wire.isContentLength(name) { return }
-                    HTTP1Wire.writeField(name, value, into: &buffer)
-                }
+                // No script looks at responses: the field lines that pass the floor are copied as they came.
+                head.writeFields(into: &buffer, dropContentLength: framing == .chunked)
             }
             HTTP1Wire.finishHead(framing: framing, close: closeAfter, into: &buffer)
             exchange.upstreamKeepAlive = head.isKeepAlive
@@ -282,7 +277,7 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
             case .chunked, .none:
                 break
             }
-        case .end(let trailers):
+        case .end:
             if let head = exchange.tunnelHead {
                 if exchange.kind == .upgrade {
                     upgradeAccepted(exchange, head: head, context: context)
@@ -307,7 +302,7 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
                 if closeAfter { state = .done }
             }
             let end = exchange.responseFraming == .chunked
-                ? HTTP1Wire.lastChunk(trailers: trailers, allocator: context.channel.allocator)
+                ? HTTP1Wire.lastChunk
                 : context.channel.allocator.buffer(capacity: 0)
             if closeAfter {
                 let written = context.eventLoop.makePromise(of: Void.self)

@@ -93,9 +93,9 @@ extension HTTP1ProxyHandler {
     }
 
     /// An upgrade the origin accepted (101): relay the 101, then bytes both ways.
-    func upgradeAccepted(_ exchange: Exchange, head: HTTPResponseHead, context: ChannelHandlerContext) {
+    func upgradeAccepted(_ exchange: Exchange, head: UpstreamResponseHead, context: ChannelHandlerContext) {
         guard let upstream = exchange.upstream, let upstreamChannel = upstream.channel else { return }
-        var headers = head.headers.map { HeaderField($0.name, $0.value) }
+        var headers = head.fields
         if let fault = exchange.instance.sanitizeResponse(
             for: exchange.request, status: 101, headers: &headers, keeping: ["connection", "upgrade"])
         {
@@ -119,7 +119,7 @@ extension HTTP1ProxyHandler {
 
     /// A parent proxy accepted a CONNECT (any 2xx): relay its status line, then bytes both ways.
     /// Content-Length or Transfer-Encoding on that 2xx are ignored: what follows the head is tunnel data.
-    func connectViaAccepted(_ exchange: Exchange, head: HTTPResponseHead, context: ChannelHandlerContext) {
+    func connectViaAccepted(_ exchange: Exchange, head: UpstreamResponseHead, context: ChannelHandlerContext) {
         guard let upstream = exchange.upstream, let upstreamChannel = upstream.channel else { return }
         state = .done
         upstream.delegate = nil
@@ -131,7 +131,7 @@ extension HTTP1ProxyHandler {
         line.writeStaticString("\r\n")
         context.writeAndFlush(wrapOutboundOut(line), promise: nil)
         HTTP1Pipeline.removeUpstreamHTTPHandlers(upstreamChannel.pipeline.syncOperations)
-        glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: Int(head.status.code), upstreamHandler: upstream)
+        glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: head.code, upstreamHandler: upstream)
     }
 
     /// The upstream's HTTP decoder is still inside its decode loop (this runs from its `.end`), so

@@ -21,19 +21,12 @@ enum BodyFraming {
 /// constants or numbers).
 enum HTTP1Wire {
     /// The framing of a forwarded response: no body for HEAD, 1xx, 204 and 304; the upstream's
-    /// Content-Length when it sent one (and was not chunked); chunked otherwise, so a
-    /// close-delimited upstream body still leaves the client connection reusable.
-    static func framing(status: Int, requestMethod: String, upstreamHeaders headers: HTTPHeaders) -> BodyFraming {
+    /// Content-Length when it sent one; chunked otherwise, so a chunked or close-delimited upstream
+    /// body still leaves the client connection reusable.
+    static func framing(status: Int, requestMethod: String, upstream: UpstreamResponseParser.Framing) -> BodyFraming {
         if requestMethod == "HEAD" || status < 200 || status == 204 || status == 304 { return .none }
-        var length = false
-        for (name, _) in headers {
-            switch name.utf8.count {
-            case 14 where name.asciiCaseInsensitiveEquals("content-length"): length = true
-            case 17 where name.asciiCaseInsensitiveEquals("transfer-encoding"): return .chunked
-            default: continue
-            }
-        }
-        return length ? .length : .chunked
+        if case .length = upstream { return .length }
+        return .chunked
     }
 
     /// `HTTP/1.1 <code> <reason>` and its line end.
@@ -78,12 +71,7 @@ enum HTTP1Wire {
         return buffer
     }
 
-    /// The last chunk, the trailers (floor applied), and the blank line that ends the message.
-    static func lastChunk(trailers: HTTPHeaders?, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: 5)
-        buffer.writeStaticString("0\r\n")
-        trailers?.forEachPassingFloor { name, value in writeField(name, value, into: &buffer) }
-        buffer.writeStaticString("\r\n")
-        return buffer
-    }
+    /// The last chunk and the blank line that ends the message (upstream trailers are dropped,
+    /// see ``UpstreamResponseParser``).
+    static let lastChunk = ByteBuffer(staticString: "0\r\n\r\n")
 }

@@ -7,19 +7,20 @@ import NIOHTTP1
 protocol UpstreamDelegate: AnyObject {
     /// Whether the client can take more bytes right now (upstream reads wait while it cannot).
     var clientIsWritable: Bool { get }
-    func upstream(_ upstream: UpstreamHandler, received part: HTTPClientResponsePart)
+    func upstream(_ upstream: UpstreamHandler, received part: UpstreamPart)
     func upstreamBecameWritable(_ upstream: UpstreamHandler)
     /// A batch of reads ended: time to flush what was written to the client.
     func upstreamReadComplete(_ upstream: UpstreamHandler)
-    /// The upstream connection closed or failed during the exchange.
+    /// The upstream connection closed or failed during the exchange, or answered something invalid.
     func upstream(_ upstream: UpstreamHandler, failed error: (any Error)?)
 }
 
-/// The last handler of an upstream HTTP/1.1 connection: passes response parts to the exchange that
-/// owns the connection, gates reads on the client's writability (back-pressure), and tells the pool
-/// when an idle connection closes.
+/// The last handler of an upstream HTTP/1.1 connection: parses responses
+/// (``UpstreamResponseParser``) for the exchange that owns the connection, gates reads on the
+/// client's writability (back-pressure), and tells the pool when an idle connection closes.
+/// Requests go out through NIO's request encoder.
 final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
 
@@ -30,12 +31,14 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     weak var pools: UpstreamPools?
     private(set) var context: ChannelHandlerContext?
     private var pendingRead = false
+    private let parser: UpstreamResponseParser
     /// Set when the connection becomes a tunnel: inbound data is raw bytes, kept for the relay.
     var rawMode = false
     var rawPending = RawBytes()
 
-    init(key: String) {
+    init(key: String, maxHeadBytes: Int, maxFields: Int) {
         self.key = key
+        self.parser = UpstreamResponseParser(maxHeadBytes: maxHeadBytes, maxFields: maxFields)
     }
 
     var channel: (any Channel)? { context?.channel }
@@ -48,18 +51,27 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.leavePipeline(removalToken: removalToken)
     }
 
+    /// A request is about to be written: its response is now due.
+    func expectResponse(_ expectation: UpstreamResponseParser.Expectation) {
+        parser.expect(expectation)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if rawMode {
             rawPending.append(data)
             return
         }
-        let part = unwrapInboundIn(data)
-        if let delegate {
-            delegate.upstream(self, received: part)
-        }
-        // A response with no exchange (idle connection) is a protocol error: drop the connection.
-        else {
+        var buffer = unwrapInboundIn(data)
+        guard let delegate else {
+            // Bytes on an idle connection are a protocol error: drop the connection.
             context.close(promise: nil)
+            return
+        }
+        do {
+            let rest = try parser.feed(&buffer) { part in delegate.upstream(self, received: part) }
+            if let rest, rest.readableBytes > 0 { rawPending.append(NIOAny(rest)) }
+        } catch {
+            fail(error, context: context)
         }
     }
 
@@ -69,34 +81,46 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let delegate {
-            self.delegate = nil
-            delegate.upstream(self, failed: nil)
-        }
+        inputEnded(context: context)
         pools?.remove(context.channel, key: key)
         context.fireChannelInactive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event, !rawMode {
-            // The upstream finished sending (connections allow half-closure for upgrades). A
-            // close-delimited response has had its `.end` by now; anything still open failed.
-            if let delegate {
-                self.delegate = nil
-                delegate.upstream(self, failed: nil)
-            }
+            // The upstream finished sending (connections allow half-closure for upgrades): a
+            // close-delimited response ends here; anything else still open failed.
+            inputEnded(context: context)
             context.close(promise: nil)
             return
         }
         context.fireUserInboundEventTriggered(event)
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    private func inputEnded(context: ChannelHandlerContext) {
+        guard !rawMode, let delegate else { return }
+        do {
+            try parser.inputEnded { part in delegate.upstream(self, received: part) }
+        } catch {
+            fail(error, context: context)
+            return
+        }
+        if let delegate = self.delegate {
+            self.delegate = nil
+            delegate.upstream(self, failed: nil)
+        }
+    }
+
+    private func fail(_ error: any Error, context: ChannelHandlerContext) {
         if let delegate {
             self.delegate = nil
             delegate.upstream(self, failed: error)
         }
         context.close(promise: nil)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        fail(error, context: context)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

@@ -1,0 +1,135 @@
+import MoongatePolicy
+import NIOCore
+import NIOHTTP1
+
+/// A parsed upstream response head: the raw bytes as received and where each field sits in them.
+///
+/// Nothing is decoded into strings on the forwarding path: the client's head is written by copying
+/// the field lines that pass the sanitization floor (``writeFields(into:dropContentLength:)``).
+/// Strings are made only when a script reads the response (``fields``).
+struct UpstreamResponseHead {
+    /// Offsets of one field line inside ``raw`` (name, and value without surrounding whitespace).
+    struct FieldRange {
+        var nameStart: Int32
+        var nameEnd: Int32
+        var valueStart: Int32
+        var valueEnd: Int32
+    }
+
+    /// The status code (100…599).
+    let code: Int
+    /// The head as received, from the status line through the blank line.
+    let raw: ByteBuffer
+    /// The fields, in order.
+    let ranges: [FieldRange]
+    /// The reason phrase's offsets in ``raw``.
+    let reasonStart: Int32
+    let reasonEnd: Int32
+    /// The connection may carry another request after this response.
+    let isKeepAlive: Bool
+    /// A `Connection` header names fields other than `keep-alive` and `close`.
+    let connectionNamesFields: Bool
+    /// How the upstream delimits the body (as the head says; the parser settles 1xx/204/304/HEAD).
+    let framing: UpstreamResponseParser.Framing
+
+    /// The status, with the standard reason phrase for known codes and the upstream's otherwise.
+    var status: HTTPResponseStatus { HTTPResponseStatus(statusCode: code, reasonPhrase: reason) }
+
+    /// The reason phrase as received.
+    var reason: String { string(reasonStart, reasonEnd) }
+
+    /// The fields as strings (for scripts and upgrades; not on the forwarding path).
+    var fields: [HeaderField] {
+        ranges.map { HeaderField(string($0.nameStart, $0.nameEnd), string($0.valueStart, $0.valueEnd)) }
+    }
+
+    private func string(_ start: Int32, _ end: Int32) -> String {
+        raw.getString(at: raw.readerIndex + Int(start), length: Int(end - start)) ?? ""
+    }
+
+    /// Copies every field line the sanitization floor lets through (no hop-by-hop field, nothing a
+    /// `Connection` header names), and no Content-Length when the client's framing is chunked.
+    func writeFields(into out: inout ByteBuffer, dropContentLength: Bool) {
+        raw.withUnsafeReadableBytes { bytes in
+            var named: [FieldRange] = []
+            if connectionNamesFields {
+                for field in ranges where Self.equalsFolded(bytes, field.nameStart, field.nameEnd, "connection") {
+                    Self.forEachToken(bytes, field.valueStart, field.valueEnd) { start, end in
+                        named.append(FieldRange(nameStart: start, nameEnd: end, valueStart: 0, valueEnd: 0))
+                    }
+                }
+            }
+            for field in ranges {
+                let name = UnsafeRawBufferPointer(rebasing: bytes[Int(field.nameStart)..<Int(field.nameEnd)])
+                if Self.isHopByHop(name) { continue }
+                if dropContentLength && Self.equalsFolded(bytes, field.nameStart, field.nameEnd, "content-length") { continue }
+                if !named.isEmpty && named.contains(where: { Self.sameFolded(bytes, $0, field) }) { continue }
+                out.writeBytes(name)
+                out.writeStaticString(": ")
+                out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[Int(field.valueStart)..<Int(field.valueEnd)]))
+                out.writeStaticString("\r\n")
+            }
+        }
+    }
+
+    // MARK: - Byte helpers
+
+    /// ASCII case-insensitive comparison of `bytes[start..<end]` with a lower-case literal.
+    static func equalsFolded(_ bytes: UnsafeRawBufferPointer, _ start: Int32, _ end: Int32, _ literal: StaticString) -> Bool {
+        let count = Int(end - start)
+        guard count == literal.utf8CodeUnitCount else { return false }
+        let lit = literal.utf8Start
+        for i in 0..<count {
+            let c = bytes[Int(start) + i]
+            let folded = c >= 65 && c <= 90 ? c | 0x20 : c
+            if folded != lit[i] { return false }
+        }
+        return true
+    }
+
+    /// Whether a token range (name fields of `token`) names the field `field`.
+    private static func sameFolded(_ bytes: UnsafeRawBufferPointer, _ token: FieldRange, _ field: FieldRange) -> Bool {
+        let count = Int(token.nameEnd - token.nameStart)
+        guard count == Int(field.nameEnd - field.nameStart) else { return false }
+        for i in 0..<count {
+            var a = bytes[Int(token.nameStart) + i]
+            var b = bytes[Int(field.nameStart) + i]
+            if a >= 65 && a <= 90 { a |= 0x20 }
+            if b >= 65 && b <= 90 { b |= 0x20 }
+            if a != b { return false }
+        }
+        return true
+    }
+
+    /// The hop-by-hop set of ``SanitizationFloor``, on bytes.
+    static func isHopByHop(_ name: UnsafeRawBufferPointer) -> Bool {
+        let r = UnsafeRawBufferPointer(name)
+        let n = Int32(r.count)
+        switch r.count {
+        case 2: return equalsFolded(r, 0, n, "te")
+        case 7: return equalsFolded(r, 0, n, "upgrade") || equalsFolded(r, 0, n, "trailer")
+        case 10: return equalsFolded(r, 0, n, "connection") || equalsFolded(r, 0, n, "keep-alive")
+        case 16: return equalsFolded(r, 0, n, "proxy-connection")
+        case 17: return equalsFolded(r, 0, n, "transfer-encoding")
+        case 18: return equalsFolded(r, 0, n, "proxy-authenticate")
+        case 19: return equalsFolded(r, 0, n, "proxy-authorization")
+        default: return false
+        }
+    }
+
+    /// The comma-separated tokens of a list value (trimmed, empty ones skipped), as ranges.
+    static func forEachToken(_ bytes: UnsafeRawBufferPointer, _ start: Int32, _ end: Int32, _ body: (Int32, Int32) -> Void) {
+        var i = Int(start)
+        let stop = Int(end)
+        while i < stop {
+            var j = i
+            while j < stop && bytes[j] != UInt8(ascii: ",") { j += 1 }
+            var lower = i
+            var upper = j
+            while lower < upper && (bytes[lower] == 0x20 || bytes[lower] == 0x09) { lower += 1 }
+            while upper > lower && (bytes[upper - 1] == 0x20 || bytes[upper - 1] == 0x09) { upper -= 1 }
+            if lower < upper { body(Int32(lower), Int32(upper)) }
+            i = j + 1
+        }
+    }
+}

@@ -1,0 +1,415 @@
+import NIOCore
+
+/// What an upstream connection delivers, in order, for one exchange.
+enum UpstreamPart {
+    /// A response head (1xx heads come before the final one).
+    case head(UpstreamResponseHead)
+    /// Body bytes, with any chunked framing removed.
+    case body(ByteBuffer)
+    /// The final response is complete. After a tunnel head (101 to an upgrade, 2xx to a
+    /// CONNECT) it comes right after the head, and later bytes are tunnel data.
+    case end
+}
+
+/// Why an upstream response was refused: the exchange fails with 502.
+struct UpstreamProtocolError: Error, Hashable, CustomStringConvertible {
+    let reason: String
+    var description: String { "invalid upstream response: \(reason)" }
+}
+
+/// A strict, incremental HTTP/1.1 response parser for upstream connections.
+///
+/// It replaces NIO's decoder on the upstream side: heads are indexed in place (no strings, no
+/// header copies), bodies are delivered as slices of what was read. Strict where a lenient parser
+/// opens response splitting: CRLF line ends only, no obs-fold, no whitespace before a colon, field
+/// names are tokens, values free of control characters, Content-Length digits only (repeats must
+/// agree), Transfer-Encoding only `chunked` and never with Content-Length, chunk sizes in hex with
+/// bounded lines, a head within the configured size and count limits. Trailers are read, checked
+/// and dropped (RFC 9112 §7.1.2 lets a recipient that removes the chunked coding discard them).
+/// A connection that sends bytes when no response is due is refused.
+///
+/// A class, not a struct: `emit` hands an `.end` to the exchange, which may at once send the next
+/// request on this connection and call ``expect(_:)`` — re-entering the parser while `feed` runs.
+final class UpstreamResponseParser {
+    /// What the request expects: HEAD responses have no body; tunnels switch to raw bytes.
+    enum Expectation: Equatable {
+        case response(head: Bool)
+        /// An upgrade request: a 101 turns the connection into a tunnel.
+        case upgrade
+        /// A CONNECT sent to a parent proxy: any 2xx ends HTTP at its blank line.
+        case connect
+    }
+
+    private enum State {
+        /// No request is outstanding: any byte is an error.
+        case idle
+        case head
+        case body(remaining: Int)
+        case chunkSize
+        case chunkData(remaining: Int)
+        case chunkDataEnd
+        case trailers
+        case untilClose
+        /// HTTP is over (a tunnel): bytes are handed back raw.
+        case raw
+    }
+
+    private var state: State = .idle
+    private var expectation: Expectation = .response(head: false)
+    /// A partial head, chunk-size line or trailer section.
+    private var pending = ByteBuffer()
+    /// Where the search for the end of the pending head or line resumes.
+    private var scanned = 0
+    private var trailerBytes = 0
+    private let maxHeadBytes: Int
+    private let maxFields: Int
+
+    init(maxHeadBytes: Int, maxFields: Int) {
+        self.maxHeadBytes = maxHeadBytes
+        self.maxFields = maxFields
+    }
+
+    /// True while no response is due (idle in a pool).
+    var isIdle: Bool { if case .idle = state { return true } else { return false } }
+
+    /// True once the connection has become a tunnel.
+    var isRaw: Bool { if case .raw = state { return true } else { return false } }
+
+    /// A request was sent: a response is now due.
+    func expect(_ expectation: Expectation) {
+        self.expectation = expectation
+        state = .head
+        pending.clear()
+        scanned = 0
+    }
+
+    /// Parses what was read. Returns the bytes left once the connection became a tunnel (nil otherwise).
+    func feed(_ input: inout ByteBuffer, emit: (UpstreamPart) -> Void) throws(UpstreamProtocolError) -> ByteBuffer? {
+        while input.readableBytes > 0 {
+            switch state {
+            case .idle:
+                throw UpstreamProtocolError(reason: "bytes received when no response was due")
+            case .raw:
+                return input
+            case .head:
+                guard let head = try takeHead(&input) else { return nil }
+                try startBody(of: head, emit: emit)
+            case .body(let remaining):
+                let take = min(remaining, input.readableBytes)
+                emit(.body(input.readSlice(length: take)!))
+                if take == remaining {
+                    finish(emit: emit)
+                } else {
+                    state = .body(remaining: remaining - take)
+                }
+            case .untilClose:
+                emit(.body(input.readSlice(length: input.readableBytes)!))
+            case .chunkSize:
+                guard let line = try takeLine(&input, limit: 1024) else { return nil }
+                let size = try Self.chunkSize(line)
+                state = size == 0 ? .trailers : .chunkData(remaining: size)
+                trailerBytes = 0
+            case .chunkData(let remaining):
+                let take = min(remaining, input.readableBytes)
+                emit(.body(input.readSlice(length: take)!))
+                state = take == remaining ? .chunkDataEnd : .chunkData(remaining: remaining - take)
+            case .chunkDataEnd:
+                guard let line = try takeLine(&input, limit: 2) else { return nil }
+                guard line.isEmpty else { throw UpstreamProtocolError(reason: "chunk data longer than its size") }
+                state = .chunkSize
+            case .trailers:
+                guard let line = try takeLine(&input, limit: maxHeadBytes) else { return nil }
+                if line.isEmpty {
+                    finish(emit: emit)
+                } else {
+                    trailerBytes += line.count + 2
+                    guard trailerBytes <= maxHeadBytes else { throw UpstreamProtocolError(reason: "trailers too large") }
+                    _ = try line.withUnsafeBytes { bytes in
+                        Result { () throws(UpstreamProtocolError) in try Self.field(bytes, from: 0, to: bytes.count) }
+                    }.get()
+                }
+            }
+        }
+        if case .raw = state { return input }
+        return nil
+    }
+
+    /// The upstream finished sending. A close-delimited body ends here; anything else unfinished
+    /// is a truncated response.
+    func inputEnded(emit: (UpstreamPart) -> Void) throws(UpstreamProtocolError) {
+        switch state {
+        case .untilClose:
+            finish(emit: emit)
+        case .idle, .raw:
+            break
+        case .head where pending.readableBytes == 0:
+            throw UpstreamProtocolError(reason: "closed before answering")
+        default:
+            throw UpstreamProtocolError(reason: "closed mid-response")
+        }
+    }
+
+    private func finish(emit: (UpstreamPart) -> Void) {
+        state = .idle
+        emit(.end)
+    }
+
+    // MARK: - Heads
+
+    /// Accumulates until the blank line; returns the head's bytes when complete.
+    private func takeHead(_ input: inout ByteBuffer) throws(UpstreamProtocolError) -> ByteBuffer? {
+        if pending.readableBytes == 0, let end = Self.blankLine(in: input, from: 0) {
+            // The common case: the whole head arrived in one read.
+            return input.readSlice(length: end)
+        }
+        pending.writeBuffer(&input)
+        if let end = Self.blankLine(in: pending, from: max(0, scanned - 3)) {
+            let head = pending.readSlice(length: end)!
+            // Bytes after the head go back to the input, in order.
+            input = pending
+            pending = ByteBuffer()
+            scanned = 0
+            return head
+        }
+        scanned = pending.readableBytes
+        guard pending.readableBytes <= maxHeadBytes else { throw UpstreamProtocolError(reason: "head too large") }
+        return nil
+    }
+
+    /// The index just past `\r\n\r\n`, if present.
+    private static func blankLine(in buffer: ByteBuffer, from start: Int) -> Int? {
+        buffer.withUnsafeReadableBytes { bytes -> Int? in
+            guard bytes.count >= 4 else { return nil }
+            var i = start
+            while i + 3 < bytes.count {
+                if bytes[i + 3] != 10 {
+                    i += bytes[i + 3] == 13 ? 1 : 4
+                    continue
+                }
+                if bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 { return i + 4 }
+                i += 1
+            }
+            return nil
+        }
+    }
+
+    /// Parses and checks a complete head, then decides how its body is framed.
+    private func startBody(of raw: ByteBuffer, emit: (UpstreamPart) -> Void) throws(UpstreamProtocolError) {
+        guard raw.readableBytes <= maxHeadBytes else { throw UpstreamProtocolError(reason: "head too large") }
+        let parsed = try raw.withUnsafeReadableBytes { bytes in
+            Result { () throws(UpstreamProtocolError) in try Self.parseHead(bytes, maxFields: maxFields) }
+        }.get()
+        let code = parsed.code
+        let informational = code < 200 && code != 101
+        let noBody = expectation == .response(head: true) || code == 204 || code == 304
+        var framing = parsed.framing
+        if informational || noBody { framing = .none }
+        let tunnel = (expectation == .upgrade && code == 101) || (expectation == .connect && code / 100 == 2)
+        if code == 101 && !tunnel { throw UpstreamProtocolError(reason: "101 to a request that asked for no upgrade") }
+        let keepAlive = parsed.keepAlive && !tunnel && framing != .untilClose
+        emit(.head(UpstreamResponseHead(
+            code: code, raw: raw, ranges: parsed.ranges, reasonStart: parsed.reasonStart, reasonEnd: parsed.reasonEnd,
+            isKeepAlive: keepAlive, connectionNamesFields: parsed.connectionNamesFields, framing: framing)))
+        if tunnel {
+            state = .raw
+            emit(.end)
+            return
+        }
+        if informational {
+            state = .head  // the final response follows
+            return
+        }
+        switch framing {
+        case .none: finish(emit: emit)
+        case .length(0): finish(emit: emit)
+        case .length(let n): state = .body(remaining: n)
+        case .chunked: state = .chunkSize
+        case .untilClose: state = .untilClose
+        }
+    }
+
+    enum Framing: Equatable {
+        case none
+        case length(Int)
+        case chunked
+        case untilClose
+    }
+
+    struct ParsedHead {
+        var code: Int
+        var reasonStart: Int32
+        var reasonEnd: Int32
+        var ranges: [UpstreamResponseHead.FieldRange]
+        var framing: Framing
+        var keepAlive: Bool
+        var connectionNamesFields: Bool
+    }
+
+    /// The status line and field lines of a head that ends with `\r\n\r\n`.
+    static func parseHead(_ bytes: UnsafeRawBufferPointer, maxFields: Int) throws(UpstreamProtocolError) -> ParsedHead {
+        let n = bytes.count
+        // HTTP/1.x SP 3DIGIT [SP reason] CRLF
+        guard n >= 16, bytes[0] == 72, bytes[1] == 84, bytes[2] == 84, bytes[3] == 80, bytes[4] == 47, bytes[5] == 49,
+            bytes[6] == 46, bytes[7] == 48 || bytes[7] == 49, bytes[8] == 32
+        else { throw UpstreamProtocolError(reason: "bad status line") }
+        let minor = bytes[7] - 48
+        var code = 0
+        for i in 9..<12 {
+            let d = bytes[i]
+            guard d >= 48 && d <= 57 else { throw UpstreamProtocolError(reason: "bad status code") }
+            code = code * 10 + Int(d - 48)
+        }
+        guard (100...599).contains(code) else { throw UpstreamProtocolError(reason: "bad status code") }
+        var i = 12
+        var reasonStart = 12
+        if bytes[i] == 32 {
+            i += 1
+            reasonStart = i
+            while bytes[i] != 13 {
+                let c = bytes[i]
+                guard c == 9 || (c >= 32 && c != 127) else { throw UpstreamProtocolError(reason: "control character in the reason phrase") }
+                i += 1
+            }
+        }
+        guard bytes[i] == 13, bytes[i + 1] == 10 else { throw UpstreamProtocolError(reason: "bad status line") }
+        let reasonEnd = i
+        i += 2
+        var ranges: [UpstreamResponseHead.FieldRange] = []
+        var contentLength: Int? = nil
+        var chunked = false
+        var close = false
+        var keepAliveToken = false
+        var namesFields = false
+        while !(bytes[i] == 13 && bytes[i + 1] == 10) {
+            var lineEnd = i
+            while bytes[lineEnd] != 13 {
+                lineEnd += 1
+            }
+            guard bytes[lineEnd + 1] == 10 else { throw UpstreamProtocolError(reason: "bare CR") }
+            let field = try Self.field(bytes, from: i, to: lineEnd)
+            guard ranges.count < maxFields else { throw UpstreamProtocolError(reason: "too many fields") }
+            ranges.append(field)
+            let (ns, ne, vs, ve) = (field.nameStart, field.nameEnd, field.valueStart, field.valueEnd)
+            switch ne - ns {
+            case 14 where UpstreamResponseHead.equalsFolded(bytes, ns, ne, "content-length"):
+                var value = 0
+                guard ve > vs, ve - vs <= 18 else { throw UpstreamProtocolError(reason: "bad Content-Length") }
+                for k in Int(vs)..<Int(ve) {
+                    let d = bytes[k]
+                    guard d >= 48 && d <= 57 else { throw UpstreamProtocolError(reason: "bad Content-Length") }
+                    value = value * 10 + Int(d - 48)
+                }
+                if let previous = contentLength, previous != value {
+                    throw UpstreamProtocolError(reason: "conflicting Content-Length fields")
+                }
+                contentLength = value
+            case 17 where UpstreamResponseHead.equalsFolded(bytes, ns, ne, "transfer-encoding"):
+                guard !chunked, UpstreamResponseHead.equalsFolded(bytes, vs, ve, "chunked") else {
+                    throw UpstreamProtocolError(reason: "unsupported Transfer-Encoding")
+                }
+                chunked = true
+            case 10 where UpstreamResponseHead.equalsFolded(bytes, ns, ne, "connection"):
+                UpstreamResponseHead.forEachToken(bytes, vs, ve) { s, e in
+                    if UpstreamResponseHead.equalsFolded(bytes, s, e, "close") {
+                        close = true
+                    } else if UpstreamResponseHead.equalsFolded(bytes, s, e, "keep-alive") {
+                        keepAliveToken = true
+                    } else {
+                        namesFields = true
+                    }
+                }
+            default:
+                break
+            }
+            i = lineEnd + 2
+        }
+        if chunked && contentLength != nil {
+            throw UpstreamProtocolError(reason: "both Content-Length and Transfer-Encoding")
+        }
+        let framing: Framing = chunked ? .chunked : (contentLength.map { .length($0) } ?? .untilClose)
+        let keepAlive = !close && (minor == 1 || keepAliveToken)
+        return ParsedHead(
+            code: code, reasonStart: Int32(reasonStart), reasonEnd: Int32(reasonEnd), ranges: ranges, framing: framing,
+            keepAlive: keepAlive, connectionNamesFields: namesFields)
+    }
+
+    /// One `name: value` line (without its CRLF): a token name right before the colon, a value of
+    /// visible characters, spaces and tabs (obs-text allowed), surrounding whitespace trimmed.
+    static func field(_ bytes: UnsafeRawBufferPointer, from start: Int, to end: Int) throws(UpstreamProtocolError) -> UpstreamResponseHead.FieldRange {
+        var colon = start
+        while colon < end && bytes[colon] != 58 {
+            guard isTokenByte(bytes[colon]) else {
+                throw UpstreamProtocolError(reason: colon == start ? "obs-fold or empty field name" : "invalid field name")
+            }
+            colon += 1
+        }
+        guard colon < end, colon > start else { throw UpstreamProtocolError(reason: "field line without a name and colon") }
+        var vs = colon + 1
+        var ve = end
+        while vs < ve && (bytes[vs] == 32 || bytes[vs] == 9) { vs += 1 }
+        while ve > vs && (bytes[ve - 1] == 32 || bytes[ve - 1] == 9) { ve -= 1 }
+        for k in vs..<ve {
+            let c = bytes[k]
+            guard c == 9 || (c >= 32 && c != 127) else { throw UpstreamProtocolError(reason: "control character in a field value") }
+        }
+        return UpstreamResponseHead.FieldRange(nameStart: Int32(start), nameEnd: Int32(colon), valueStart: Int32(vs), valueEnd: Int32(ve))
+    }
+
+    /// tchar (RFC 9110 §5.6.2).
+    @inline(__always)
+    static func isTokenByte(_ c: UInt8) -> Bool {
+        switch c {
+        case 48...57, 65...90, 97...122: return true
+        case 33, 35, 36, 37, 38, 39, 42, 43, 45, 46, 94, 95, 96, 124, 126: return true
+        default: return false
+        }
+    }
+
+    // MARK: - Lines (chunk sizes, trailers)
+
+    /// A CRLF-terminated line (without the CRLF), across reads; nil until it is complete.
+    private func takeLine(_ input: inout ByteBuffer, limit: Int) throws(UpstreamProtocolError) -> [UInt8]? {
+        while let byte = input.readInteger(as: UInt8.self) {
+            if byte == 10 {
+                let line = pending.readBytes(length: pending.readableBytes) ?? []
+                pending.clear()
+                guard line.last == 13 else { throw UpstreamProtocolError(reason: "bare LF") }
+                return Array(line.dropLast())
+            }
+            pending.writeInteger(byte)
+            guard pending.readableBytes <= limit + 1 else { throw UpstreamProtocolError(reason: "line too long") }
+        }
+        return nil
+    }
+
+    /// `1*HEXDIG [ chunk-ext ]`.
+    static func chunkSize(_ line: [UInt8]) throws(UpstreamProtocolError) -> Int {
+        var size = 0
+        var digits = 0
+        var i = 0
+        while i < line.count {
+            let c = line[i]
+            let v: Int
+            switch c {
+            case 48...57: v = Int(c - 48)
+            case 65...70: v = Int(c - 55)
+            case 97...102: v = Int(c - 87)
+            default: v = -1
+            }
+            if v < 0 { break }
+            digits += 1
+            guard digits <= 15 else { throw UpstreamProtocolError(reason: "chunk size too large") }
+            size = size * 16 + v
+            i += 1
+        }
+        guard digits > 0 else { throw UpstreamProtocolError(reason: "bad chunk size") }
+        while i < line.count && (line[i] == 32 || line[i] == 9) { i += 1 }
+        if i < line.count {
+            guard line[i] == 59 else { throw UpstreamProtocolError(reason: "bad chunk size") }
+            for c in line[i...] where !(c == 9 || (c >= 32 && c != 127)) {
+                throw UpstreamProtocolError(reason: "control character in a chunk extension")
+            }
+        }
+        return size
+    }
+}
