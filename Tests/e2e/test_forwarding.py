@@ -167,6 +167,20 @@ def ambiguous_framing(conn):
     conn.close()
 
 
+def bare_cr_in_header(conn):
+    recv_head(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nX-A: 1\rContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello")
+    time.sleep(0.5)
+    conn.close()
+
+
+def oversized_headers(conn):
+    recv_head(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * (70 * 1024) + b"\r\nContent-Length: 0\r\n\r\n")
+    time.sleep(0.5)
+    conn.close()
+
+
 def mid_body_reset(conn):
     recv_head(conn)
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"z" * 1000)
@@ -175,7 +189,9 @@ def mid_body_reset(conn):
     conn.close()
 
 
-@pytest.mark.parametrize("behaviour,status", [(reset_before_response, "502"), (garbage, "502"), (ambiguous_framing, "502"), (never_answers, "504")])
+@pytest.mark.parametrize("behaviour,status", [
+    (reset_before_response, "502"), (garbage, "502"), (ambiguous_framing, "502"), (bare_cr_in_header, "502"),
+    (oversized_headers, "502"), (never_answers, "504")])
 def test_upstream_faults(moongate, behaviour, status):
     upstream = one_shot(behaviour)
     port = free_port()
