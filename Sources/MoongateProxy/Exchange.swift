@@ -26,7 +26,9 @@ final class Exchange {
     let clientKeepAlive: Bool
     let startedAt: NIODeadline
     /// Request parts written before the upstream connection was ready.
-    var pending: [HTTPClientRequestPart] = []
+    var pending: [ByteBuffer] = []
+    /// How the request body is framed toward the upstream (set with the head).
+    var requestFraming: BodyFraming = .none
     var upstream: UpstreamHandler?
     var requestComplete = false
     var responseHeadSent = false
@@ -54,13 +56,33 @@ final class Exchange {
         self.startedAt = .now()
     }
 
-    /// Sends a request part now, or keeps it until the connection is ready.
-    func send(_ part: HTTPClientRequestPart, flush: Bool) {
+    /// Writes bytes now, or keeps them until the connection is ready.
+    private func send(_ bytes: ByteBuffer) {
         if let upstream {
-            upstream.write(part, flush: flush)
+            upstream.write(bytes)
         } else {
-            pending.append(part)
+            pending.append(bytes)
         }
+    }
+
+    /// Sends request body bytes with the request's framing.
+    func sendBody(_ buffer: ByteBuffer, allocator: ByteBufferAllocator) {
+        switch requestFraming {
+        case .length:
+            send(buffer)
+        case .chunked where buffer.readableBytes > 0:
+            send(HTTP1Wire.chunkPrefix(buffer.readableBytes, allocator: allocator))
+            send(buffer)
+            send(HTTP1Wire.chunkEnd)
+        case .chunked, .none:
+            break
+        }
+    }
+
+    /// Ends the request (the last chunk when chunked; client trailers are dropped) and flushes.
+    func sendEnd() {
+        if requestFraming == .chunked { send(HTTP1Wire.lastChunk) }
+        upstream?.flush()
     }
 
     /// Attaches the connection and writes what was waiting.
@@ -71,9 +93,8 @@ final class Exchange {
         case .upgrade: handler.expectResponse(.upgrade)
         case .connectVia: handler.expectResponse(.connect)
         }
-        let parts = pending
+        for bytes in pending { handler.write(bytes) }
         pending = []
-        for part in parts { handler.write(part) }
         handler.flush()
     }
 }

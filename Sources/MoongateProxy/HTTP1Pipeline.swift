@@ -7,7 +7,6 @@ import NIOHTTP1
 enum HTTP1Pipeline {
     static let decoder = "http-decoder"
     static let proxy = "moongate-proxy"
-    static let upstreamEncoder = "upstream-encoder"
 
     /// A client connection: the strict request decoder (left-over bytes kept for tunnels), then the
     /// proxy handler, which keeps pipelined requests in order and writes responses as bytes
@@ -22,18 +21,12 @@ enum HTTP1Pipeline {
         try pipeline.addHandler(handler, name: proxy)
     }
 
-    /// An upstream connection: NIO's request encoder, then the upstream handler, which parses
-    /// responses itself (``UpstreamResponseParser``: strict, no header copies; it also ends HTTP
-    /// after a 101 to an upgrade or a 2xx to a forwarded CONNECT). No header validator: every value
-    /// of a forwarded head was checked where it came from (the strict request decoder, or the edit
-    /// object for script edits), see ``HTTP1Wire``.
+    /// An upstream connection: one handler, which writes requests as bytes and parses responses
+    /// itself (``UpstreamResponseParser``: strict, no header copies; it also ends HTTP after a 101 to
+    /// an upgrade or a 2xx to a forwarded CONNECT). No header validator: every value of a forwarded
+    /// head was checked where it came from (the strict request decoder, or the edit object for
+    /// script edits), see ``HTTP1Wire``.
     static func configureUpstream(_ pipeline: ChannelPipeline.SynchronousOperations, key: String, limits: Limits) throws {
-        try pipeline.addHandler(HTTPRequestEncoder(), name: upstreamEncoder)
         try pipeline.addHandler(UpstreamHandler(key: key, maxHeadBytes: limits.maxHeaderBytes, maxFields: limits.maxHeaderCount))
-    }
-
-    /// Removes HTTP from an upstream connection that became a tunnel.
-    static func removeUpstreamHTTPHandlers(_ pipeline: ChannelPipeline.SynchronousOperations) {
-        pipeline.removeHandler(name: upstreamEncoder, promise: nil)
     }
 }

@@ -29,7 +29,10 @@ extension HTTP1ProxyHandler {
         let exchange = Exchange(
             kind: kind, request: request, instance: instance, outcome: outcome, upstreamKey: destination.key,
             poolLimit: destination.poolLimit, clientKeepAlive: keepAlive)
-        exchange.pending.append(.head(upstreamHead(for: request, kind: kind, head: head, headers: headers)))
+        let (upstreamHeadBytes, requestFraming) = upstreamHead(
+            for: request, kind: kind, head: head, headers: headers, allocator: context.channel.allocator)
+        exchange.requestFraming = requestFraming
+        exchange.pending.append(upstreamHeadBytes)
         state = .exchanging(exchange)
 
         if kind == .forward, let pooled = loop.pools.acquire(destination.key),
@@ -123,31 +126,59 @@ extension HTTP1ProxyHandler {
         }
     }
 
-    /// The head sent upstream: re-serialised from parsed fields, origin-form, one Host (the
-    /// absolute-form authority wins), sanitised headers, framing restated.
-    func upstreamHead(for request: PolicyRequest, kind: Exchange.Kind, head: HTTPRequestHead, headers: [HeaderField]) -> HTTPRequestHead {
-        var out = HTTPHeaders()
-        out.reserveCapacity(headers.count + 3)
-        for field in headers where !field.hasName("host") { out.add(name: field.name, value: field.value) }
+    /// The head sent upstream, as bytes: re-serialised from parsed fields, origin-form, one Host
+    /// (the absolute-form authority wins), sanitised headers, and framing restated by the proxy —
+    /// the client's own Content-Length, or chunked when the client sent Transfer-Encoding; a
+    /// script never sets either (a Content-Length edit could desynchronise the upstream).
+    func upstreamHead(
+        for request: PolicyRequest, kind: Exchange.Kind, head: HTTPRequestHead, headers: [HeaderField],
+        allocator: ByteBufferAllocator
+    ) -> (ByteBuffer, BodyFraming) {
+        var out = allocator.buffer(capacity: 256)
+        let framing: BodyFraming
         switch kind {
         case .connectVia:
             let target = request.target?.description ?? request.authority ?? ""
-            out.replaceOrAdd(name: "host", value: target)
-            return HTTPRequestHead(version: .http1_1, method: .CONNECT, uri: target, headers: out)
-        case .upgrade:
-            out.replaceOrAdd(name: "connection", value: "upgrade")
-            out.replaceOrAdd(name: "upgrade", value: head.headers.first(name: "upgrade") ?? "websocket")
-        case .forward:
-            break
+            out.writeStaticString("CONNECT ")
+            out.writeString(target)
+            out.writeStaticString(" HTTP/1.1\r\n")
+            HTTP1Wire.writeField("host", target, into: &out)
+            framing = .none
+        case .upgrade, .forward:
+            out.writeString(head.method.rawValue)
+            out.writeInteger(UInt8(ascii: " "))
+            out.writeString(request.path ?? "/")
+            if let query = request.query {
+                out.writeInteger(UInt8(ascii: "?"))
+                out.writeString(query)
+            }
+            out.writeStaticString(" HTTP/1.1\r\n")
+            HTTP1Wire.writeField("host", request.authority ?? "", into: &out)
+            if head.headers.contains(name: "transfer-encoding") {
+                framing = .chunked
+                out.writeStaticString("transfer-encoding: chunked\r\n")
+            } else if let length = head.headers.first(name: "content-length") {
+                framing = .length
+                HTTP1Wire.writeField("content-length", length, into: &out)
+            } else {
+                framing = .none
+            }
+            if kind == .upgrade {
+                out.writeStaticString("connection: upgrade\r\n")
+                HTTP1Wire.writeField("upgrade", head.headers.first(name: "upgrade") ?? "websocket", into: &out)
+            }
         }
-        let host = request.isAbsoluteForm ? (request.authority ?? "") : (head.headers.first(name: "host") ?? request.authority ?? "")
-        out.replaceOrAdd(name: "host", value: host)
-        if head.headers.contains(name: "transfer-encoding") && !out.contains(name: "content-length") {
-            out.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+        for field in headers {
+            switch field.name.utf8.count {
+            // Written above: Host, the framing, and (for upgrades) Connection and Upgrade.
+            case 4 where field.hasName("host"), 14 where field.hasName("content-length"),
+                10 where field.hasName("connection"), 7 where field.hasName("upgrade"):
+                continue
+            default: HTTP1Wire.writeField(field.name, field.value, into: &out)
+            }
         }
-        var uri = request.path ?? "/"
-        if let query = request.query { uri += "?" + query }
-        return HTTPRequestHead(version: .http1_1, method: head.method, uri: uri, headers: out)
+        out.writeStaticString("\r\n")
+        return (out, framing)
     }
 
     /// The exchange failed before or during the response.
@@ -200,8 +231,6 @@ extension HTTP1ProxyHandler {
 }
 
 extension HTTP1ProxyHandler: UpstreamDelegate {
-    /// The CRLF after each chunk's data.
-    static let chunkEnd: ByteBuffer = ByteBuffer(staticString: "\r\n")
 
     var clientIsWritable: Bool { context?.channel.isWritable ?? false }
 
@@ -273,7 +302,7 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
             case .chunked where buffer.readableBytes > 0:
                 context.write(wrapOutboundOut(HTTP1Wire.chunkPrefix(buffer.readableBytes, allocator: context.channel.allocator)), promise: nil)
                 context.write(wrapOutboundOut(buffer), promise: nil)
-                context.write(wrapOutboundOut(Self.chunkEnd), promise: nil)
+                context.write(wrapOutboundOut(HTTP1Wire.chunkEnd), promise: nil)
             case .chunked, .none:
                 break
             }

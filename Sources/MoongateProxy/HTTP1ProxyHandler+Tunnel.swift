@@ -113,7 +113,6 @@ extension HTTP1ProxyHandler {
         rawMode = true
         context.writeAndFlush(wrapOutboundOut(out), promise: nil)
         removeHTTPServerHandlers(context: context)
-        HTTP1Pipeline.removeUpstreamHTTPHandlers(upstreamChannel.pipeline.syncOperations)
         glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: 101, upstreamHandler: upstream)
     }
 
@@ -130,7 +129,6 @@ extension HTTP1ProxyHandler {
         HTTP1Wire.writeStatusLine(head.status, into: &line)
         line.writeStaticString("\r\n")
         context.writeAndFlush(wrapOutboundOut(line), promise: nil)
-        HTTP1Pipeline.removeUpstreamHTTPHandlers(upstreamChannel.pipeline.syncOperations)
         glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: head.code, upstreamHandler: upstream)
     }
 

@@ -198,10 +198,10 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             break
         case (.exchanging(let exchange), .body(let buffer)):
             exchange.bytesFromClient += buffer.readableBytes
-            exchange.send(.body(.byteBuffer(buffer)), flush: false)
-        case (.exchanging(let exchange), .end(let trailers)):
+            exchange.sendBody(buffer, allocator: context.channel.allocator)
+        case (.exchanging(let exchange), .end):
             exchange.requestComplete = true
-            exchange.send(.end(trailers), flush: true)
+            exchange.sendEnd()
             startResponseTimer(exchange, context: context)
             finishIfComplete(exchange, context: context)
         case (.connecting(let attempt), .end):

@@ -73,5 +73,8 @@ enum HTTP1Wire {
 
     /// The last chunk and the blank line that ends the message (upstream trailers are dropped,
     /// see ``UpstreamResponseParser``).
+    /// The CRLF after each chunk's data.
+    static let chunkEnd = ByteBuffer(staticString: "\r\n")
+
     static let lastChunk = ByteBuffer(staticString: "0\r\n\r\n")
 }

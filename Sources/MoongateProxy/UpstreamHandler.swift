@@ -18,11 +18,11 @@ protocol UpstreamDelegate: AnyObject {
 /// The last handler of an upstream HTTP/1.1 connection: parses responses
 /// (``UpstreamResponseParser``) for the exchange that owns the connection, gates reads on the
 /// client's writability (back-pressure), and tells the pool when an idle connection closes.
-/// Requests go out through NIO's request encoder.
+/// Requests go out as bytes the exchange serialised (see ``HTTP1ProxyHandler/upstreamHead``).
 final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     /// The pool key (`host:port`) this connection belongs to.
     let key: String
@@ -145,10 +145,8 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.read()
     }
 
-    func write(_ part: HTTPClientRequestPart, flush: Bool = false) {
-        guard let context else { return }
-        context.write(wrapOutboundOut(part), promise: nil)
-        if flush { context.flush() }
+    func write(_ bytes: ByteBuffer) {
+        context?.write(wrapOutboundOut(bytes), promise: nil)
     }
 
     func flush() { context?.flush() }

@@ -313,3 +313,22 @@ def test_head_and_204_responses_carry_no_body(moongate):
     moongate(config(port, [router([("*", "/", "up")])], clusters={"up": f"127.0.0.1:{upstream.getsockname()[1]}"}), port)
     out = curl("-D", "-", "-o", "/dev/null", "-H", "Host: x", f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{port}/")
     assert out.stdout.count("HTTP/1.1 204") == 2 and "transfer-encoding" not in out.stdout.lower()
+
+
+def test_framing_is_the_proxys_a_script_cannot_desynchronise_the_upstream(moongate, tmp_path, origin):
+    # A script that edits Content-Length or Transfer-Encoding changes nothing about the framing
+    # the upstream sees: the client's own length is sent, or chunked when the client chunked.
+    (tmp_path / "meddler.lua").write_text(
+        "return { route = function(req) return moongate.route('origin') end,\n"
+        "  sanitize_request = function(req, edit) edit:set('content-length', '1'); edit:set('transfer-encoding', 'gzip') end }")
+    port = free_port()
+    moongate(config(port, [f"name: meddler\nfile: {tmp_path}/meddler.lua"], clusters={"origin": f"127.0.0.1:{origin.port}"}), port)
+    out = curl("-X", "POST", "--data-binary", "hello", f"http://127.0.0.1:{port}/cl")
+    seen = json.loads(out.stdout)
+    headers = {k.lower(): v for k, v in seen["headers"].items()}
+    assert seen["body_length"] == 5 and headers["content-length"] == "5" and "transfer-encoding" not in headers
+    out = curl("-X", "POST", "-H", "Transfer-Encoding: chunked", "--data-binary", "hello chunks", f"http://127.0.0.1:{port}/te")
+    seen = json.loads(out.stdout)
+    headers = {k.lower(): v for k, v in seen["headers"].items()}
+    assert seen["body_length"] == 12 and headers["transfer-encoding"] == "chunked" and "content-length" not in headers
+    assert len(origin.requests) == 2
