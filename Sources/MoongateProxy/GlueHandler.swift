@@ -93,6 +93,9 @@ final class GlueHandler: ChannelDuplexHandler {
         }
     }
 
+    /// The partner joined its pipeline: a read held until then goes ahead.
+    func partnerIsReady() { partnerBecameWritable() }
+
     /// True when either side moved bytes since the last call (and clears both).
     func takeActivity() -> Bool {
         let active = sawTraffic || (partner?.sawTraffic ?? false)

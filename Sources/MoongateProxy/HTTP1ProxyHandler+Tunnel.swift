@@ -14,12 +14,17 @@ final class TunnelAttempt {
     let startedAt = NIODeadline.now()
     var sawEnd = false
     var upstream: (any Channel)?
+    /// The relay's two ends, made before the dial: the target's end goes in with the connection
+    /// and holds its reads (a server that speaks first waits in the kernel) until its partner is in.
+    let clientGlue: GlueHandler
+    let upstreamGlue: GlueHandler
 
     init(request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, target: Authority) {
         self.request = request
         self.instance = instance
         self.outcome = outcome
         self.target = target
+        (clientGlue, upstreamGlue) = GlueHandler.matchedPair()
     }
 
     /// The client left before the tunnel was up.
@@ -41,18 +46,18 @@ extension HTTP1ProxyHandler {
         state = .connecting(attempt)
         let eventLoop = context.eventLoop
         let timeout = runtime.config.timeouts.upstreamConnect.timeAmount
-        runtime.resolver.resolve(target, allowed: runtime.allowedAddresses, on: eventLoop)
-            .flatMap { address in
-                ClientBootstrap(group: eventLoop)
-                    .connectTimeout(timeout)
-                    .channelOption(.allowRemoteHalfClosure, value: true)
-                    .channelInitializer { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(EarlyBytesHandler())
-                        }
-                    }
-                    .connect(to: address)
+        let upstreamGlue = NIOLoopBound(attempt.upstreamGlue, eventLoop: eventLoop)
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(upstreamGlue.value) }
             }
+        // An IP literal needs no lookup: no future in between.
+        let dialled = runtime.resolver.literalAddress(target).map { bootstrap.connect(to: $0) }
+            ?? runtime.resolver.resolve(target, allowed: runtime.allowedAddresses, on: eventLoop)
+                .assumeIsolated().flatMap { bootstrap.connect(to: $0) }.nonisolated()
+        dialled
             .assumeIsolated()
             .whenComplete { [weak self] result in
                 guard let self, case .connecting(let current) = self.state, current === attempt else {
@@ -80,16 +85,22 @@ extension HTTP1ProxyHandler {
 
     /// The target is connected and the CONNECT head is complete: 200, then the relay.
     func establishTunnel(_ attempt: TunnelAttempt, context: ChannelHandlerContext) {
-        guard let upstream = attempt.upstream,
-            let keeper = try? upstream.pipeline.syncOperations.handler(type: EarlyBytesHandler.self)
-        else { return }
+        guard let upstream = attempt.upstream else { return }
+        guard upstream.isActive else {
+            // The target hung up before the tunnel was up: never a 200.
+            rawPending.discard()
+            respondLocally(status: 503, reason: "tunnel target closed", close: true, context: context)
+            state = .done
+            return
+        }
         state = .done
         // A 2xx to CONNECT has no Content-Length and no Transfer-Encoding (RFC 9110 §9.3.6).
         var head = context.channel.allocator.buffer(capacity: 40)
         head.writeStaticString("HTTP/1.1 200 Connection established\r\n\r\n")
         context.writeAndFlush(wrapOutboundOut(head), promise: nil)
         glue(context: context, upstream: upstream, request: attempt.request, instance: attempt.instance,
-             outcome: attempt.outcome, status: 200, startedAt: attempt.startedAt, upstreamKeeper: keeper)
+             outcome: attempt.outcome, status: 200, startedAt: attempt.startedAt,
+             pair: (attempt.clientGlue, attempt.upstreamGlue), upstreamKeeper: nil)
     }
 
     /// An upgrade the origin accepted (101): relay the 101, then bytes both ways.
@@ -145,20 +156,24 @@ extension HTTP1ProxyHandler {
                 return
             }
             self.glue(context: context, upstream: upstream, request: exchange.request, instance: exchange.instance,
-                      outcome: exchange.outcome, status: status, startedAt: exchange.startedAt, upstreamKeeper: upstreamHandler)
+                      outcome: exchange.outcome, status: status, startedAt: exchange.startedAt,
+                      pair: GlueHandler.matchedPair(), upstreamKeeper: upstreamHandler)
         }
     }
 
     /// Replaces HTTP on both channels with a byte relay, with the tunnel timers, then leaves.
+    /// `upstreamKeeper` is the handler that kept the upstream's bytes (an upgrade or a forwarded
+    /// CONNECT); without one, the upstream's end of the relay is already in place (a terminated CONNECT).
     private func glue(
         context: ChannelHandlerContext, upstream: any Channel, request: PolicyRequest, instance: PolicyInstance,
-        outcome: PolicyOutcome, status: Int, startedAt: NIODeadline, upstreamKeeper: any RemovableChannelHandler
+        outcome: PolicyOutcome, status: Int, startedAt: NIODeadline, pair: (GlueHandler, GlueHandler),
+        upstreamKeeper: (any RemovableChannelHandler)?
     ) {
-        let (clientGlue, upstreamGlue) = GlueHandler.matchedPair()
+        let (clientGlue, upstreamGlue) = pair
         let timeouts = runtime.config.timeouts
         do {
             try context.pipeline.syncOperations.addHandler(clientGlue)
-            try upstream.pipeline.syncOperations.addHandler(upstreamGlue)
+            if upstreamKeeper != nil { try upstream.pipeline.syncOperations.addHandler(upstreamGlue) }
         } catch {
             context.close(promise: nil)
             upstream.close(promise: nil)
@@ -193,8 +208,13 @@ extension HTTP1ProxyHandler {
             // The log hook runs under the generation that admitted the tunnel.
             if let (instance, request) = logHooks { instance.log(request: request, status: status) }
         }
-        // The handler that kept the target's early bytes leaves, handing them to the relay.
-        upstream.pipeline.syncOperations.removeHandler(upstreamKeeper, promise: nil)
+        // The handler that kept the upstream's bytes leaves, handing them to the relay; or the
+        // upstream's end, in place since the dial, starts reading now that its partner is in.
+        if let upstreamKeeper {
+            upstream.pipeline.syncOperations.removeHandler(upstreamKeeper, promise: nil)
+        } else {
+            upstreamGlue.partnerIsReady()
+        }
         context.pipeline.syncOperations.removeHandler(self, promise: nil)
         // Reads held while the tunnel was set up resume through the relay's gate.
         pendingRead = false

@@ -20,17 +20,3 @@ struct RawBytes {
         if !kept.isEmpty { context.fireChannelReadComplete() }
     }
 }
-
-/// Keeps whatever a freshly dialled tunnel target sends before the relay is in place (a server that
-/// speaks first), and hands it on in order when it leaves the pipeline.
-final class EarlyBytesHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    private var kept = RawBytes()
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) { kept.append(data) }
-
-    func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
-        kept.flush(context)
-        context.leavePipeline(removalToken: removalToken)
-    }
-}

@@ -34,6 +34,12 @@ final class TargetResolver: Sendable {
         self.threadPool = threadPool
     }
 
+    /// The address of an IP-literal authority (policy alone decides literals), without a lookup.
+    func literalAddress(_ authority: Authority) -> SocketAddress? {
+        guard authority.isIPLiteral else { return nil }
+        return try? SocketAddress(ipAddress: authority.bareHost, port: authority.port)
+    }
+
     /// The address to dial for `authority`, on `eventLoop`.
     /// - Parameter allowed: addresses (text form) that may be dialled although special.
     /// - Parameter floor: false for operator-configured cluster endpoints, which may be anything.

@@ -275,6 +275,7 @@ final class UpstreamResponseParser {
         let reasonEnd = i
         i += 2
         var ranges: [UpstreamResponseHead.FieldRange] = []
+        ranges.reserveCapacity(16)
         var contentLength: Int? = nil
         var chunked = false
         var close = false
