@@ -86,6 +86,9 @@ public struct Limits: Sendable {
     public var maxRequestLineBytes = 8 * 1024
     public var maxConnections = 10_000
     public var maxTunnels = 5_000
+    /// Open tunnels (CONNECT and upgrades) per client address (hardening.md §C.12: descriptors
+    /// cannot be exhausted from one address). 1,000 leaves room for clients behind a NAT.
+    public var maxTunnelsPerClient = 1_000
     public init() {}
 }
 

@@ -55,6 +55,15 @@ public enum Decision: Hashable, Sendable {
         }
     }
 
+    /// True when the request goes on (route, forward, tunnel, tunnel_via): for a CONNECT or an
+    /// upgrade, a tunnel is about to open.
+    public var admits: Bool {
+        switch self {
+        case .route, .forward, .tunnel, .tunnelVia: true
+        case .noOpinion, .deny, .respond, .fault: false
+        }
+    }
+
     /// The status a client sees when policy answers locally (deny, respond, fault).
     public var localStatus: Int? {
         switch self {

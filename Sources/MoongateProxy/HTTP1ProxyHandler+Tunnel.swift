@@ -38,10 +38,6 @@ extension HTTP1ProxyHandler {
     /// CONNECT, terminated here: dial the target (with the address floor), then answer 200 as
     /// soon as TCP connects and relay bytes. A refused or timed-out target gets a 503, never a 200.
     func startTunnel(to target: Authority, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, context: ChannelHandlerContext) {
-        guard runtime.tunnels.count < runtime.config.limits.maxTunnels else {
-            finishLocally(request, outcome, status: 503, body: "too many tunnels", extra: [], keepAlive: false, context: context)
-            return
-        }
         let attempt = TunnelAttempt(request: request, instance: instance, outcome: outcome, target: target)
         state = .connecting(attempt)
         let eventLoop = context.eventLoop
@@ -143,7 +139,7 @@ extension HTTP1ProxyHandler {
         glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: head.code, upstreamHandler: upstream)
     }
 
-    /// The upstream's HTTP decoder is still inside its decode loop (this runs from its `.end`), so
+    /// The upstream handler is still inside its parse loop (this runs from its `.end`), so
     /// its removal completes only when that loop unwinds: the relay goes in on the next tick, and
     /// until then both sides keep raw bytes.
     private func glueOnNextTick(
@@ -182,7 +178,7 @@ extension HTTP1ProxyHandler {
         let clientChannel = context.channel
         let sweeper = loop.sweeper
         sweeper.add(clientGlue, idle: timeouts.tunnelIdle.timeAmount)
-        runtime.tunnels.opened(clientChannel)
+        runtime.tunnels.opened(clientChannel, client: client.ip)
         runtime.metrics.tunnelOpened()
         if let maxDuration = timeouts.tunnelMaxDuration {
             let task = context.eventLoop.scheduleTask(in: maxDuration.timeAmount) { clientChannel.close(promise: nil) }
@@ -198,7 +194,7 @@ extension HTTP1ProxyHandler {
             sweeper.remove(clientGlue)
             let bytesIn = clientGlue.bytesRead
             let bytesOut = upstreamGlue.bytesRead
-            runtime.tunnels.closed(clientChannel)
+            runtime.tunnels.closed(clientChannel, client: client.ip)
             runtime.metrics.tunnelClosed(bytesIn: bytesIn, bytesOut: bytesOut)
             runtime.metrics.request(decision: outcome.decision.verb, status: status)
             AccessLog.write(

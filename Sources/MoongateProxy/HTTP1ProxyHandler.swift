@@ -6,8 +6,9 @@ import NIOHTTP1
 
 /// The one handler of an HTTP/1.1 client connection that asks policy and acts on the answer.
 ///
-/// It sits after the parsing handlers (response encoder, request decoder), which never decide
-/// anything, and answers pipelined requests in order. Per request head it asks this loop's policy instance once, then:
+/// It sits after the request decoder (which never decides anything), writes responses as bytes
+/// (``HTTP1Wire``), and answers pipelined requests in order. Per request head it asks this loop's
+/// policy instance once, then:
 /// answers locally (deny, respond, fault), forwards to an upstream (route, forward, upgrades,
 /// tunnel_via), or turns the connection into a tunnel (CONNECT terminated here).
 final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
@@ -296,6 +297,14 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let verdict = instance.evaluate(request)
         let outcome = verdict.outcome
         let keepAlive = head.isKeepAlive && head.method != .CONNECT
+        if request.isTunnelRequest, outcome.decision.admits,
+            let refusal = runtime.tunnels.refusal(client: client.ip, limits: runtime.config.limits)
+        {
+            // The tunnel caps (hardening.md §C.12): a clean 503, and the connection closes.
+            finishLocally(request, outcome, status: 503, body: refusal, extra: [], keepAlive: false, context: context)
+            state = .done
+            return
+        }
         switch outcome.decision {
         case .deny(let status, let reason, let extra):
             finishLocally(request, outcome, status: status, body: reason, extra: extra, keepAlive: keepAlive, context: context)

@@ -3,24 +3,49 @@ import MoongateConfig
 import NIOCore
 import Synchronization
 
-/// The open tunnels (for the tunnel cap, the open-tunnels gauge and graceful shutdown).
-/// Locked only when a tunnel opens or closes, never per byte.
+/// The open tunnels (for the tunnel caps, the open-tunnels gauge and graceful shutdown), in total
+/// and per client address. Locked only when a tunnel is asked for, opens or closes, never per byte.
 final class TunnelRegistry: Sendable {
-    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
-
-    var count: Int { channels.withLock { $0.count } }
-
-    func opened(_ channel: any Channel) {
-        channels.withLock { $0[ObjectIdentifier(channel)] = channel }
+    private struct State {
+        var channels: [ObjectIdentifier: any Channel] = [:]
+        var perClient: [String: Int] = [:]
     }
 
-    func closed(_ channel: any Channel) {
-        _ = channels.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+    private let state = Mutex(State())
+
+    /// Open tunnels.
+    var count: Int { state.withLock { $0.channels.count } }
+
+    /// Why a new tunnel cannot open now, if it cannot: the global cap or the client's cap is reached.
+    func refusal(client: String, limits: Limits) -> String? {
+        state.withLock { state in
+            if state.channels.count >= limits.maxTunnels { return "too many tunnels" }
+            if state.perClient[client, default: 0] >= limits.maxTunnelsPerClient { return "too many tunnels from this client" }
+            return nil
+        }
+    }
+
+    /// Open tunnels of one client address.
+    func count(client: String) -> Int { state.withLock { $0.perClient[client, default: 0] } }
+
+    func opened(_ channel: any Channel, client: String) {
+        state.withLock { state in
+            state.channels[ObjectIdentifier(channel)] = channel
+            state.perClient[client, default: 0] += 1
+        }
+    }
+
+    func closed(_ channel: any Channel, client: String) {
+        state.withLock { state in
+            guard state.channels.removeValue(forKey: ObjectIdentifier(channel)) != nil else { return }
+            let left = state.perClient[client, default: 1] - 1
+            state.perClient[client] = left > 0 ? left : nil
+        }
     }
 
     /// Closes every open tunnel.
     func closeAll() {
-        let all = channels.withLock { Array($0.values) }
+        let all = state.withLock { Array($0.channels.values) }
         for channel in all { channel.close(promise: nil) }
     }
 }

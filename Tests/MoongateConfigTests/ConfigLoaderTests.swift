@@ -19,6 +19,8 @@ struct ConfigLoaderTests {
         let config = try ConfigLoader.parse("listeners: [{ name: a, address: 127.0.0.1, port: 3128 }]\n", path: "/x/c.yaml")
         #expect(config.limits.maxHeaderBytes == 60 * 1024)
         #expect(config.limits.maxHeaderCount == 100)
+        #expect(config.limits.maxTunnels == 5_000)
+        #expect(config.limits.maxTunnelsPerClient == 1_000)
         #expect(config.timeouts.requestHeaders == .seconds(10))
         #expect(config.timeouts.upstreamConnect == .seconds(5))
         #expect(config.timeouts.tunnelIdle == .seconds(300))
@@ -32,6 +34,7 @@ struct ConfigLoaderTests {
             clusters:
               - { name: api, endpoints: ["127.0.0.1:9001", "[::1]:9002"], connect_timeout: 250ms, pool_size: 8 }
             timeouts: { upstream_response: 2m, tunnel_max_duration: 1h }
+            limits: { max_tunnels_per_client: 16 }
             """, path: "/x/c.yaml")
         let cluster = try #require(config.cluster(named: "api"))
         #expect(cluster.endpoints.map(\.description) == ["127.0.0.1:9001", "[::1]:9002"])
@@ -39,6 +42,7 @@ struct ConfigLoaderTests {
         #expect(cluster.poolSize == 8)
         #expect(config.timeouts.upstreamResponse == .seconds(120))
         #expect(config.timeouts.tunnelMaxDuration == .seconds(3600))
+        #expect(config.limits.maxTunnelsPerClient == 16)
     }
 
     @Test("an unknown key is an error naming file, line and key path")

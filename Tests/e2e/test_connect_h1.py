@@ -221,3 +221,35 @@ def test_curl_through_a_terminated_tunnel(moongate, servers):
     out = subprocess.run(["curl", "-s", "-p", "-x", f"http://127.0.0.1:{port}", f"http://127.0.0.1:{upstream.port}/"],
                          capture_output=True, text=True, timeout=20)
     assert out.stdout == "hello, tunnel"
+
+
+def test_c12_tunnel_caps_per_client_and_global_refuse_cleanly_and_recover(moongate, servers):
+    # hardening.md §C.12: many tunnels from one client cannot exhaust descriptors; a refusal is a
+    # clean 503 that never reaches the target, and closing tunnels frees their places.
+    _, port, upstream = start_with_echo(moongate, servers, limits={"max_tunnels_per_client": 2})
+    held = []
+    for _ in range(2):
+        s = connect(port, f"127.0.0.1:{upstream.port}")
+        head, _ = recv_head(s)
+        assert head.startswith("HTTP/1.1 200")
+        held.append(s)
+    accepted = upstream.accepted
+    s = connect(port, f"127.0.0.1:{upstream.port}")
+    head, rest = recv_head(s)
+    assert head.startswith("HTTP/1.1 503") and b"too many tunnels from this client" in rest + recv_all(s, timeout=2)
+    time.sleep(0.3)
+    assert upstream.accepted == accepted  # the refused tunnel never dialled
+    held.pop().close()
+    time.sleep(0.5)
+    s = connect(port, f"127.0.0.1:{upstream.port}")
+    head, _ = recv_head(s)
+    assert head.startswith("HTTP/1.1 200")  # recovered
+    s.sendall(b"still works")
+    assert recv_exactly(s, 11) == b"still works"
+    # The global cap refuses the same way.
+    _, port2, upstream2 = start_with_echo(moongate, servers, limits={"max_tunnels": 1})
+    first = connect(port2, f"127.0.0.1:{upstream2.port}")
+    assert recv_head(first)[0].startswith("HTTP/1.1 200")
+    second = connect(port2, f"127.0.0.1:{upstream2.port}")
+    head, rest = recv_head(second)
+    assert head.startswith("HTTP/1.1 503") and b"too many tunnels" in rest + recv_all(second, timeout=2)

@@ -24,6 +24,7 @@ clusters:
 limits:
   max_tunnels: 20000
   max_connections: 20000
+  max_tunnels_per_client: 20000
 policy:
   plugins_dir: $PLUGINS
   watch: false
