@@ -103,11 +103,38 @@ public struct Authority: Hashable, Sendable, CustomStringConvertible {
     /// Dotted-quad form of anything `inet_aton` reads as IPv4 (`127.1`, `0177.0.0.1`, `2130706433`).
     public static func canonicalIPv4(_ text: String) -> String? {
         guard let first = text.utf8.first, first >= 48 && first <= 57 else { return nil }
+        if isDottedQuad(text.utf8) { return text }
         var addr = in_addr()
         guard inet_aton(text, &addr) != 0 else { return nil }
         var buffer = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
         guard inet_ntop(AF_INET, &addr, &buffer, socklen_t(buffer.count)) != nil else { return nil }
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// True for text already in dotted-quad form: four decimal octets, no leading zeros, none over 255.
+    private static func isDottedQuad(_ bytes: String.UTF8View) -> Bool {
+        var octets = 0
+        var value = 0
+        var digits = 0
+        var leadingZero = false
+        for c in bytes {
+            if c == 46 {
+                guard digits > 0, octets < 3 else { return false }
+                octets += 1
+                value = 0
+                digits = 0
+                leadingZero = false
+            } else if c >= 48 && c <= 57 {
+                guard !leadingZero else { return false }
+                if digits == 0 && c == 48 { leadingZero = true }
+                value = value * 10 + Int(c - 48)
+                digits += 1
+                guard digits <= 3, value <= 255 else { return false }
+            } else {
+                return false
+            }
+        }
+        return octets == 3 && digits > 0
     }
 
     /// The canonical text form of an IPv6 literal (no brackets).
