@@ -34,6 +34,8 @@ final class Exchange {
     var responseHeadSent = false
     /// How the response body is framed toward the client (set with the head).
     var responseFraming: BodyFraming = .none
+    /// The client connection closes after this response (set with the head).
+    var closeClientAfter = false
     var responseComplete = false
     var upstreamKeepAlive = true
     var status = 0
@@ -74,7 +76,7 @@ final class Exchange {
             send(HTTP1Wire.chunkPrefix(buffer.readableBytes, allocator: allocator))
             send(buffer)
             send(HTTP1Wire.chunkEnd)
-        case .chunked, .none:
+        case .chunked, .none, .untilClose:
             break
         }
     }

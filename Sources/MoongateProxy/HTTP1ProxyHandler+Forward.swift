@@ -270,8 +270,8 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
                 return
             }
             let status = head.code
-            let framing = HTTP1Wire.framing(status: status, requestMethod: exchange.request.method, upstream: head.framing)
-            let closeAfter = !exchange.clientKeepAlive || exchange.kind != .forward
+            let framing = HTTP1Wire.framing(status: status, request: exchange.request, upstream: head.framing)
+            let closeAfter = !exchange.clientKeepAlive || exchange.kind != .forward || framing == .untilClose
             var buffer = context.channel.allocator.buffer(capacity: 512)
             HTTP1Wire.writeStatusLine(head.status, into: &buffer)
             if exchange.instance.hasResponseHooks {
@@ -281,23 +281,24 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
                     exchangeFailed(exchange, status: 500, reason: "policy error", context: context)
                     return
                 }
-                for field in headers where !(framing == .chunked && HTTP1Wire.isContentLength(field.name)) {
+                for field in headers where !(framing.dropsContentLength && HTTP1Wire.isContentLength(field.name)) {
                     HTTP1Wire.writeField(field.name, field.value, into: &buffer)
                 }
             } else {
                 // No script looks at responses: the field lines that pass the floor are copied as they came.
-                head.writeFields(into: &buffer, dropContentLength: framing == .chunked)
+                head.writeFields(into: &buffer, dropContentLength: framing.dropsContentLength)
             }
             HTTP1Wire.finishHead(framing: framing, close: closeAfter, into: &buffer)
             exchange.upstreamKeepAlive = head.isKeepAlive
             exchange.status = status
             exchange.responseFraming = framing
+            exchange.closeClientAfter = closeAfter
             exchange.responseHeadSent = true
             context.write(wrapOutboundOut(buffer), promise: nil)
         case .body(let buffer):
             exchange.bytesToClient += buffer.readableBytes
             switch exchange.responseFraming {
-            case .length:
+            case .length, .untilClose:
                 context.write(wrapOutboundOut(buffer), promise: nil)
             case .chunked where buffer.readableBytes > 0:
                 context.write(wrapOutboundOut(HTTP1Wire.chunkPrefix(buffer.readableBytes, allocator: context.channel.allocator)), promise: nil)
@@ -316,7 +317,7 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
                 return
             }
             exchange.responseComplete = true
-            let closeAfter = !exchange.clientKeepAlive || exchange.kind != .forward
+            let closeAfter = exchange.closeClientAfter
             // Settle the state before writing the end, then hand on any pipelined request.
             if !exchange.requestComplete {
                 // The upstream answered before the request body ended: that connection is spent,

@@ -8,8 +8,14 @@ enum BodyFraming {
     case none
     /// The upstream's Content-Length stands: body bytes pass through as they are.
     case length
-    /// Chunked: every body part is framed, and the end writes the last chunk and the trailers.
+    /// Chunked: every body part is framed, and the end writes the last chunk.
     case chunked
+    /// The body runs until the connection closes: the client speaks HTTP/1.0, which has no chunked
+    /// coding, and the length is not known.
+    case untilClose
+
+    /// A Content-Length the upstream sent cannot describe this framing.
+    var dropsContentLength: Bool { self == .chunked || self == .untilClose }
 }
 
 /// HTTP/1.1 response heads and body framing, written straight into byte buffers.
@@ -22,11 +28,14 @@ enum BodyFraming {
 enum HTTP1Wire {
     /// The framing of a forwarded response: no body for HEAD, 1xx, 204 and 304; the upstream's
     /// Content-Length when it sent one; chunked otherwise, so a chunked or close-delimited upstream
-    /// body still leaves the client connection reusable.
-    static func framing(status: Int, requestMethod: String, upstream: UpstreamResponseParser.Framing) -> BodyFraming {
-        if requestMethod == "HEAD" || status < 200 || status == 204 || status == 304 { return .none }
+    /// body still leaves the client connection reusable — except for an HTTP/1.0 client, which
+    /// reads such a body until the connection closes.
+    static func framing(
+        status: Int, request: PolicyRequest, upstream: UpstreamResponseParser.Framing
+    ) -> BodyFraming {
+        if request.method == "HEAD" || status < 200 || status == 204 || status == 304 { return .none }
         if case .length = upstream { return .length }
-        return .chunked
+        return request.version == "HTTP/1.0" ? .untilClose : .chunked
     }
 
     /// `HTTP/1.1 <code> <reason>` and its line end.

@@ -61,6 +61,10 @@ final class UpstreamResponseParser {
     /// Where the search for the end of the pending head or line resumes.
     private var scanned = 0
     private var trailerBytes = 0
+    /// A final response ended during the current `feed`: bytes after it in the same read came
+    /// before the next request was sent, so they can never be its response (even if `.end`'s
+    /// handler already sent that request and called ``expect(_:)``).
+    private var finishedInThisRead = false
     private let maxHeadBytes: Int
     private let maxFields: Int
 
@@ -85,7 +89,9 @@ final class UpstreamResponseParser {
 
     /// Parses what was read. Returns the bytes left once the connection became a tunnel (nil otherwise).
     func feed(_ input: inout ByteBuffer, emit: (UpstreamPart) -> Void) throws(UpstreamProtocolError) -> ByteBuffer? {
+        finishedInThisRead = false
         while input.readableBytes > 0 {
+            if finishedInThisRead { throw UpstreamProtocolError(reason: "bytes received when no response was due") }
             switch state {
             case .idle:
                 throw UpstreamProtocolError(reason: "bytes received when no response was due")
@@ -151,6 +157,7 @@ final class UpstreamResponseParser {
 
     private func finish(emit: (UpstreamPart) -> Void) {
         state = .idle
+        finishedInThisRead = true
         emit(.end)
     }
 

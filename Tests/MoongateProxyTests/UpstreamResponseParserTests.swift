@@ -111,6 +111,25 @@ struct UpstreamResponseParserTests {
         refused("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 200 OK\r\n\r\n", "bytes received when no response was due")
     }
 
+    @Test("bytes read with a response are never the next request's response, even when it is sent at once")
+    func noPresentResponses() {
+        let parser = UpstreamResponseParser(maxHeadBytes: 4096, maxFields: 100)
+        parser.expect(.response(head: false))
+        var buffer = ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"
+            + "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged")
+        var ends = 0
+        #expect(throws: UpstreamProtocolError(reason: "bytes received when no response was due")) {
+            _ = try parser.feed(&buffer) { part in
+                // What a pipelined client causes: the next request goes out from `.end`.
+                if case .end = part {
+                    ends += 1
+                    parser.expect(.response(head: false))
+                }
+            }
+        }
+        #expect(ends == 1)
+    }
+
     @Test("head size and field count limits, and truncated responses")
     func limits() {
         let big = "HTTP/1.1 200 OK\r\nX-Big: \(String(repeating: "a", count: 2000))\r\n\r\n"

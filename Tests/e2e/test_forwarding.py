@@ -332,3 +332,17 @@ def test_framing_is_the_proxys_a_script_cannot_desynchronise_the_upstream(moonga
     headers = {k.lower(): v for k, v in seen["headers"].items()}
     assert seen["body_length"] == 12 and headers["transfer-encoding"] == "chunked" and "content-length" not in headers
     assert len(origin.requests) == 2
+
+
+def test_an_http10_client_gets_an_unknown_length_body_until_close_never_chunked(moongate):
+    upstream = one_shot(answers(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"))
+    port = free_port()
+    moongate(config(port, [router([("*", "/", "up")])], clusters={"up": f"127.0.0.1:{upstream.getsockname()[1]}"}), port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+    head, rest = recv_head(s)
+    assert head.startswith("HTTP/1.1 200")
+    assert "transfer-encoding" not in head.lower() and "content-length" not in head.lower()
+    assert "connection: close" in head.lower()
+    assert rest + recv_all(s, timeout=5) == b"hello"  # then the connection closed
+    upstream.close()
