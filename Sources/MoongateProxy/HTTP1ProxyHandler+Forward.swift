@@ -44,8 +44,8 @@ extension HTTP1ProxyHandler {
             resumeClientReads()
             return
         }
-        dial(destination, context: context).assumeIsolated().whenComplete { [weak self] result in
-            guard let self, case .exchanging(let current) = self.state, current === exchange else {
+        dial(destination, context: context).assumeIsolated().whenComplete { result in
+            guard case .exchanging(let current) = self.state, current === exchange else {
                 if case .success(let channel) = result { channel.close(promise: nil) }
                 return
             }

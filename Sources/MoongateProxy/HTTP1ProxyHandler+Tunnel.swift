@@ -55,8 +55,8 @@ extension HTTP1ProxyHandler {
                 .assumeIsolated().flatMap { bootstrap.connect(to: $0) }.nonisolated()
         dialled
             .assumeIsolated()
-            .whenComplete { [weak self] result in
-                guard let self, case .connecting(let current) = self.state, current === attempt else {
+            .whenComplete { result in
+                guard case .connecting(let current) = self.state, current === attempt else {
                     if case .success(let channel) = result { channel.close(promise: nil) }
                     return
                 }

@@ -84,6 +84,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         headTimer?.cancel()
         responseTimer?.cancel()
+        if case .exchanging(let exchange) = state { exchange.upstream?.delegate = nil }
         self.context = nil
     }
 
@@ -398,7 +399,9 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let done = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(buffer), promise: done)
         do {
-            done.futureResult.assumeIsolated().whenComplete { [weak self] _ in self?.lingeringClose(context: context) }
+            // Strong captures here and in other one-shot callbacks: a weak reference would give this
+            // handler a side table, and every retain and release of it would take the slow path.
+            done.futureResult.assumeIsolated().whenComplete { _ in self.lingeringClose(context: context) }
             if case .idle = state { state = .discarding(close: true) }
         }
     }
@@ -422,7 +425,8 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// kept and re-armed lazily from a deadline, so a keep-alive request costs no timer work.
     func armHeadTimer(context: ChannelHandlerContext) {
         if headTimer == nil {
-            headTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in self?.headTimedOut() }
+            // Unowned: the timer lives and dies with this handler (no side table, see respondLocally).
+            headTimer = DeadlineTimer(eventLoop: context.eventLoop) { [unowned self] in self.headTimedOut() }
         }
         headTimer?.arm(in: runtime.config.timeouts.requestHeaders.timeAmount)
     }
@@ -443,7 +447,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The upstream-response timeout of the current exchange: 504 when no response head arrives in time.
     func armResponseTimer(context: ChannelHandlerContext) {
         if responseTimer == nil {
-            responseTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in self?.responseTimedOut() }
+            responseTimer = DeadlineTimer(eventLoop: context.eventLoop) { [unowned self] in self.responseTimedOut() }
         }
         responseTimer?.arm(in: runtime.config.timeouts.upstreamResponse.timeAmount)
     }

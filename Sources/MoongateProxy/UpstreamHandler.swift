@@ -26,9 +26,12 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The pool key (`host:port`) this connection belongs to.
     let key: String
-    weak var delegate: (any UpstreamDelegate)?
+    /// The exchange's client side, while an exchange owns this connection. Strong, not weak (a weak
+    /// reference would give the client handler a side table and slow every retain and release of
+    /// it); every end of an exchange sets it back to nil.
+    var delegate: (any UpstreamDelegate)?
     /// Set while idle in a pool, so a close can be reported there.
-    weak var pools: UpstreamPools?
+    var pools: UpstreamPools?
     private(set) var context: ChannelHandlerContext?
     private var pendingRead = false
     private let parser: UpstreamResponseParser
