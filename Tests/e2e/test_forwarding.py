@@ -257,15 +257,21 @@ def answers(raw):
     return handler
 
 
+def in_front_of(moongate, raw):
+    """Moongate routing everything to an upstream that answers each request with `raw`."""
+    upstream = one_shot(answers(raw))
+    port = free_port()
+    moongate(config(port, [router([("*", "/", "up")])], clusters={"up": f"127.0.0.1:{upstream.getsockname()[1]}"}), port)
+    return port, upstream
+
+
 @pytest.mark.parametrize("name,raw,body", [
     ("chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
     ("close-delimited", b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", b"until the end"),
     ("length", b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfour", b"four"),
 ])
 def test_response_bodies_are_reframed_for_a_reusable_client_connection(moongate, name, raw, body):
-    upstream = one_shot(answers(raw))
-    port = free_port()
-    moongate(config(port, [router([("*", "/", "up")])], clusters={"up": f"127.0.0.1:{upstream.getsockname()[1]}"}), port)
+    port, upstream = in_front_of(moongate, raw)
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     for _ in range(2):  # the same client connection answers twice: the framing was exact
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -295,9 +301,7 @@ def test_response_bodies_are_reframed_for_a_reusable_client_connection(moongate,
 
 
 def test_head_and_204_responses_carry_no_body(moongate):
-    upstream = one_shot(answers(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"))
-    port = free_port()
-    moongate(config(port, [router([("*", "/", "up")])], clusters={"up": f"127.0.0.1:{upstream.getsockname()[1]}"}), port)
+    port, upstream = in_front_of(moongate, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
     head, rest = recv_head(s)
@@ -308,9 +312,7 @@ def test_head_and_204_responses_carry_no_body(moongate):
     assert rest == b"" and head2.startswith("HTTP/1.1 200")
     s.close()
     upstream.close()
-    upstream = one_shot(answers(b"HTTP/1.1 204 No Content\r\n\r\n"))
-    port = free_port()
-    moongate(config(port, [router([("*", "/", "up")])], clusters={"up": f"127.0.0.1:{upstream.getsockname()[1]}"}), port)
+    port, upstream = in_front_of(moongate, b"HTTP/1.1 204 No Content\r\n\r\n")
     out = curl("-D", "-", "-o", "/dev/null", "-H", "Host: x", f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{port}/")
     assert out.stdout.count("HTTP/1.1 204") == 2 and "transfer-encoding" not in out.stdout.lower()
 
@@ -335,9 +337,7 @@ def test_framing_is_the_proxys_a_script_cannot_desynchronise_the_upstream(moonga
 
 
 def test_an_http10_client_gets_an_unknown_length_body_until_close_never_chunked(moongate):
-    upstream = one_shot(answers(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"))
-    port = free_port()
-    moongate(config(port, [router([("*", "/", "up")])], clusters={"up": f"127.0.0.1:{upstream.getsockname()[1]}"}), port)
+    port, upstream = in_front_of(moongate, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
     head, rest = recv_head(s)
