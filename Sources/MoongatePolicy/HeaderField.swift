@@ -57,3 +57,15 @@ func asciiFoldedEqual(_ x: UnsafeBufferPointer<UInt8>, _ y: UnsafeBufferPointer<
 func asciiFoldedEqual(_ x: UInt8, _ y: UInt8) -> Bool {
     x == y || (x | 0x20 == y | 0x20 && (x | 0x20) >= UInt8(ascii: "a") && (x | 0x20) <= UInt8(ascii: "z"))
 }
+
+/// ASCII case-insensitive comparison of raw bytes (a name as received) with a lower-case literal.
+@inlinable
+public func asciiEqualsLowercase(_ bytes: UnsafeRawBufferPointer, _ literal: StaticString) -> Bool {
+    guard bytes.count == literal.utf8CodeUnitCount else { return false }
+    let lower = literal.utf8Start
+    for i in 0..<bytes.count {
+        let c = bytes[i]
+        if (c >= 65 && c <= 90 ? c | 0x20 : c) != lower[i] { return false }
+    }
+    return true
+}

@@ -10,14 +10,23 @@ public enum SanitizationFloor {
     /// True for a hop-by-hop name, compared without allocating (the length picks the candidates).
     @inlinable
     public static func isHopByHop(_ name: String) -> Bool {
-        switch name.utf8.count {
-        case 2: return name.asciiCaseInsensitiveEquals("te")
-        case 7: return name.asciiCaseInsensitiveEquals("upgrade") || name.asciiCaseInsensitiveEquals("trailer")
-        case 10: return name.asciiCaseInsensitiveEquals("connection") || name.asciiCaseInsensitiveEquals("keep-alive")
-        case 16: return name.asciiCaseInsensitiveEquals("proxy-connection")
-        case 17: return name.asciiCaseInsensitiveEquals("transfer-encoding")
-        case 18: return name.asciiCaseInsensitiveEquals("proxy-authenticate")
-        case 19: return name.asciiCaseInsensitiveEquals("proxy-authorization")
+        if let result = name.utf8.withContiguousStorageIfAvailable({ isHopByHop(bytes: UnsafeRawBufferPointer($0)) }) {
+            return result
+        }
+        return Array(name.utf8).withUnsafeBytes { isHopByHop(bytes: $0) }
+    }
+
+    /// The same test on a name's raw bytes (the proxy copies upstream field lines without making strings).
+    @inlinable
+    public static func isHopByHop(bytes n: UnsafeRawBufferPointer) -> Bool {
+        switch n.count {
+        case 2: return asciiEqualsLowercase(n, "te")
+        case 7: return asciiEqualsLowercase(n, "upgrade") || asciiEqualsLowercase(n, "trailer")
+        case 10: return asciiEqualsLowercase(n, "connection") || asciiEqualsLowercase(n, "keep-alive")
+        case 16: return asciiEqualsLowercase(n, "proxy-connection")
+        case 17: return asciiEqualsLowercase(n, "transfer-encoding")
+        case 18: return asciiEqualsLowercase(n, "proxy-authenticate")
+        case 19: return asciiEqualsLowercase(n, "proxy-authorization")
         default: return false
         }
     }

@@ -28,6 +28,7 @@ public final class ProxyServer: Service, Sendable {
     /// - Returns: the bound addresses, in the config's order (port 0 binds an ephemeral port).
     @discardableResult
     public func start() async throws -> [SocketAddress] {
+        HTTP1Pipeline.instantiateHandlerTypes(limits: runtime.decoderLimits)
         var bound: [SocketAddress] = []
         for listener in runtime.config.listeners {
             let channel = try await bootstrap().bind(host: listener.address, port: listener.port).get()

@@ -61,7 +61,7 @@ struct UpstreamResponseHead {
             }
             for field in ranges {
                 let name = UnsafeRawBufferPointer(rebasing: bytes[Int(field.nameStart)..<Int(field.nameEnd)])
-                if Self.isHopByHop(name) { continue }
+                if SanitizationFloor.isHopByHop(bytes: name) { continue }
                 if dropContentLength && Self.equalsFolded(bytes, field.nameStart, field.nameEnd, "content-length") { continue }
                 if !named.isEmpty && named.contains(where: { Self.sameFolded(bytes, $0, field) }) { continue }
                 out.writeBytes(name)
@@ -76,15 +76,7 @@ struct UpstreamResponseHead {
 
     /// ASCII case-insensitive comparison of `bytes[start..<end]` with a lower-case literal.
     static func equalsFolded(_ bytes: UnsafeRawBufferPointer, _ start: Int32, _ end: Int32, _ literal: StaticString) -> Bool {
-        let count = Int(end - start)
-        guard count == literal.utf8CodeUnitCount else { return false }
-        let lit = literal.utf8Start
-        for i in 0..<count {
-            let c = bytes[Int(start) + i]
-            let folded = c >= 65 && c <= 90 ? c | 0x20 : c
-            if folded != lit[i] { return false }
-        }
-        return true
+        asciiEqualsLowercase(UnsafeRawBufferPointer(rebasing: bytes[Int(start)..<Int(end)]), literal)
     }
 
     /// Whether a token range (name fields of `token`) names the field `field`.
@@ -99,22 +91,6 @@ struct UpstreamResponseHead {
             if a != b { return false }
         }
         return true
-    }
-
-    /// The hop-by-hop set of ``SanitizationFloor``, on bytes.
-    static func isHopByHop(_ name: UnsafeRawBufferPointer) -> Bool {
-        let r = UnsafeRawBufferPointer(name)
-        let n = Int32(r.count)
-        switch r.count {
-        case 2: return equalsFolded(r, 0, n, "te")
-        case 7: return equalsFolded(r, 0, n, "upgrade") || equalsFolded(r, 0, n, "trailer")
-        case 10: return equalsFolded(r, 0, n, "connection") || equalsFolded(r, 0, n, "keep-alive")
-        case 16: return equalsFolded(r, 0, n, "proxy-connection")
-        case 17: return equalsFolded(r, 0, n, "transfer-encoding")
-        case 18: return equalsFolded(r, 0, n, "proxy-authenticate")
-        case 19: return equalsFolded(r, 0, n, "proxy-authorization")
-        default: return false
-        }
     }
 
     /// The comma-separated tokens of a list value (trimmed, empty ones skipped), as ranges.
