@@ -58,13 +58,25 @@ final class Exchange {
         self.startedAt = .now()
     }
 
+    /// Bytes were written upstream since the last flush.
+    private var unflushed = false
+
     /// Writes bytes now, or keeps them until the connection is ready.
     private func send(_ bytes: ByteBuffer) {
         if let upstream {
             upstream.write(bytes)
+            unflushed = true
         } else {
             pending.append(bytes)
         }
+    }
+
+    /// Flushes what was written since the last flush (one flush per batch of client reads, not
+    /// one per part).
+    func flushUpstream() {
+        guard unflushed, let upstream else { return }
+        unflushed = false
+        upstream.flush()
     }
 
     /// Sends request body bytes with the request's framing.
@@ -84,7 +96,7 @@ final class Exchange {
     /// Ends the request (the last chunk when chunked; client trailers are dropped) and flushes.
     func sendEnd() {
         if requestFraming == .chunked { send(HTTP1Wire.lastChunk) }
-        upstream?.flush()
+        flushUpstream()
     }
 
     /// Attaches the connection and writes what was waiting.
@@ -97,6 +109,7 @@ final class Exchange {
         }
         for bytes in pending { handler.write(bytes) }
         pending = []
-        handler.flush()
+        unflushed = true
+        flushUpstream()
     }
 }

@@ -239,7 +239,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if case .exchanging(let exchange) = state { exchange.upstream?.flush() }
+        if case .exchanging(let exchange) = state { exchange.flushUpstream() }
         context.fireChannelReadComplete()
     }
 
