@@ -50,11 +50,8 @@ final class TargetResolver: Sendable {
         let port = authority.port
         if authority.isIPLiteral {
             // Literals were seen by policy as they are; policy alone decides them.
-            do {
-                return eventLoop.makeSucceededFuture(try SocketAddress(ipAddress: host, port: port))
-            } catch {
-                return eventLoop.makeFailedFuture(DialError.unresolvable(host))
-            }
+            guard let address = literalAddress(authority) else { return eventLoop.makeFailedFuture(DialError.unresolvable(host)) }
+            return eventLoop.makeSucceededFuture(address)
         }
         return threadPool.runIfActive(eventLoop: eventLoop) { () throws -> SocketAddress in
             let addresses = try Self.lookup(host, port: port)

@@ -15,10 +15,12 @@ def connect(port, target, extra=b"", headers=b"", host=None):
     return s
 
 
-def start_with_echo(moongate, servers, **kw):
-    upstream = servers(echo)
+def start_with(moongate, servers, handler=echo, family=socket.AF_INET, host="127.0.0.1", **kw):
+    """A target server running `handler`, and Moongate allowing CONNECT to exactly that target."""
+    upstream = servers(handler, family=family, host=host)
     port = free_port()
-    mg = moongate(config(port, [allowlist(f"127.0.0.1:{upstream.port}")], **kw), port)
+    literal = f"[{host}]" if ":" in host else host
+    mg = moongate(config(port, [allowlist(f"{literal}:{upstream.port}")], **kw), port)
     return mg, port, upstream
 
 
@@ -48,7 +50,7 @@ def test_cx_dis_1_default_config_refuses_loopback_targets_without_connecting(moo
 
 
 def test_cx_term_1_2_h1_1_terminated_connect_gets_a_bare_200_then_bytes_both_ways(moongate, servers):
-    _, port, upstream = start_with_echo(moongate, servers)
+    _, port, upstream = start_with(moongate, servers)
     s = connect(port, f"127.0.0.1:{upstream.port}")
     head, rest = recv_head(s)
     assert head.split("\r\n")[0] == "HTTP/1.1 200 Connection established"
@@ -59,7 +61,7 @@ def test_cx_term_1_2_h1_1_terminated_connect_gets_a_bare_200_then_bytes_both_way
 
 
 def test_cx_ed_1_early_data_sent_with_the_head_is_forwarded(moongate, servers):
-    _, port, upstream = start_with_echo(moongate, servers)
+    _, port, upstream = start_with(moongate, servers)
     s = connect(port, f"127.0.0.1:{upstream.port}", extra=b"early bytes")
     head, rest = recv_head(s)
     assert head.startswith("HTTP/1.1 200")
@@ -71,9 +73,7 @@ def test_cx_term_5_server_speaks_first(moongate, servers):
         conn.sendall(b"220 hello from the server\r\n")
         recv_all(conn, timeout=2)
 
-    upstream = servers(banner)
-    port = free_port()
-    moongate(config(port, [allowlist(f"127.0.0.1:{upstream.port}")]), port)
+    _, port, upstream = start_with(moongate, servers, banner)
     s = connect(port, f"127.0.0.1:{upstream.port}")
     head, rest = recv_head(s)
     assert head.startswith("HTTP/1.1 200")
@@ -89,9 +89,7 @@ def test_cx_hc_1_2_client_fin_half_closes_upstream_and_the_reverse_stays_open(mo
         conn.sendall(b"answer after your FIN: " + got)
         conn.shutdown(socket.SHUT_WR)
 
-    upstream = servers(reply_after_eof)
-    port = free_port()
-    moongate(config(port, [allowlist(f"127.0.0.1:{upstream.port}")]), port)
+    _, port, upstream = start_with(moongate, servers, reply_after_eof)
     s = connect(port, f"127.0.0.1:{upstream.port}")
     head, _ = recv_head(s)
     assert head.startswith("HTTP/1.1 200")
@@ -108,9 +106,7 @@ def test_cx_hc_3_upstream_fin_delivers_every_byte_first(moongate, servers):
         conn.shutdown(socket.SHUT_WR)
         recv_all(conn, timeout=5)
 
-    upstream = servers(download)
-    port = free_port()
-    moongate(config(port, [allowlist(f"127.0.0.1:{upstream.port}")]), port)
+    _, port, upstream = start_with(moongate, servers, download)
     s = connect(port, f"127.0.0.1:{upstream.port}")
     head, rest = recv_head(s)
     assert head.startswith("HTTP/1.1 200")
@@ -125,9 +121,7 @@ def test_cx_hc_4_upstream_reset_closes_the_client(moongate, servers):
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         conn.close()
 
-    upstream = servers(reset)
-    port = free_port()
-    moongate(config(port, [allowlist(f"127.0.0.1:{upstream.port}")]), port)
+    _, port, upstream = start_with(moongate, servers, reset)
     s = connect(port, f"127.0.0.1:{upstream.port}")
     head, _ = recv_head(s)
     assert head.startswith("HTTP/1.1 200")
@@ -156,7 +150,7 @@ def test_cx_fail_1_3_refused_target_is_503_never_200_and_the_next_tunnel_works(m
 
 
 def test_cx_bad_1_to_5_malformed_connects(moongate, servers):
-    _, port, upstream = start_with_echo(moongate, servers)
+    _, port, upstream = start_with(moongate, servers)
     target = f"127.0.0.1:{upstream.port}".encode()
     cases = {
         b"CONNECT /path HTTP/1.1\r\nHost: x\r\n\r\n": "400",                                   # CX-BAD-1
@@ -179,16 +173,14 @@ def test_cx_bad_1_to_5_malformed_connects(moongate, servers):
 
 def test_cx_h1_2_match_the_target_not_the_host_header(moongate, servers):
     sentinel = servers(echo)
-    _, port, upstream = start_with_echo(moongate, servers)
+    _, port, upstream = start_with(moongate, servers)
     s = connect(port, f"127.0.0.1:{sentinel.port}", host=f"127.0.0.1:{upstream.port}")
     assert recv_head(s)[0].startswith("HTTP/1.1 403")
     assert sentinel.accepted == 0
 
 
 def test_cx_h1_3_ipv6_literal_target(moongate, servers):
-    upstream = servers(echo, family=socket.AF_INET6, host="::1")
-    port = free_port()
-    moongate(config(port, [allowlist(f"[::1]:{upstream.port}")]), port)
+    _, port, upstream = start_with(moongate, servers, family=socket.AF_INET6, host="::1")
     s = connect(port, f"[::1]:{upstream.port}")
     assert recv_head(s)[0].startswith("HTTP/1.1 200")
     s.sendall(b"v6")
@@ -196,7 +188,7 @@ def test_cx_h1_3_ipv6_literal_target(moongate, servers):
 
 
 def test_cx_idle_1_2_idle_tunnels_close_and_traffic_keeps_them_open(moongate, servers):
-    _, port, upstream = start_with_echo(moongate, servers, timeouts={"tunnel_idle": "1s"})
+    _, port, upstream = start_with(moongate, servers, timeouts={"tunnel_idle": "1s"})
     busy = connect(port, f"127.0.0.1:{upstream.port}")
     idle = connect(port, f"127.0.0.1:{upstream.port}")
     assert recv_head(busy)[0].startswith("HTTP/1.1 200")
@@ -215,9 +207,7 @@ def test_curl_through_a_terminated_tunnel(moongate, servers):
         recv_head(conn)
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: close\r\n\r\nhello, tunnel")
 
-    upstream = servers(origin)
-    port = free_port()
-    moongate(config(port, [allowlist(f"127.0.0.1:{upstream.port}")]), port)
+    _, port, upstream = start_with(moongate, servers, origin)
     out = subprocess.run(["curl", "-s", "-p", "-x", f"http://127.0.0.1:{port}", f"http://127.0.0.1:{upstream.port}/"],
                          capture_output=True, text=True, timeout=20)
     assert out.stdout == "hello, tunnel"
@@ -226,7 +216,7 @@ def test_curl_through_a_terminated_tunnel(moongate, servers):
 def test_c12_tunnel_caps_per_client_and_global_refuse_cleanly_and_recover(moongate, servers):
     # hardening.md §C.12: many tunnels from one client cannot exhaust descriptors; a refusal is a
     # clean 503 that never reaches the target, and closing tunnels frees their places.
-    _, port, upstream = start_with_echo(moongate, servers, limits={"max_tunnels_per_client": 2})
+    _, port, upstream = start_with(moongate, servers, limits={"max_tunnels_per_client": 2})
     held = []
     for _ in range(2):
         s = connect(port, f"127.0.0.1:{upstream.port}")
@@ -252,7 +242,7 @@ def test_c12_tunnel_caps_per_client_and_global_refuse_cleanly_and_recover(moonga
     s.sendall(b"still works")
     assert recv_exactly(s, 11) == b"still works"
     # The global cap refuses the same way.
-    _, port2, upstream2 = start_with_echo(moongate, servers, limits={"max_tunnels": 1})
+    _, port2, upstream2 = start_with(moongate, servers, limits={"max_tunnels": 1})
     first = connect(port2, f"127.0.0.1:{upstream2.port}")
     assert recv_head(first)[0].startswith("HTTP/1.1 200")
     second = connect(port2, f"127.0.0.1:{upstream2.port}")
