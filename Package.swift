@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "MoongateTesting", targets: ["MoongateTesting"]),
         .library(name: "MoongatePolicy", targets: ["MoongatePolicy"]),
         .executable(name: "moongate-policy-bench", targets: ["MoongatePolicyBench"]),
+        .executable(name: "moongate-tunnel-floor", targets: ["MoongateTunnelFloor"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -89,6 +90,17 @@ let package = Package(
         .executableTarget(
             name: "MoongatePolicyBench",
             dependencies: ["MoongatePolicy", "MoongateConfig"],
+            swiftSettings: swiftSettings
+        ),
+        // `moongate-tunnel-floor`: SwiftNIO channels and Moongate's relay with nothing else, run by
+        // the peer harness (scripts/bench/nio-floor.sh) as the floor under the tunnel figures.
+        .executableTarget(
+            name: "MoongateTunnelFloor",
+            dependencies: [
+                "MoongateProxy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "LuaKitTests", dependencies: ["LuaKit"], swiftSettings: swiftSettings),

@@ -8,10 +8,10 @@ import NIOCore
 /// propagated: the input closing on one side becomes `close(mode: .output)` on the other, after
 /// every byte already read has been written, so nothing is truncated. When both directions are
 /// done, both channels close. Both channels must allow remote half-closure.
-final class GlueHandler: ChannelDuplexHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+package final class GlueHandler: ChannelDuplexHandler {
+    package typealias InboundIn = ByteBuffer
+    package typealias OutboundIn = ByteBuffer
+    package typealias OutboundOut = ByteBuffer
 
     private var partner: GlueHandler?
     private var context: ChannelHandlerContext?
@@ -28,7 +28,7 @@ final class GlueHandler: ChannelDuplexHandler {
     private init() {}
 
     /// Two handlers that relay to each other.
-    static func matchedPair() -> (GlueHandler, GlueHandler) {
+    package static func matchedPair() -> (GlueHandler, GlueHandler) {
         let first = GlueHandler()
         let second = GlueHandler()
         first.partner = second
@@ -36,7 +36,7 @@ final class GlueHandler: ChannelDuplexHandler {
         return (first, second)
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    package func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         // Bulk relays grow their reads up to 256 KiB (fewer syscalls per byte); an idle tunnel keeps
         // the small initial buffer NIO reuses per channel.
@@ -45,27 +45,27 @@ final class GlueHandler: ChannelDuplexHandler {
 
     private static let allocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 262_144)
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         self.partner = nil
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
         bytesRead += buffer.readableBytes
         sawTraffic = true
         partner?.partnerWrite(buffer)
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
+    package func channelReadComplete(context: ChannelHandlerContext) {
         partner?.partnerFlush()
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         partner?.partnerCloseFull()
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
             inputClosed = true
             partner?.partnerWriteEOF()
@@ -75,17 +75,17 @@ final class GlueHandler: ChannelDuplexHandler {
         }
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    package func errorCaught(context: ChannelHandlerContext, error: any Error) {
         partner?.partnerCloseFull()
         context.close(promise: nil)
     }
 
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
+    package func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable { partner?.partnerBecameWritable() }
         context.fireChannelWritabilityChanged()
     }
 
-    func read(context: ChannelHandlerContext) {
+    package func read(context: ChannelHandlerContext) {
         if let partner, partner.partnerWritable {
             context.read()
         } else {
@@ -94,7 +94,7 @@ final class GlueHandler: ChannelDuplexHandler {
     }
 
     /// The partner joined its pipeline: a read held until then goes ahead.
-    func partnerIsReady() { partnerBecameWritable() }
+    package func partnerIsReady() { partnerBecameWritable() }
 
     /// True when either side moved bytes since the last call (and clears both).
     func takeActivity() -> Bool {
