@@ -13,12 +13,12 @@ extension HTTP1ProxyHandler {
     ) {
         let destination: Destination
         if let cluster {
-            guard let config = runtime.config.cluster(named: cluster) else {
+            guard let target = runtime.clusters[cluster] else {
                 runtime.logger.error("policy routed to an unknown cluster", metadata: ["cluster": "\(cluster)", "plugin": "\(outcome.plugin ?? "-")"])
                 finishLocally(request, outcome, status: 503, body: "no such cluster", extra: [], keepAlive: keepAlive, context: context)
                 return
             }
-            destination = .cluster(config)
+            destination = .cluster(target)
         } else {
             guard let host = request.host, let port = request.port else {
                 finishLocally(request, outcome, status: 400, body: "no authority to forward to", extra: [], keepAlive: keepAlive, context: context)
@@ -35,10 +35,7 @@ extension HTTP1ProxyHandler {
         exchange.pending.append(upstreamHeadBytes)
         state = .exchanging(exchange)
 
-        if kind == .forward, let pooled = loop.pools.acquire(destination.key),
-            let handler = try? pooled.pipeline.syncOperations.handler(type: UpstreamHandler.self)
-        {
-            handler.pools = nil
+        if kind == .forward, let handler = loop.pools.acquire(exchange.upstreamKey) {
             handler.delegate = self
             exchange.attach(handler)
             resumeClientReads()
@@ -77,19 +74,19 @@ extension HTTP1ProxyHandler {
     }
 
     enum Destination {
-        case cluster(ClusterConfig)
+        case cluster(ClusterTarget)
         case authority(Authority)
 
         var key: String {
             switch self {
-            case .cluster(let c): "cluster:\(c.name)"
+            case .cluster(let c): c.poolKey
             case .authority(let a): a.description
             }
         }
 
         var poolLimit: Int {
             switch self {
-            case .cluster(let c): c.poolSize
+            case .cluster(let c): c.config.poolSize
             case .authority: 16
             }
         }
@@ -102,7 +99,8 @@ extension HTTP1ProxyHandler {
         let address: EventLoopFuture<SocketAddress>
         let connectTimeout: Duration
         switch destination {
-        case .cluster(let cluster):
+        case .cluster(let target):
+            let cluster = target.config
             let endpoint = cluster.endpoints[loop.nextEndpointIndex(cluster.name, count: cluster.endpoints.count)]
             connectTimeout = cluster.connectTimeout
             address = runtime.resolver.resolve(
@@ -188,6 +186,7 @@ extension HTTP1ProxyHandler {
         exchange.upstream?.channel?.close(promise: nil)
         if exchange.responseHeadSent {
             // Part of the response is out: the client sees a truncated, closed response.
+            writeUnwrittenResponse(context: context)
             logExchange(exchange, status: exchange.status)
             state = .done
             context.close(promise: nil)
@@ -217,9 +216,8 @@ extension HTTP1ProxyHandler {
         responseTimer?.disarm()
         if let upstream = exchange.upstream {
             upstream.delegate = nil
-            if exchange.upstreamKeepAlive, exchange.kind == .forward, let channel = upstream.channel {
-                upstream.pools = loop.pools
-                loop.pools.release(channel, key: exchange.upstreamKey, limit: exchange.poolLimit)
+            if exchange.upstreamKeepAlive, exchange.kind == .forward {
+                loop.pools.release(upstream, key: exchange.upstreamKey, limit: exchange.poolLimit)
             } else {
                 upstream.channel?.close(promise: nil)
             }
@@ -239,7 +237,20 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
     }
 
     func upstreamReadComplete(_ upstream: UpstreamHandler) {
-        context?.flush()
+        guard let context else { return }
+        writeUnwrittenResponse(context: context)
+        context.flush()
+    }
+
+    /// Body bytes up to this size are copied behind a response head not yet written (one write
+    /// instead of two); larger ones go as they are.
+    static let coalescedBodyLimit = 16_384
+
+    /// Hands a response head kept back for coalescing (and what was added to it) to the channel.
+    func writeUnwrittenResponse(context: ChannelHandlerContext) {
+        guard let response = unwrittenResponse else { return }
+        unwrittenResponse = nil
+        context.write(wrapOutboundOut(response), promise: nil)
     }
 
     func upstream(_ upstream: UpstreamHandler, failed error: (any Error)?) {
@@ -294,16 +305,26 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
             exchange.responseFraming = framing
             exchange.closeClientAfter = closeAfter
             exchange.responseHeadSent = true
-            context.write(wrapOutboundOut(buffer), promise: nil)
-        case .body(let buffer):
+            unwrittenResponse = buffer
+        case .body(var buffer):
             exchange.bytesToClient += buffer.readableBytes
             switch exchange.responseFraming {
             case .length, .untilClose:
-                context.write(wrapOutboundOut(buffer), promise: nil)
+                if unwrittenResponse != nil, buffer.readableBytes <= Self.coalescedBodyLimit {
+                    unwrittenResponse!.writeBuffer(&buffer)
+                } else {
+                    writeUnwrittenResponse(context: context)
+                    context.write(wrapOutboundOut(buffer), promise: nil)
+                }
             case .chunked where buffer.readableBytes > 0:
-                context.write(wrapOutboundOut(HTTP1Wire.chunkPrefix(buffer.readableBytes, allocator: context.channel.allocator)), promise: nil)
-                context.write(wrapOutboundOut(buffer), promise: nil)
-                context.write(wrapOutboundOut(HTTP1Wire.chunkEnd), promise: nil)
+                if unwrittenResponse != nil, buffer.readableBytes <= Self.coalescedBodyLimit {
+                    HTTP1Wire.writeChunk(&buffer, into: &unwrittenResponse!)
+                } else {
+                    writeUnwrittenResponse(context: context)
+                    context.write(wrapOutboundOut(HTTP1Wire.chunkPrefix(buffer.readableBytes, allocator: context.channel.allocator)), promise: nil)
+                    context.write(wrapOutboundOut(buffer), promise: nil)
+                    context.write(wrapOutboundOut(HTTP1Wire.chunkEnd), promise: nil)
+                }
             case .chunked, .none:
                 break
             }
@@ -331,9 +352,14 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
                 finishIfComplete(exchange, context: context)
                 if closeAfter { state = .done }
             }
-            let end = exchange.responseFraming == .chunked
+            var end = exchange.responseFraming == .chunked
                 ? HTTP1Wire.lastChunk
                 : context.channel.allocator.buffer(capacity: 0)
+            if var response = unwrittenResponse {
+                unwrittenResponse = nil
+                response.writeBuffer(&end)
+                end = response
+            }
             if closeAfter {
                 let written = context.eventLoop.makePromise(of: Void.self)
                 context.writeAndFlush(wrapOutboundOut(end), promise: written)

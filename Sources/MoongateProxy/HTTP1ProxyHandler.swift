@@ -52,6 +52,9 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Set while a final response drains before the close (see ``lingeringClose(context:)``).
     var lingering = false
     private var headTimer: DeadlineTimer?
+    /// A response head (and the body bytes read with it) not yet handed to the channel: written
+    /// as one buffer at the end of the upstream read, so a small response is one write, not two.
+    var unwrittenResponse: ByteBuffer?
     /// Created on the first forwarded request.
     var responseTimer: DeadlineTimer?
 

@@ -75,9 +75,20 @@ enum HTTP1Wire {
     /// The size line that goes before one chunk.
     static func chunkPrefix(_ length: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 18)
-        buffer.writeString(String(length, radix: 16))
-        buffer.writeStaticString("\r\n")
+        writeChunkSize(length, into: &buffer)
         return buffer
+    }
+
+    /// A whole chunk (size line, data, CRLF) appended to `out`; `data` is consumed.
+    static func writeChunk(_ data: inout ByteBuffer, into out: inout ByteBuffer) {
+        writeChunkSize(data.readableBytes, into: &out)
+        out.writeBuffer(&data)
+        out.writeStaticString("\r\n")
+    }
+
+    private static func writeChunkSize(_ length: Int, into out: inout ByteBuffer) {
+        out.writeString(String(length, radix: 16))
+        out.writeStaticString("\r\n")
     }
 
     /// The last chunk and the blank line that ends the message (upstream trailers are dropped,

@@ -26,6 +26,18 @@ final class LoopContext {
     }
 }
 
+/// A configured cluster as the forwarding path uses it: its settings and its pool key.
+final class ClusterTarget: Sendable {
+    let config: ClusterConfig
+    /// The key of its idle connections in each loop's pools.
+    let poolKey: String
+
+    init(_ config: ClusterConfig) {
+        self.config = config
+        self.poolKey = "cluster:\(config.name)"
+    }
+}
+
 /// The shared, immutable set-up of a running proxy, handed to every connection.
 final class ProxyRuntime: Sendable {
     let config: MoongateConfiguration
@@ -39,6 +51,8 @@ final class ProxyRuntime: Sendable {
     let allowedAddresses: Set<String>
     /// The HTTP/1 parsing limits (hardening.md §1.5).
     let decoderLimits: NIOHTTPDecoderLimitConfiguration
+    /// The configured clusters by name, each with its pool key made once.
+    let clusters: [String: ClusterTarget]
     private let loops: [ObjectIdentifier: NIOLoopBoundBox<LoopContext?>]
 
     init(
@@ -60,6 +74,7 @@ final class ProxyRuntime: Sendable {
         limits.maxHeaderListSize = config.limits.maxHeaderBytes
         limits.maxHeaderFieldSize = min(config.limits.maxHeaderBytes, 8 * 1024 + 256)
         self.decoderLimits = limits
+        self.clusters = Dictionary(config.clusters.map { ($0.name, ClusterTarget($0)) }, uniquingKeysWith: { first, _ in first })
         var loops: [ObjectIdentifier: NIOLoopBoundBox<LoopContext?>] = [:]
         for loop in group.makeIterator() {
             loops[ObjectIdentifier(loop)] = NIOLoopBoundBox.makeEmptyBox(valueType: LoopContext.self, eventLoop: loop)

@@ -46,8 +46,26 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     var channel: (any Channel)? { context?.channel }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    /// In a pipeline whose connection has not closed (tracked here: asking the channel costs more).
+    private(set) var isOpen = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        isOpen = context.channel.isActive
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        isOpen = false
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        isOpen = true
+        context.fireChannelActive()
+    }
+
+    /// Closes the connection.
+    func close() { context?.close(promise: nil) }
 
     func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
         rawPending.flush(context)
@@ -84,8 +102,9 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        isOpen = false
         inputEnded(context: context)
-        pools?.remove(context.channel, key: key)
+        pools?.remove(self, key: key)
         context.fireChannelInactive()
     }
 
