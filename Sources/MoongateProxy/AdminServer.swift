@@ -31,7 +31,7 @@ public final class AdminServer: Service, Sendable {
     /// Binds the admin listener and returns its address.
     @discardableResult
     public func start() async throws -> SocketAddress? {
-        HTTP1Pipeline.instantiateHandlerTypes(limits: NIOHTTPDecoderLimitConfiguration())
+        HTTP1Pipeline.instantiateHandlerTypes()
         let state = self.state
         let bound = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

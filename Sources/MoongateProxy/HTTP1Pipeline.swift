@@ -5,31 +5,24 @@ import NIOHTTP1
 
 /// The HTTP/1.1 handlers of client and upstream connections, named so a tunnel can remove them.
 enum HTTP1Pipeline {
-    static let decoder = "http-decoder"
     static let proxy = "moongate-proxy"
 
     /// Makes (and drops) one of each generic handler the event loops build, on the calling thread,
     /// before any loop accepts. The Swift runtime can crash when two threads instantiate the same
     /// generic type's metadata for the very first time at once (seen here: two loops accepting their
-    /// first connections together died in `swift_getTypeByMangledName` for the request decoder).
-    static func instantiateHandlerTypes(limits: NIOHTTPDecoderLimitConfiguration) {
-        _ = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .drop, limitConfiguration: limits))
+    /// first connections together died in `swift_getTypeByMangledName` for NIO's request decoder,
+    /// which the admin server still uses).
+    static func instantiateHandlerTypes() {
         _ = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes))
         _ = HTTPResponseEncoder()
         _ = HTTPServerPipelineHandler()
         _ = HTTPServerProtocolErrorHandler()
     }
 
-    /// A client connection: the strict request decoder (left-over bytes kept for tunnels), then the
-    /// proxy handler, which keeps pipelined requests in order and writes responses as bytes
-    /// (``HTTP1Wire``). No lenient parsing flag is on.
-    static func configureServer(
-        _ pipeline: ChannelPipeline.SynchronousOperations, limits: NIOHTTPDecoderLimitConfiguration,
-        handler: HTTP1ProxyHandler
-    ) throws {
-        try pipeline.addHandler(
-            ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .drop, limitConfiguration: limits)),
-            name: decoder)
+    /// A client connection: the proxy handler alone. It parses requests in place
+    /// (``ClientRequestParser``), keeps pipelined requests in order and writes responses as bytes
+    /// (``HTTP1Wire``).
+    static func configureServer(_ pipeline: ChannelPipeline.SynchronousOperations, handler: HTTP1ProxyHandler) throws {
         try pipeline.addHandler(handler, name: proxy)
     }
 

@@ -9,7 +9,7 @@ extension HTTP1ProxyHandler {
     /// Starts forwarding a request: to a cluster (`cluster` set) or to its own authority.
     func startExchange(
         kind: Exchange.Kind, cluster: String?, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome,
-        headers: [HeaderField], head: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext
+        headers: [HeaderField], head: ClientRequestHead, keepAlive: Bool, context: ChannelHandlerContext
     ) {
         let destination: Destination
         if let cluster {
@@ -129,7 +129,7 @@ extension HTTP1ProxyHandler {
     /// the client's own Content-Length, or chunked when the client sent Transfer-Encoding; a
     /// script never sets either (a Content-Length edit could desynchronise the upstream).
     func upstreamHead(
-        for request: PolicyRequest, kind: Exchange.Kind, head: HTTPRequestHead, headers: [HeaderField],
+        for request: PolicyRequest, kind: Exchange.Kind, head: ClientRequestHead, headers: [HeaderField],
         allocator: ByteBufferAllocator
     ) -> (ByteBuffer, BodyFraming) {
         var out = allocator.buffer(capacity: 256)
@@ -143,7 +143,7 @@ extension HTTP1ProxyHandler {
             HTTP1Wire.writeField("host", target, into: &out)
             framing = .none
         case .upgrade, .forward:
-            out.writeString(head.method.rawValue)
+            out.writeString(head.method)
             out.writeInteger(UInt8(ascii: " "))
             out.writeString(request.path ?? "/")
             if let query = request.query {
@@ -152,18 +152,21 @@ extension HTTP1ProxyHandler {
             }
             out.writeStaticString(" HTTP/1.1\r\n")
             HTTP1Wire.writeField("host", request.authority ?? "", into: &out)
-            if head.headers.contains(name: "transfer-encoding") {
+            switch head.framing {
+            case .chunked:
                 framing = .chunked
                 out.writeStaticString("transfer-encoding: chunked\r\n")
-            } else if let length = head.headers.first(name: "content-length") {
+            case .length(let length):
                 framing = .length
-                HTTP1Wire.writeField("content-length", length, into: &out)
-            } else {
+                out.writeStaticString("content-length: ")
+                out.writeString(String(length))
+                out.writeStaticString("\r\n")
+            case .none:
                 framing = .none
             }
             if kind == .upgrade {
                 out.writeStaticString("connection: upgrade\r\n")
-                HTTP1Wire.writeField("upgrade", head.headers.first(name: "upgrade") ?? "websocket", into: &out)
+                HTTP1Wire.writeField("upgrade", head.fields.first(named: "upgrade") ?? "websocket", into: &out)
             }
         }
         for field in headers {

@@ -119,7 +119,6 @@ extension HTTP1ProxyHandler {
         upstream.rawMode = true
         rawMode = true
         context.writeAndFlush(wrapOutboundOut(out), promise: nil)
-        removeHTTPServerHandlers(context: context)
         glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: 101, upstreamHandler: upstream)
     }
 
@@ -131,7 +130,6 @@ extension HTTP1ProxyHandler {
         upstream.delegate = nil
         upstream.rawMode = true
         rawMode = true
-        removeHTTPServerHandlers(context: context)
         var line = context.channel.allocator.buffer(capacity: 64)
         HTTP1Wire.writeStatusLine(head.status, into: &line)
         line.writeStaticString("\r\n")

@@ -6,13 +6,13 @@ import NIOHTTP1
 
 /// The one handler of an HTTP/1.1 client connection that asks policy and acts on the answer.
 ///
-/// It sits after the request decoder (which never decides anything), writes responses as bytes
-/// (``HTTP1Wire``), and answers pipelined requests in order. Per request head it asks this loop's
+/// It parses requests in place (``ClientRequestParser``: strict, hardening.md §A), writes responses
+/// as bytes (``HTTP1Wire``), and answers pipelined requests in order. Per request head it asks this loop's
 /// policy instance once, then:
 /// answers locally (deny, respond, fault), forwards to an upstream (route, forward, upgrades,
 /// tunnel_via), or turns the connection into a tunnel (CONNECT terminated here).
 final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -43,7 +43,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var rawMode = false
     var rawPending = RawBytes()
     /// Pipelined request parts waiting for the current response (at most `queueLimit` are read ahead).
-    var queued: [HTTPServerRequestPart] = []
+    var queued: [ClientRequestPart] = []
     static let queueLimit = 64
     /// The client half-closed: close once the last queued request is answered.
     var clientInputClosed = false
@@ -58,9 +58,13 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Created on the first forwarded request.
     var responseTimer: DeadlineTimer?
 
+    private let parser: ClientRequestParser
+
     init(runtime: ProxyRuntime, loop: LoopContext) {
         self.runtime = runtime
         self.loop = loop
+        self.parser = ClientRequestParser(
+            maxHeadBytes: runtime.config.limits.maxHeaderBytes, maxFields: runtime.config.limits.maxHeaderCount)
     }
 
     // MARK: - Lifecycle
@@ -173,14 +177,51 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             rawPending.append(data)
             return
         }
-        let part = unwrapInboundIn(data)
-        // Pipelined requests wait, in order, until the current response is complete. Reading goes
-        // on meanwhile (no read interest toggled per request) up to `queueLimit` parts.
+        var buffer = unwrapInboundIn(data)
+        do {
+            let rest = try parser.feed(&buffer) { part in self.accept(part, context: context) }
+            // Bytes after a CONNECT or upgrade head: kept for the relay, unless the request was refused.
+            if let rest, rest.readableBytes > 0, !isFinished { rawPending.append(NIOAny(rest)) }
+        } catch {
+            requestRefused(error, context: context)
+        }
+    }
+
+    /// Pipelined requests wait, in order, until the current response is complete. Reading goes
+    /// on meanwhile (no read interest toggled per request) up to `queueLimit` parts.
+    private func accept(_ part: ClientRequestPart, context: ChannelHandlerContext) {
+        if lingering { return }
         if !queued.isEmpty || busyWithCompleteRequest {
             queued.append(part)
             return
         }
         handle(part, context: context)
+    }
+
+    /// Answered and closing: nothing more from the client is used.
+    private var isFinished: Bool {
+        switch state {
+        case .done, .discarding: return !rawMode
+        default: return false
+        }
+    }
+
+    /// Strict parsing: every malformed head gets an answer and a closed connection, and nothing
+    /// is forwarded.
+    private func requestRefused(_ error: ClientRequestError, context: ChannelHandlerContext) {
+        if lingering { return }
+        switch state {
+        case .idle, .discarding:
+            respondLocally(status: error.status, reason: "malformed request: \(error.reason)", close: true, context: context)
+        case .exchanging(let exchange) where !exchange.responseHeadSent:
+            exchange.upstream?.delegate = nil
+            exchange.upstream?.channel?.close(promise: nil)
+            respondLocally(status: error.status, reason: "malformed request: \(error.reason)", close: true, context: context)
+        default:
+            context.close(promise: nil)
+        }
+        state = .done
+        queued = []
     }
 
     /// True while a request that has fully arrived is still being answered.
@@ -189,12 +230,12 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         return false
     }
 
-    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+    private func handle(_ part: ClientRequestPart, context: ChannelHandlerContext) {
         switch (state, part) {
         case (.idle, .head(let head)):
             disarmHeadTimer()
             served += 1
-            answeringHead = head.method == .HEAD
+            answeringHead = head.isHEAD
             handleHead(head, context: context)
         case (.discarding(let close), .end):
             state = .idle
@@ -211,9 +252,8 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             finishIfComplete(exchange, context: context)
         case (.connecting(let attempt), .end):
             attempt.sawEnd = true
-            // Nothing after a CONNECT head is HTTP: stop parsing, keep the raw bytes.
+            // Nothing after a CONNECT head is HTTP: the parser has stopped, raw bytes are kept.
             rawMode = true
-            removeHTTPServerHandlers(context: context)
             if attempt.upstream != nil { establishTunnel(attempt, context: context) }
         case (.connecting, _), (.done, _):
             break
@@ -254,53 +294,36 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if lingering { return }  // the decoder reports the bytes being drained
-        if let parseError = error as? HTTPParserError {
-            // Strict parsing: every malformed head gets an answer and a closed connection, and
-            // nothing is forwarded.
-            let status: HTTPResponseStatus = parseError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
-            switch state {
-            case .idle, .discarding:
-                respondLocally(status: Int(status.code), reason: "malformed request", close: true, context: context)
-            case .exchanging(let exchange) where !exchange.responseHeadSent:
-                exchange.upstream?.delegate = nil
-                exchange.upstream?.channel?.close(promise: nil)
-                respondLocally(status: Int(status.code), reason: "malformed request", close: true, context: context)
-            default:
-                context.close(promise: nil)
-            }
-            state = .done
-            return
-        }
+        if lingering { return }
         runtime.logger.debug("client connection error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
     }
 
     // MARK: - Request heads
 
-    private func handleHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        let fields = head.headers.map { HeaderField($0.name, $0.value) }
-        if let problem = framingProblem(head, fields: fields) {
+    private func handleHead(_ head: ClientRequestHead, context: ChannelHandlerContext) {
+        let fields = head.fields
+        if let problem = framingProblem(head) {
             respondLocally(status: problem.status, reason: problem.reason, close: true, context: context)
             state = .done
             return
         }
-        let version = head.version.minor == 0 ? "HTTP/1.0" : "HTTP/1.1"
         let request: PolicyRequest
         do {
-            request = try PolicyRequest.http1(method: head.method.rawValue, uri: head.uri, version: version, headers: fields, client: client)
+            request = try PolicyRequest.http1(method: head.method, uri: head.uri, version: head.version, headers: fields, client: client)
         } catch {
             respondLocally(status: error.status, reason: error.reason, close: true, context: context)
             state = .done
             return
         }
         guard let instance = runtime.policy.instance(in: loop.policy) else {
-            respondLocally(status: 503, reason: "no policy has loaded", close: head.method == .CONNECT, context: context)
+            respondLocally(status: 503, reason: "no policy has loaded", close: head.isCONNECT || head.isUpgrade, context: context)
             return
         }
         let verdict = instance.evaluate(request)
         let outcome = verdict.outcome
-        let keepAlive = head.isKeepAlive && head.method != .CONNECT
+        // After a CONNECT or an upgrade request the connection carries no more HTTP.
+        let keepAlive = head.isKeepAlive && !head.isCONNECT && !head.isUpgrade
         if request.isTunnelRequest, outcome.decision.admits,
             let refusal = runtime.tunnels.refusal(client: client.ip, limits: runtime.config.limits)
         {
@@ -340,18 +363,17 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Framing rules that are protocol correctness, not policy (CX-BAD-*, hardening §A).
-    private func framingProblem(_ head: HTTPRequestHead, fields: [HeaderField]) -> RequestError? {
+    private func framingProblem(_ head: ClientRequestHead) -> RequestError? {
         var hosts = 0
-        for field in fields where field.name.utf8.count == 4 && field.hasName("host") { hosts += 1 }
+        for field in head.fields where field.name.utf8.count == 4 && field.hasName("host") { hosts += 1 }
         if hosts > 1 {
             return RequestError(status: 400, reason: "more than one Host header")
         }
-        if head.method == .CONNECT {
-            if head.headers.contains(name: "transfer-encoding") {
-                return RequestError(status: 400, reason: "CONNECT cannot carry Transfer-Encoding")
-            }
-            for value in head.headers["content-length"] where value.trimmingSpaces != "0" {
-                return RequestError(status: 400, reason: "CONNECT cannot carry a body")
+        if head.isCONNECT {
+            switch head.framing {
+            case .chunked: return RequestError(status: 400, reason: "CONNECT cannot carry Transfer-Encoding")
+            case .length(let n) where n != 0: return RequestError(status: 400, reason: "CONNECT cannot carry a body")
+            default: break
             }
         }
         return nil
@@ -481,14 +503,6 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if exchange.instance.hasLogHooks {
             exchange.instance.log(request: exchange.request, status: status)
         }
-    }
-
-    // MARK: - Pipeline surgery
-
-    /// Removes the HTTP request decoder before the connection becomes a tunnel; the decoder's
-    /// left-over bytes reach this handler as raw bytes.
-    func removeHTTPServerHandlers(context: ChannelHandlerContext) {
-        context.pipeline.syncOperations.removeHandler(name: HTTP1Pipeline.decoder, promise: nil)
     }
 }
 

@@ -49,8 +49,6 @@ final class ProxyRuntime: Sendable {
     let tunnels: TunnelRegistry
     /// Special addresses a target name may resolve to (`policy.allowed_addresses`).
     let allowedAddresses: Set<String>
-    /// The HTTP/1 parsing limits (hardening.md §1.5).
-    let decoderLimits: NIOHTTPDecoderLimitConfiguration
     /// The configured clusters by name, each with its pool key made once.
     let clusters: [String: ClusterTarget]
     private let loops: [ObjectIdentifier: NIOLoopBoundBox<LoopContext?>]
@@ -69,11 +67,6 @@ final class ProxyRuntime: Sendable {
         self.resolver = TargetResolver(threadPool: threadPool)
         self.tunnels = TunnelRegistry()
         self.allowedAddresses = Set(config.policy.allowedAddresses)
-        var limits = NIOHTTPDecoderLimitConfiguration()
-        limits.maxHeaderFieldCount = config.limits.maxHeaderCount
-        limits.maxHeaderListSize = config.limits.maxHeaderBytes
-        limits.maxHeaderFieldSize = min(config.limits.maxHeaderBytes, 8 * 1024 + 256)
-        self.decoderLimits = limits
         self.clusters = Dictionary(config.clusters.map { ($0.name, ClusterTarget($0)) }, uniquingKeysWith: { first, _ in first })
         var loops: [ObjectIdentifier: NIOLoopBoundBox<LoopContext?>] = [:]
         for loop in group.makeIterator() {

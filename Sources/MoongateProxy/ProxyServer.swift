@@ -28,7 +28,7 @@ public final class ProxyServer: Service, Sendable {
     /// - Returns: the bound addresses, in the config's order (port 0 binds an ephemeral port).
     @discardableResult
     public func start() async throws -> [SocketAddress] {
-        HTTP1Pipeline.instantiateHandlerTypes(limits: runtime.decoderLimits)
+        HTTP1Pipeline.instantiateHandlerTypes()
         var bound: [SocketAddress] = []
         for listener in runtime.config.listeners {
             let channel = try await bootstrap().bind(host: listener.address, port: listener.port).get()
@@ -78,7 +78,7 @@ public final class ProxyServer: Service, Sendable {
                     connections.opened(channel)
                     channel.closeFuture.whenComplete { _ in connections.closed(channel) }
                     let handler = HTTP1ProxyHandler(runtime: runtime, loop: runtime.loopContext(channel.eventLoop))
-                    try HTTP1Pipeline.configureServer(channel.pipeline.syncOperations, limits: runtime.decoderLimits, handler: handler)
+                    try HTTP1Pipeline.configureServer(channel.pipeline.syncOperations, handler: handler)
                 }
             }
     }

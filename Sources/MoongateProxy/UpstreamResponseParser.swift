@@ -165,12 +165,12 @@ final class UpstreamResponseParser {
 
     /// Accumulates until the blank line; returns the head's bytes when complete.
     private func takeHead(_ input: inout ByteBuffer) throws(UpstreamProtocolError) -> ByteBuffer? {
-        if pending.readableBytes == 0, let end = Self.blankLine(in: input, from: 0) {
+        if pending.readableBytes == 0, let end = HTTP1Syntax.blankLine(in: input, from: 0) {
             // The common case: the whole head arrived in one read.
             return input.readSlice(length: end)
         }
         pending.writeBuffer(&input)
-        if let end = Self.blankLine(in: pending, from: max(0, scanned - 3)) {
+        if let end = HTTP1Syntax.blankLine(in: pending, from: max(0, scanned - 3)) {
             let head = pending.readSlice(length: end)!
             // Bytes after the head go back to the input, in order.
             input = pending
@@ -181,23 +181,6 @@ final class UpstreamResponseParser {
         scanned = pending.readableBytes
         guard pending.readableBytes <= maxHeadBytes else { throw UpstreamProtocolError(reason: "head too large") }
         return nil
-    }
-
-    /// The index just past `\r\n\r\n`, if present.
-    private static func blankLine(in buffer: ByteBuffer, from start: Int) -> Int? {
-        buffer.withUnsafeReadableBytes { bytes -> Int? in
-            guard bytes.count >= 4 else { return nil }
-            var i = start
-            while i + 3 < bytes.count {
-                if bytes[i + 3] != 10 {
-                    i += bytes[i + 3] == 13 ? 1 : 4
-                    continue
-                }
-                if bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 { return i + 4 }
-                i += 1
-            }
-            return nil
-        }
     }
 
     /// Parses and checks a complete head, then decides how its body is framed.
@@ -341,38 +324,6 @@ final class UpstreamResponseParser {
             keepAlive: keepAlive, connectionNamesFields: namesFields)
     }
 
-    /// One `name: value` line (without its CRLF): a token name right before the colon, a value of
-    /// visible characters, spaces and tabs (obs-text allowed), surrounding whitespace trimmed.
-    static func field(_ bytes: UnsafeRawBufferPointer, from start: Int, to end: Int) throws(UpstreamProtocolError) -> UpstreamResponseHead.FieldRange {
-        var colon = start
-        while colon < end && bytes[colon] != 58 {
-            guard isTokenByte(bytes[colon]) else {
-                throw UpstreamProtocolError(reason: colon == start ? "obs-fold or empty field name" : "invalid field name")
-            }
-            colon += 1
-        }
-        guard colon < end, colon > start else { throw UpstreamProtocolError(reason: "field line without a name and colon") }
-        var vs = colon + 1
-        var ve = end
-        while vs < ve && (bytes[vs] == 32 || bytes[vs] == 9) { vs += 1 }
-        while ve > vs && (bytes[ve - 1] == 32 || bytes[ve - 1] == 9) { ve -= 1 }
-        for k in vs..<ve {
-            let c = bytes[k]
-            guard c == 9 || (c >= 32 && c != 127) else { throw UpstreamProtocolError(reason: "control character in a field value") }
-        }
-        return UpstreamResponseHead.FieldRange(nameStart: Int32(start), nameEnd: Int32(colon), valueStart: Int32(vs), valueEnd: Int32(ve))
-    }
-
-    /// tchar (RFC 9110 §5.6.2).
-    @inline(__always)
-    static func isTokenByte(_ c: UInt8) -> Bool {
-        switch c {
-        case 48...57, 65...90, 97...122: return true
-        case 33, 35, 36, 37, 38, 39, 42, 43, 45, 46, 94, 95, 96, 124, 126: return true
-        default: return false
-        }
-    }
-
     // MARK: - Lines (chunk sizes, trailers)
 
     /// A CRLF-terminated line (without the CRLF), across reads; nil until it is complete.
@@ -390,34 +341,13 @@ final class UpstreamResponseParser {
         return nil
     }
 
-    /// `1*HEXDIG [ chunk-ext ]`.
+    // MARK: - Shared syntax, with this side's error
+
+    static func field(_ bytes: UnsafeRawBufferPointer, from start: Int, to end: Int) throws(UpstreamProtocolError) -> UpstreamResponseHead.FieldRange {
+        do { return try HTTP1Syntax.field(bytes, from: start, to: end) } catch { throw UpstreamProtocolError(reason: error.reason) }
+    }
+
     static func chunkSize(_ line: [UInt8]) throws(UpstreamProtocolError) -> Int {
-        var size = 0
-        var digits = 0
-        var i = 0
-        while i < line.count {
-            let c = line[i]
-            let v: Int
-            switch c {
-            case 48...57: v = Int(c - 48)
-            case 65...70: v = Int(c - 55)
-            case 97...102: v = Int(c - 87)
-            default: v = -1
-            }
-            if v < 0 { break }
-            digits += 1
-            guard digits <= 15 else { throw UpstreamProtocolError(reason: "chunk size too large") }
-            size = size * 16 + v
-            i += 1
-        }
-        guard digits > 0 else { throw UpstreamProtocolError(reason: "bad chunk size") }
-        while i < line.count && (line[i] == 32 || line[i] == 9) { i += 1 }
-        if i < line.count {
-            guard line[i] == 59 else { throw UpstreamProtocolError(reason: "bad chunk size") }
-            for c in line[i...] where !(c == 9 || (c >= 32 && c != 127)) {
-                throw UpstreamProtocolError(reason: "control character in a chunk extension")
-            }
-        }
-        return size
+        do { return try HTTP1Syntax.chunkSize(line, strict: false) } catch { throw UpstreamProtocolError(reason: error.reason) }
     }
 }

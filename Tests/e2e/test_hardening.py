@@ -47,6 +47,10 @@ SMUGGLING = {
     "chunk size 0x5": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
     "chunk extension with bare LF": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nxx\r\nhello\r\n0\r\n\r\n",
     "missing CRLF after chunk data": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+    "chunk size with trailing space": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+    "5000-digit chunk size": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"0" * 4999 + b"5\r\nhello\r\n0\r\n\r\n",
+    "NUL in request-target": b"GET /a\x00b HTTP/1.1\r\nHost: x\r\n\r\n",
+    "quoted TE": b'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "chunked"\r\n\r\n0\r\n\r\n',
 }
 
 
@@ -58,6 +62,24 @@ def test_a_malformed_requests_get_400_and_nothing_is_forwarded(proxied, name):
     data = recv_all(s, timeout=3)
     assert data.startswith(b"HTTP/1.1 400"), (name, data[:80])
     assert origin.requests == [], name
+
+
+def test_a_other_http_versions_get_505(proxied):
+    port, origin = proxied
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n")
+    assert recv_all(s, timeout=3).startswith(b"HTTP/1.1 505")
+    assert origin.requests == []
+
+
+def test_a_empty_line_before_a_request_is_ignored(proxied):
+    port, origin = proxied
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"\r\n")
+    time.sleep(0.1)  # the empty line arrives in a read of its own
+    s.sendall(b"GET /after-empty-line HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert recv_all(s, timeout=5).startswith(b"HTTP/1.1 200")
+    assert [r[1] for r in origin.requests] == ["/after-empty-line"]
 
 
 def test_e6_too_many_headers_is_431(proxied):
