@@ -33,8 +33,11 @@ final class DeadlineTimer {
         task = nil
     }
 
+    /// The task holds the timer strongly until it fires or is cancelled (owners cancel when their
+    /// handler leaves its pipeline). Not weakly: a weak reference would give the timer a side
+    /// table, and every retain and release of it (several per request) would take the slow path.
     private func schedule(at due: NIODeadline) {
-        task = eventLoop.assumeIsolated().scheduleTask(deadline: due) { [weak self] in self?.fire() }
+        task = eventLoop.assumeIsolated().scheduleTask(deadline: due) { self.fire() }
     }
 
     private func fire() {

@@ -453,7 +453,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // Unowned: the timer lives and dies with this handler (no side table, see respondLocally).
             headTimer = DeadlineTimer(eventLoop: context.eventLoop) { [unowned self] in self.headTimedOut() }
         }
-        headTimer?.arm(in: runtime.config.timeouts.requestHeaders.timeAmount)
+        headTimer?.arm(in: runtime.requestHeadersTimeout)
     }
 
     private func headTimedOut() {
@@ -474,7 +474,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if responseTimer == nil {
             responseTimer = DeadlineTimer(eventLoop: context.eventLoop) { [unowned self] in self.responseTimedOut() }
         }
-        responseTimer?.arm(in: runtime.config.timeouts.upstreamResponse.timeAmount)
+        responseTimer?.arm(in: runtime.upstreamResponseTimeout)
     }
 
     private func responseTimedOut() {

@@ -49,6 +49,9 @@ final class ProxyRuntime: Sendable {
     let tunnels: TunnelRegistry
     /// Special addresses a target name may resolve to (`policy.allowed_addresses`).
     let allowedAddresses: Set<String>
+    /// The per-request timeouts, converted once.
+    let requestHeadersTimeout: TimeAmount
+    let upstreamResponseTimeout: TimeAmount
     /// The configured clusters by name, each with its pool key made once.
     let clusters: [String: ClusterTarget]
     private let loops: [ObjectIdentifier: NIOLoopBoundBox<LoopContext?>]
@@ -67,6 +70,8 @@ final class ProxyRuntime: Sendable {
         self.resolver = TargetResolver(threadPool: threadPool)
         self.tunnels = TunnelRegistry()
         self.allowedAddresses = Set(config.policy.allowedAddresses)
+        self.requestHeadersTimeout = config.timeouts.requestHeaders.timeAmount
+        self.upstreamResponseTimeout = config.timeouts.upstreamResponse.timeAmount
         self.clusters = Dictionary(config.clusters.map { ($0.name, ClusterTarget($0)) }, uniquingKeysWith: { first, _ in first })
         var loops: [ObjectIdentifier: NIOLoopBoundBox<LoopContext?>] = [:]
         for loop in group.makeIterator() {
