@@ -22,6 +22,8 @@ final class Exchange {
     let instance: PolicyInstance
     let outcome: PolicyOutcome
     let upstreamKey: String
+    /// This loop's idle connections to that upstream (looked up once per exchange).
+    let idle: IdleConnections
     let poolLimit: Int
     let clientKeepAlive: Bool
     let startedAt: NIODeadline
@@ -46,8 +48,9 @@ final class Exchange {
 
     init(
         kind: Kind, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, upstreamKey: String,
-        poolLimit: Int, clientKeepAlive: Bool
+        idle: IdleConnections, poolLimit: Int, clientKeepAlive: Bool
     ) {
+        self.idle = idle
         self.kind = kind
         self.request = request
         self.instance = instance

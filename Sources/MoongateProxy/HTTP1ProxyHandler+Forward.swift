@@ -28,14 +28,14 @@ extension HTTP1ProxyHandler {
         }
         let exchange = Exchange(
             kind: kind, request: request, instance: instance, outcome: outcome, upstreamKey: destination.key,
-            poolLimit: destination.poolLimit, clientKeepAlive: keepAlive)
+            idle: loop.pools.connections(to: destination.key), poolLimit: destination.poolLimit, clientKeepAlive: keepAlive)
         let (upstreamHeadBytes, requestFraming) = upstreamHead(
             for: request, kind: kind, head: head, headers: headers, allocator: context.channel.allocator)
         exchange.requestFraming = requestFraming
         exchange.pending.append(upstreamHeadBytes)
         state = .exchanging(exchange)
 
-        if kind == .forward, let handler = loop.pools.acquire(exchange.upstreamKey) {
+        if kind == .forward, let handler = exchange.idle.acquire() {
             handler.delegate = self
             exchange.attach(handler)
             resumeClientReads()
@@ -220,7 +220,7 @@ extension HTTP1ProxyHandler {
         if let upstream = exchange.upstream {
             upstream.delegate = nil
             if exchange.upstreamKeepAlive, exchange.kind == .forward {
-                loop.pools.release(upstream, key: exchange.upstreamKey, limit: exchange.poolLimit)
+                exchange.idle.release(upstream, limit: exchange.poolLimit)
             } else {
                 upstream.channel?.close(promise: nil)
             }

@@ -31,7 +31,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// it); every end of an exchange sets it back to nil.
     var delegate: (any UpstreamDelegate)?
     /// Set while idle in a pool, so a close can be reported there.
-    var pools: UpstreamPools?
+    var idlePool: IdleConnections?
     private(set) var context: ChannelHandlerContext?
     private var pendingRead = false
     private let parser: UpstreamResponseParser
@@ -104,7 +104,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         isOpen = false
         inputEnded(context: context)
-        pools?.remove(self, key: key)
+        idlePool?.remove(self)
         context.fireChannelInactive()
     }
 

@@ -2,33 +2,45 @@ import Logging
 import MoongateConfig
 import NIOCore
 
-/// Idle keep-alive upstream connections of one event loop, by upstream key (`host:port`, or a
-/// cluster's key), kept as their handlers (no pipeline lookup per request). Only touched on its
-/// loop: no locks. Each key's list is modified in place (no copy per acquire or release).
+/// Idle keep-alive upstream connections of one event loop, one ``IdleConnections`` per upstream
+/// key (`host:port`, or a cluster's key). Only touched on its loop: no locks.
 final class UpstreamPools {
-    private var idle: [String: [UpstreamHandler]] = [:]
+    private var byKey: [String: IdleConnections] = [:]
 
-    /// An idle connection to `key`, if one is open; it leaves the pool.
-    func acquire(_ key: String) -> UpstreamHandler? {
-        while let handler = idle[key]?.popLast() {
-            handler.pools = nil
+    /// The idle connections to `key` (made on first use). An exchange looks them up once.
+    func connections(to key: String) -> IdleConnections {
+        if let idle = byKey[key] { return idle }
+        let idle = IdleConnections()
+        byKey[key] = idle
+        return idle
+    }
+}
+
+/// The idle connections to one upstream, kept as their handlers (no pipeline lookup per request).
+final class IdleConnections {
+    private var handlers: [UpstreamHandler] = []
+
+    /// An idle connection, if one is open; it leaves the pool.
+    func acquire() -> UpstreamHandler? {
+        while let handler = handlers.popLast() {
+            handler.idlePool = nil
             if handler.isOpen { return handler }
         }
         return nil
     }
 
-    /// Keeps the connection for reuse (at most `limit` idle per key); closes it otherwise.
-    func release(_ handler: UpstreamHandler, key: String, limit: Int) {
-        guard handler.isOpen, idle[key, default: []].count < limit else {
+    /// Keeps the connection for reuse (at most `limit` idle); closes it otherwise.
+    func release(_ handler: UpstreamHandler, limit: Int) {
+        guard handler.isOpen, handlers.count < limit else {
             handler.close()
             return
         }
-        handler.pools = self
-        idle[key, default: []].append(handler)
+        handler.idlePool = self
+        handlers.append(handler)
     }
 
     /// Forgets a connection that closed while idle.
-    func remove(_ handler: UpstreamHandler, key: String) {
-        idle[key]?.removeAll { $0 === handler }
+    func remove(_ handler: UpstreamHandler) {
+        handlers.removeAll { $0 === handler }
     }
 }
