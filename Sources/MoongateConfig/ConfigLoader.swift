@@ -155,13 +155,14 @@ public enum ConfigLoader {
 
     private static func parseLimits(_ node: ConfigNode) throws(ConfigError) -> Limits {
         let map = try node.mapping(allowed: [
-            "max_header_bytes", "max_header_count", "max_request_line_bytes", "max_connections", "max_tunnels",
-            "max_tunnels_per_client",
+            "max_header_bytes", "max_header_count", "max_request_line_bytes", "max_header_field_bytes",
+            "max_connections", "max_tunnels", "max_tunnels_per_client",
         ])
         var limits = Limits()
         if let n = map["max_header_bytes"] { limits.maxHeaderBytes = try n.byteSize() }
         if let n = map["max_header_count"] { limits.maxHeaderCount = try n.int(in: 1...10_000) }
         if let n = map["max_request_line_bytes"] { limits.maxRequestLineBytes = try n.byteSize() }
+        if let n = map["max_header_field_bytes"] { limits.maxHeaderFieldBytes = try n.byteSize() }
         if let n = map["max_connections"] { limits.maxConnections = try n.int(in: 1...1_000_000) }
         if let n = map["max_tunnels"] { limits.maxTunnels = try n.int(in: 1...1_000_000) }
         if let n = map["max_tunnels_per_client"] { limits.maxTunnelsPerClient = try n.int(in: 1...1_000_000) }

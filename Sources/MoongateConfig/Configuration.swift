@@ -84,6 +84,8 @@ public struct Limits: Sendable {
     public var maxHeaderBytes = 60 * 1024
     public var maxHeaderCount = 100
     public var maxRequestLineBytes = 8 * 1024
+    /// One request field line (name, colon, value); a longer one gets 431.
+    public var maxHeaderFieldBytes = 8 * 1024
     public var maxConnections = 10_000
     public var maxTunnels = 5_000
     /// Open tunnels (CONNECT and upgrades) per client address (hardening.md §C.12: descriptors

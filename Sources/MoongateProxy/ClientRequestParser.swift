@@ -1,3 +1,4 @@
+import MoongateConfig
 import MoongatePolicy
 import NIOCore
 
@@ -49,7 +50,8 @@ struct ClientRequestError: Error, Hashable {
 /// Content-Length digits only (repeats must agree), Transfer-Encoding exactly `chunked` (once) and
 /// never with Content-Length, chunk sizes of at most 15 hex digits on bounded lines with nothing
 /// but an extension after them, CRLF after chunk data. Every refusal is a ``ClientRequestError``:
-/// 400, or 431 for a head over the size or field-count limits. After a CONNECT head, and after
+/// 400; 414 for a request line over its limit; 431 for a field line, or a head, over the size or
+/// field-count limits (hardening.md §1.5: 8 KiB, 8 KiB, 60 KiB, 100 fields). After a CONNECT head, and after
 /// an upgrade request, HTTP is over: the rest is handed back as raw bytes.
 final class ClientRequestParser {
     private enum State {
@@ -71,12 +73,24 @@ final class ClientRequestParser {
     private var pending = ByteBuffer()
     private var scanned = 0
     private var trailerBytes = 0
+    /// The pending head's request line is known to be within its limit.
+    private var requestLineEnded = false
     private let maxHeadBytes: Int
     private let maxFields: Int
+    private let maxRequestLine: Int
+    private let maxFieldLine: Int
 
-    init(maxHeadBytes: Int, maxFields: Int) {
+    init(maxHeadBytes: Int, maxFields: Int, maxRequestLine: Int = 8 * 1024, maxFieldLine: Int = 8 * 1024) {
         self.maxHeadBytes = maxHeadBytes
         self.maxFields = maxFields
+        self.maxRequestLine = maxRequestLine
+        self.maxFieldLine = maxFieldLine
+    }
+
+    convenience init(limits: Limits) {
+        self.init(
+            maxHeadBytes: limits.maxHeaderBytes, maxFields: limits.maxHeaderCount,
+            maxRequestLine: limits.maxRequestLineBytes, maxFieldLine: limits.maxHeaderFieldBytes)
     }
 
     /// True while nothing of a request has been read since the last one ended.
@@ -104,7 +118,7 @@ final class ClientRequestParser {
                 return input
             case .head:
                 guard let raw = try takeHead(&input) else { return nil }
-                let head = try Self.parseHead(raw, maxFields: maxFields)
+                let head = try parseHead(raw)
                 emit(.head(head))
                 endsHTTP = head.isCONNECT || head.isUpgrade
                 switch head.framing {
@@ -166,21 +180,27 @@ final class ClientRequestParser {
                 input.moveReaderIndex(forwardBy: 2)
             }
             if let end = try Self.headEnd(in: input, from: 0) {
-                guard end <= maxHeadBytes else { throw ClientRequestError(status: 431, reason: "request head too large") }
+                guard end <= maxHeadBytes else { throw tooLarge(input) }
                 return input.readSlice(length: end)
             }
         }
         pending.writeBuffer(&input)
         if let end = try Self.headEnd(in: pending, from: max(0, scanned - 3)) {
-            guard end <= maxHeadBytes else { throw ClientRequestError(status: 431, reason: "request head too large") }
+            guard end <= maxHeadBytes else { throw tooLarge(pending) }
             let head = pending.readSlice(length: end)!
             input = pending
             pending = ByteBuffer()
             scanned = 0
+            requestLineEnded = false
             return head
         }
         scanned = pending.readableBytes
-        guard pending.readableBytes <= maxHeadBytes else { throw ClientRequestError(status: 431, reason: "request head too large") }
+        if !requestLineEnded && pending.readableBytes > maxRequestLine + 2 {
+            // Checked once per head: a slow client cannot make this scan run per byte.
+            guard pending.readableBytesView.prefix(maxRequestLine + 2).contains(10) else { throw Self.requestLineTooLong }
+            requestLineEnded = true
+        }
+        guard pending.readableBytes <= maxHeadBytes else { throw tooLarge(pending) }
         return nil
     }
 
@@ -202,16 +222,23 @@ final class ClientRequestParser {
         return end == 0 ? nil : end
     }
 
-    /// Parses and checks a complete head (it ends with `\r\n\r\n`).
-    static func parseHead(_ raw: ByteBuffer, maxFields: Int) throws(ClientRequestError) -> ClientRequestHead {
-        do {
-            return try raw.withUnsafeReadableBytes { bytes in
-                Result { () throws(ClientRequestError) in try parseHead(bytes, maxFields: maxFields) }
-            }.get()
-        }
+    private static let requestLineTooLong = ClientRequestError(status: 414, reason: "request line too long")
+
+    /// A head over the size limit: 414 when its request line alone is too long, 431 otherwise.
+    private func tooLarge(_ head: ByteBuffer) -> ClientRequestError {
+        head.readableBytesView.prefix(maxRequestLine + 2).contains(10)
+            ? ClientRequestError(status: 431, reason: "request head too large") : Self.requestLineTooLong
     }
 
-    private static func parseHead(_ bytes: UnsafeRawBufferPointer, maxFields: Int) throws(ClientRequestError) -> ClientRequestHead {
+    /// Parses and checks a complete head (it ends with `\r\n\r\n`).
+    private func parseHead(_ raw: ByteBuffer) throws(ClientRequestError) -> ClientRequestHead {
+        try raw.withUnsafeReadableBytes { bytes in
+            Result { () throws(ClientRequestError) in try parseHead(bytes) }
+        }.get()
+    }
+
+    private func parseHead(_ bytes: UnsafeRawBufferPointer) throws(ClientRequestError) -> ClientRequestHead {
+        let bad = Self.bad
         // [empty lines, when they came in a read of their own] method SP request-target SP HTTP/1.x CRLF
         var i = 0
         while i + 4 < bytes.count && bytes[i] == 13 && bytes[i + 1] == 10 { i += 2 }
@@ -234,6 +261,7 @@ final class ClientRequestParser {
         }
         let minor = Int(bytes[i + 7] - 48)
         i += 10
+        guard i - methodStart <= maxRequestLine + 2 else { throw Self.requestLineTooLong }
         var fields: [HeaderField] = []
         fields.reserveCapacity(12)
         var contentLength: Int? = nil
@@ -246,6 +274,7 @@ final class ClientRequestParser {
             var lineEnd = i
             while bytes[lineEnd] != 13 { lineEnd += 1 }
             guard bytes[lineEnd + 1] == 10 else { throw bad("bare CR") }
+            guard lineEnd - i <= maxFieldLine else { throw ClientRequestError(status: 431, reason: "header field too large") }
             let field: UpstreamResponseHead.FieldRange
             do { field = try HTTP1Syntax.field(bytes, from: i, to: lineEnd) } catch { throw bad(error.reason) }
             guard fields.count < maxFields else { throw ClientRequestError(status: 431, reason: "too many header fields") }

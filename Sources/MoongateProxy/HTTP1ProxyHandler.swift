@@ -63,8 +63,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     init(runtime: ProxyRuntime, loop: LoopContext) {
         self.runtime = runtime
         self.loop = loop
-        self.parser = ClientRequestParser(
-            maxHeadBytes: runtime.config.limits.maxHeaderBytes, maxFields: runtime.config.limits.maxHeaderCount)
+        self.parser = ClientRequestParser(limits: runtime.config.limits)
     }
 
     // MARK: - Lifecycle

@@ -19,6 +19,8 @@ struct ConfigLoaderTests {
         let config = try ConfigLoader.parse("listeners: [{ name: a, address: 127.0.0.1, port: 3128 }]\n", path: "/x/c.yaml")
         #expect(config.limits.maxHeaderBytes == 60 * 1024)
         #expect(config.limits.maxHeaderCount == 100)
+        #expect(config.limits.maxRequestLineBytes == 8 * 1024)
+        #expect(config.limits.maxHeaderFieldBytes == 8 * 1024)
         #expect(config.limits.maxTunnels == 5_000)
         #expect(config.limits.maxTunnelsPerClient == 1_000)
         #expect(config.timeouts.requestHeaders == .seconds(10))

@@ -143,6 +143,40 @@ struct ClientRequestParserTests {
         }
     }
 
+    @Test("A request line over its limit answers 414, a field line over its own 431, whole or in pieces")
+    func lineLimits() {
+        let parser = { ClientRequestParser(maxHeadBytes: 60 * 1024, maxFields: 100, maxRequestLine: 100, maxFieldLine: 50) }
+        let longLine = "GET /" + String(repeating: "a", count: 200) + " HTTP/1.1\r\nHost: x\r\n\r\n"
+        let longField = "GET / HTTP/1.1\r\nX-A: " + String(repeating: "b", count: 60) + "\r\n\r\n"
+        for step in [nil, 7] as [Int?] {
+            #expect(throws: ClientRequestError(status: 414, reason: "request line too long")) {
+                try feed(parser(), longLine, splitEvery: step)
+            }
+            #expect(throws: ClientRequestError(status: 431, reason: "header field too large")) {
+                try feed(parser(), longField, splitEvery: step)
+            }
+        }
+        // A request line with no end in sight is refused once it passes the limit.
+        #expect(throws: ClientRequestError(status: 414, reason: "request line too long")) {
+            try feed(parser(), "GET /" + String(repeating: "a", count: 500), splitEvery: 10)
+        }
+        // Over the head limit because of the request line alone: still 414.
+        #expect(throws: ClientRequestError(status: 414, reason: "request line too long")) {
+            try feed(ClientRequestParser(maxHeadBytes: 150, maxFields: 100, maxRequestLine: 100, maxFieldLine: 50), longLine)
+        }
+    }
+
+    private func feed(_ parser: ClientRequestParser, _ text: String, splitEvery step: Int? = nil) throws(ClientRequestError) {
+        let bytes = Array(text.utf8)
+        let size = step ?? bytes.count
+        var offset = 0
+        while offset < bytes.count {
+            var buffer = ByteBuffer(bytes: bytes[offset..<min(offset + size, bytes.count)])
+            offset += size
+            _ = try parser.feed(&buffer) { _ in }
+        }
+    }
+
     @Test("After a refusal the parser takes nothing more")
     func failedStaysFailed() throws {
         let parser = ClientRequestParser(maxHeadBytes: 1024, maxFields: 10)

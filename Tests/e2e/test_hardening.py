@@ -97,6 +97,22 @@ def test_e5_oversized_header_is_431(proxied):
     assert recv_all(s, timeout=3).startswith(b"HTTP/1.1 431")
 
 
+def test_e7_huge_request_line_is_414(proxied):
+    port, origin = proxied
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET /" + b"a" * (9 * 1024) + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert recv_all(s, timeout=3).startswith(b"HTTP/1.1 414")
+    assert origin.requests == []
+
+
+def test_e5_field_over_8_kib_is_431(proxied):
+    port, origin = proxied
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (9 * 1024) + b"\r\n\r\n")
+    assert recv_all(s, timeout=3).startswith(b"HTTP/1.1 431")
+    assert origin.requests == []
+
+
 def test_e1_slowloris_gets_408(proxied):
     port, _ = proxied
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
