@@ -177,6 +177,31 @@ struct ClientRequestParserTests {
         }
     }
 
+    @Test("Random bytes after valid and invalid starts: an answer or a refusal, never a crash (bounded)")
+    func randomInput() {
+        var rng = SplitMix64(seed: 0x6d6f_6f6e_6761_7465)
+        let alphabet = Array("GET /HTTP1.0:-;xX \r\n\r\n\t\u{0}\u{7f}0aF".utf8) + [0x80, 0xff]
+        let starts = ["", "GET / HTTP/1.1\r\n", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                      "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n", "CONNECT a:1 HTTP/1.1\r\n\r\n"]
+        for round in 0..<4_000 {
+            var bytes = Array(starts[round % starts.count].utf8)
+            for _ in 0..<Int(rng.next() % 120) { bytes.append(alphabet[Int(rng.next() % UInt64(alphabet.count))]) }
+            let parser = ClientRequestParser(maxHeadBytes: 256, maxFields: 8, maxRequestLine: 64, maxFieldLine: 64)
+            var offset = 0
+            while offset < bytes.count {
+                let size = 1 + Int(rng.next() % 16)
+                var buffer = ByteBuffer(bytes: bytes[offset..<min(offset + size, bytes.count)])
+                offset += size
+                do {
+                    _ = try parser.feed(&buffer) { _ in }
+                } catch {
+                    #expect([400, 414, 431, 505].contains(error.status))
+                    break
+                }
+            }
+        }
+    }
+
     @Test("After a refusal the parser takes nothing more")
     func failedStaysFailed() throws {
         let parser = ClientRequestParser(maxHeadBytes: 1024, maxFields: 10)
@@ -186,5 +211,18 @@ struct ClientRequestParserTests {
         var parts = 0
         _ = try parser.feed(&good) { _ in parts += 1 }
         #expect(parts == 0)
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so a failing input can be replayed.
+struct SplitMix64 {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
