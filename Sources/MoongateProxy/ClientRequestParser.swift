@@ -79,6 +79,9 @@ final class ClientRequestParser {
     private let maxFields: Int
     private let maxRequestLine: Int
     private let maxFieldLine: Int
+    /// The fields of the last head, reused for the next one (no allocation per request once the
+    /// previous request is gone).
+    private var fields: [HeaderField] = []
 
     init(maxHeadBytes: Int, maxFields: Int, maxRequestLine: Int = 8 * 1024, maxFieldLine: Int = 8 * 1024) {
         self.maxHeadBytes = maxHeadBytes
@@ -262,8 +265,8 @@ final class ClientRequestParser {
         let minor = Int(bytes[i + 7] - 48)
         i += 10
         guard i - methodStart <= maxRequestLine + 2 else { throw Self.requestLineTooLong }
-        var fields: [HeaderField] = []
-        fields.reserveCapacity(12)
+        fields.removeAll(keepingCapacity: true)
+        if fields.capacity < 12 { fields.reserveCapacity(12) }
         var contentLength: Int? = nil
         var chunked = false
         var close = false

@@ -102,16 +102,19 @@ final class Exchange {
         flushUpstream()
     }
 
-    /// Attaches the connection and writes what was waiting.
-    func attach(_ handler: UpstreamHandler) {
+    /// Attaches the connection and writes `first` (a request head not yet kept) and what was waiting.
+    func attach(_ handler: UpstreamHandler, first: ByteBuffer? = nil) {
         upstream = handler
         switch kind {
         case .forward: handler.expectResponse(.response(head: request.method == "HEAD"))
         case .upgrade: handler.expectResponse(.upgrade)
         case .connectVia: handler.expectResponse(.connect)
         }
-        for bytes in pending { handler.write(bytes) }
-        pending = []
+        if let first { handler.write(first) }
+        if !pending.isEmpty {
+            for bytes in pending { handler.write(bytes) }
+            pending = []
+        }
         unflushed = true
         flushUpstream()
     }

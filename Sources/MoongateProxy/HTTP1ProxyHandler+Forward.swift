@@ -32,15 +32,15 @@ extension HTTP1ProxyHandler {
         let (upstreamHeadBytes, requestFraming) = upstreamHead(
             for: request, kind: kind, head: head, headers: headers, allocator: context.channel.allocator)
         exchange.requestFraming = requestFraming
-        exchange.pending.append(upstreamHeadBytes)
         state = .exchanging(exchange)
 
         if kind == .forward, let handler = exchange.idle.acquire() {
             handler.delegate = self
-            exchange.attach(handler)
+            exchange.attach(handler, first: upstreamHeadBytes)
             resumeClientReads()
             return
         }
+        exchange.pending.append(upstreamHeadBytes)
         dial(destination, context: context).assumeIsolated().whenComplete { result in
             guard case .exchanging(let current) = self.state, current === exchange else {
                 if case .success(let channel) = result { channel.close(promise: nil) }
@@ -286,7 +286,12 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
             let status = head.code
             let framing = HTTP1Wire.framing(status: status, request: exchange.request, upstream: head.framing)
             let closeAfter = !exchange.clientKeepAlive || exchange.kind != .forward || framing == .untilClose
-            var buffer = context.channel.allocator.buffer(capacity: 512)
+            // Room for the head and a small body read with it (see `coalescedBodyLimit`).
+            var capacity = head.raw.readableBytes + 64
+            if framing == .length, case .length(let length) = head.framing, length <= Self.coalescedBodyLimit {
+                capacity += length
+            }
+            var buffer = context.channel.allocator.buffer(capacity: capacity)
             HTTP1Wire.writeStatusLine(head.status, into: &buffer)
             if exchange.instance.hasResponseHooks {
                 var headers = head.fields

@@ -67,10 +67,14 @@ final class UpstreamResponseParser {
     private var finishedInThisRead = false
     private let maxHeadBytes: Int
     private let maxFields: Int
+    /// The field index of the last head, reused for the next one (no allocation per response
+    /// once the previous head is gone).
+    private var fieldRanges: [UpstreamResponseHead.FieldRange] = []
 
     init(maxHeadBytes: Int, maxFields: Int) {
         self.maxHeadBytes = maxHeadBytes
         self.maxFields = maxFields
+        fieldRanges.reserveCapacity(16)
     }
 
     /// True while no response is due (idle in a pool).
@@ -187,7 +191,7 @@ final class UpstreamResponseParser {
     private func startBody(of raw: ByteBuffer, emit: (UpstreamPart) -> Void) throws(UpstreamProtocolError) {
         guard raw.readableBytes <= maxHeadBytes else { throw UpstreamProtocolError(reason: "head too large") }
         let parsed = try raw.withUnsafeReadableBytes { bytes in
-            Result { () throws(UpstreamProtocolError) in try Self.parseHead(bytes, maxFields: maxFields) }
+            Result { () throws(UpstreamProtocolError) in try Self.parseHead(bytes, maxFields: maxFields, ranges: &fieldRanges) }
         }.get()
         let code = parsed.code
         let informational = code < 200 && code != 101
@@ -236,7 +240,9 @@ final class UpstreamResponseParser {
     }
 
     /// The status line and field lines of a head that ends with `\r\n\r\n`.
-    static func parseHead(_ bytes: UnsafeRawBufferPointer, maxFields: Int) throws(UpstreamProtocolError) -> ParsedHead {
+    static func parseHead(
+        _ bytes: UnsafeRawBufferPointer, maxFields: Int, ranges: inout [UpstreamResponseHead.FieldRange]
+    ) throws(UpstreamProtocolError) -> ParsedHead {
         let n = bytes.count
         // HTTP/1.x SP 3DIGIT [SP reason] CRLF
         guard n >= 16, bytes[0] == 72, bytes[1] == 84, bytes[2] == 84, bytes[3] == 80, bytes[4] == 47, bytes[5] == 49,
@@ -264,8 +270,7 @@ final class UpstreamResponseParser {
         guard bytes[i] == 13, bytes[i + 1] == 10 else { throw UpstreamProtocolError(reason: "bad status line") }
         let reasonEnd = i
         i += 2
-        var ranges: [UpstreamResponseHead.FieldRange] = []
-        ranges.reserveCapacity(16)
+        ranges.removeAll(keepingCapacity: true)
         var contentLength: Int? = nil
         var chunked = false
         var close = false
