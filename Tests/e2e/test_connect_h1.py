@@ -223,7 +223,12 @@ def test_c12_tunnel_caps_per_client_and_global_refuse_cleanly_and_recover(moonga
         head, _ = recv_head(s)
         assert head.startswith("HTTP/1.1 200")
         held.append(s)
+    # The 200 goes out when the proxy's connect completes; the target's accept thread may count it later.
+    deadline = time.time() + 5
+    while upstream.accepted < 2 and time.time() < deadline:
+        time.sleep(0.05)
     accepted = upstream.accepted
+    assert accepted == 2
     s = connect(port, f"127.0.0.1:{upstream.port}")
     head, rest = recv_head(s)
     assert head.startswith("HTTP/1.1 503") and b"too many tunnels from this client" in rest + recv_all(s, timeout=2)
