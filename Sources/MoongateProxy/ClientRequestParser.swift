@@ -278,12 +278,12 @@ final class ClientRequestParser {
             while bytes[lineEnd] != 13 { lineEnd += 1 }
             guard bytes[lineEnd + 1] == 10 else { throw bad("bare CR") }
             guard lineEnd - i <= maxFieldLine else { throw ClientRequestError(status: 431, reason: "header field too large") }
-            let field: UpstreamResponseHead.FieldRange
+            let field: HTTP1Syntax.FieldRange
             do { field = try HTTP1Syntax.field(bytes, from: i, to: lineEnd) } catch { throw bad(error.reason) }
             guard fields.count < maxFields else { throw ClientRequestError(status: 431, reason: "too many header fields") }
             let (ns, ne, vs, ve) = (field.nameStart, field.nameEnd, field.valueStart, field.valueEnd)
             switch ne - ns {
-            case 14 where UpstreamResponseHead.equalsFolded(bytes, ns, ne, "content-length"):
+            case 14 where HTTP1Syntax.equalsFolded(bytes, ns, ne, "content-length"):
                 var value = 0
                 guard ve > vs, ve - vs <= 18 else { throw bad("bad Content-Length") }
                 for k in Int(vs)..<Int(ve) {
@@ -293,22 +293,22 @@ final class ClientRequestParser {
                 }
                 if let previous = contentLength, previous != value { throw bad("conflicting Content-Length fields") }
                 contentLength = value
-            case 17 where UpstreamResponseHead.equalsFolded(bytes, ns, ne, "transfer-encoding"):
-                guard !chunked, UpstreamResponseHead.equalsFolded(bytes, vs, ve, "chunked") else {
+            case 17 where HTTP1Syntax.equalsFolded(bytes, ns, ne, "transfer-encoding"):
+                guard !chunked, HTTP1Syntax.equalsFolded(bytes, vs, ve, "chunked") else {
                     throw bad("unsupported Transfer-Encoding")
                 }
                 chunked = true
-            case 10 where UpstreamResponseHead.equalsFolded(bytes, ns, ne, "connection"):
-                UpstreamResponseHead.forEachToken(bytes, vs, ve) { s, e in
-                    if UpstreamResponseHead.equalsFolded(bytes, s, e, "close") {
+            case 10 where HTTP1Syntax.equalsFolded(bytes, ns, ne, "connection"):
+                HTTP1Syntax.forEachToken(bytes, vs, ve) { s, e in
+                    if HTTP1Syntax.equalsFolded(bytes, s, e, "close") {
                         close = true
-                    } else if UpstreamResponseHead.equalsFolded(bytes, s, e, "keep-alive") {
+                    } else if HTTP1Syntax.equalsFolded(bytes, s, e, "keep-alive") {
                         keepAliveToken = true
-                    } else if UpstreamResponseHead.equalsFolded(bytes, s, e, "upgrade") {
+                    } else if HTTP1Syntax.equalsFolded(bytes, s, e, "upgrade") {
                         upgradeToken = true
                     }
                 }
-            case 7 where UpstreamResponseHead.equalsFolded(bytes, ns, ne, "upgrade"):
+            case 7 where HTTP1Syntax.equalsFolded(bytes, ns, ne, "upgrade"):
                 upgradeField = true
             default:
                 break

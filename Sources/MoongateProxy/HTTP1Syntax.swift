@@ -1,3 +1,4 @@
+import MoongatePolicy
 import NIOCore
 
 /// Why bytes are not HTTP/1.1 (each side maps it to its own answer: 400 to a client, 502 for an upstream).
@@ -7,6 +8,35 @@ struct HTTP1SyntaxError: Error, Hashable {
 
 /// The HTTP/1.1 grammar both parsers share (RFC 9110 §5, RFC 9112 §2–§7), on raw bytes.
 enum HTTP1Syntax {
+    /// Offsets of one field line in a head (name, and value without surrounding whitespace).
+    struct FieldRange {
+        var nameStart: Int32
+        var nameEnd: Int32
+        var valueStart: Int32
+        var valueEnd: Int32
+    }
+
+    /// ASCII case-insensitive comparison of `bytes[start..<end]` with a lower-case literal.
+    static func equalsFolded(_ bytes: UnsafeRawBufferPointer, _ start: Int32, _ end: Int32, _ literal: StaticString) -> Bool {
+        asciiEqualsLowercase(UnsafeRawBufferPointer(rebasing: bytes[Int(start)..<Int(end)]), literal)
+    }
+
+    /// The comma-separated tokens of a list value (trimmed, empty ones skipped), as ranges.
+    static func forEachToken(_ bytes: UnsafeRawBufferPointer, _ start: Int32, _ end: Int32, _ body: (Int32, Int32) -> Void) {
+        var i = Int(start)
+        let stop = Int(end)
+        while i < stop {
+            var j = i
+            while j < stop && bytes[j] != UInt8(ascii: ",") { j += 1 }
+            var lower = i
+            var upper = j
+            while lower < upper && (bytes[lower] == 0x20 || bytes[lower] == 0x09) { lower += 1 }
+            while upper > lower && (bytes[upper - 1] == 0x20 || bytes[upper - 1] == 0x09) { upper -= 1 }
+            if lower < upper { body(Int32(lower), Int32(upper)) }
+            i = j + 1
+        }
+    }
+
     /// The index just past `\r\n\r\n`, if present.
     static func blankLine(in buffer: ByteBuffer, from start: Int) -> Int? {
         buffer.withUnsafeReadableBytes { bytes -> Int? in
@@ -26,7 +56,7 @@ enum HTTP1Syntax {
 
     /// One `name: value` line (without its CRLF): a token name right before the colon, a value of
     /// visible characters, spaces and tabs (obs-text allowed), surrounding whitespace trimmed.
-    static func field(_ bytes: UnsafeRawBufferPointer, from start: Int, to end: Int) throws(HTTP1SyntaxError) -> UpstreamResponseHead.FieldRange {
+    static func field(_ bytes: UnsafeRawBufferPointer, from start: Int, to end: Int) throws(HTTP1SyntaxError) -> FieldRange {
         var colon = start
         while colon < end && bytes[colon] != 58 {
             guard isTokenByte(bytes[colon]) else {
@@ -43,7 +73,7 @@ enum HTTP1Syntax {
             let c = bytes[k]
             guard c == 9 || (c >= 32 && c != 127) else { throw HTTP1SyntaxError(reason: "control character in a field value") }
         }
-        return UpstreamResponseHead.FieldRange(nameStart: Int32(start), nameEnd: Int32(colon), valueStart: Int32(vs), valueEnd: Int32(ve))
+        return FieldRange(nameStart: Int32(start), nameEnd: Int32(colon), valueStart: Int32(vs), valueEnd: Int32(ve))
     }
 
     /// tchar (RFC 9110 §5.6.2).

@@ -8,13 +8,8 @@ import NIOHTTP1
 /// the field lines that pass the sanitization floor (``writeFields(into:dropContentLength:)``).
 /// Strings are made only when a script reads the response (``fields``).
 struct UpstreamResponseHead {
-    /// Offsets of one field line inside ``raw`` (name, and value without surrounding whitespace).
-    struct FieldRange {
-        var nameStart: Int32
-        var nameEnd: Int32
-        var valueStart: Int32
-        var valueEnd: Int32
-    }
+    /// Offsets of one field line inside ``raw``.
+    typealias FieldRange = HTTP1Syntax.FieldRange
 
     /// The status code (100…599).
     let code: Int
@@ -53,8 +48,8 @@ struct UpstreamResponseHead {
         raw.withUnsafeReadableBytes { bytes in
             var named: [FieldRange] = []
             if connectionNamesFields {
-                for field in ranges where Self.equalsFolded(bytes, field.nameStart, field.nameEnd, "connection") {
-                    Self.forEachToken(bytes, field.valueStart, field.valueEnd) { start, end in
+                for field in ranges where HTTP1Syntax.equalsFolded(bytes, field.nameStart, field.nameEnd, "connection") {
+                    HTTP1Syntax.forEachToken(bytes, field.valueStart, field.valueEnd) { start, end in
                         named.append(FieldRange(nameStart: start, nameEnd: end, valueStart: 0, valueEnd: 0))
                     }
                 }
@@ -62,7 +57,7 @@ struct UpstreamResponseHead {
             for field in ranges {
                 let name = UnsafeRawBufferPointer(rebasing: bytes[Int(field.nameStart)..<Int(field.nameEnd)])
                 if SanitizationFloor.isHopByHop(bytes: name) { continue }
-                if dropContentLength && Self.equalsFolded(bytes, field.nameStart, field.nameEnd, "content-length") { continue }
+                if dropContentLength && HTTP1Syntax.equalsFolded(bytes, field.nameStart, field.nameEnd, "content-length") { continue }
                 if !named.isEmpty && named.contains(where: { Self.sameFolded(bytes, $0, field) }) { continue }
                 out.writeBytes(name)
                 out.writeStaticString(": ")
@@ -73,11 +68,6 @@ struct UpstreamResponseHead {
     }
 
     // MARK: - Byte helpers
-
-    /// ASCII case-insensitive comparison of `bytes[start..<end]` with a lower-case literal.
-    static func equalsFolded(_ bytes: UnsafeRawBufferPointer, _ start: Int32, _ end: Int32, _ literal: StaticString) -> Bool {
-        asciiEqualsLowercase(UnsafeRawBufferPointer(rebasing: bytes[Int(start)..<Int(end)]), literal)
-    }
 
     /// Whether a token range (name fields of `token`) names the field `field`.
     private static func sameFolded(_ bytes: UnsafeRawBufferPointer, _ token: FieldRange, _ field: FieldRange) -> Bool {
@@ -91,21 +81,5 @@ struct UpstreamResponseHead {
             if a != b { return false }
         }
         return true
-    }
-
-    /// The comma-separated tokens of a list value (trimmed, empty ones skipped), as ranges.
-    static func forEachToken(_ bytes: UnsafeRawBufferPointer, _ start: Int32, _ end: Int32, _ body: (Int32, Int32) -> Void) {
-        var i = Int(start)
-        let stop = Int(end)
-        while i < stop {
-            var j = i
-            while j < stop && bytes[j] != UInt8(ascii: ",") { j += 1 }
-            var lower = i
-            var upper = j
-            while lower < upper && (bytes[lower] == 0x20 || bytes[lower] == 0x09) { lower += 1 }
-            while upper > lower && (bytes[upper - 1] == 0x20 || bytes[upper - 1] == 0x09) { upper -= 1 }
-            if lower < upper { body(Int32(lower), Int32(upper)) }
-            i = j + 1
-        }
     }
 }

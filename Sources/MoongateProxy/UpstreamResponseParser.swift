@@ -287,7 +287,7 @@ final class UpstreamResponseParser {
             ranges.append(field)
             let (ns, ne, vs, ve) = (field.nameStart, field.nameEnd, field.valueStart, field.valueEnd)
             switch ne - ns {
-            case 14 where UpstreamResponseHead.equalsFolded(bytes, ns, ne, "content-length"):
+            case 14 where HTTP1Syntax.equalsFolded(bytes, ns, ne, "content-length"):
                 var value = 0
                 guard ve > vs, ve - vs <= 18 else { throw UpstreamProtocolError(reason: "bad Content-Length") }
                 for k in Int(vs)..<Int(ve) {
@@ -299,16 +299,16 @@ final class UpstreamResponseParser {
                     throw UpstreamProtocolError(reason: "conflicting Content-Length fields")
                 }
                 contentLength = value
-            case 17 where UpstreamResponseHead.equalsFolded(bytes, ns, ne, "transfer-encoding"):
-                guard !chunked, UpstreamResponseHead.equalsFolded(bytes, vs, ve, "chunked") else {
+            case 17 where HTTP1Syntax.equalsFolded(bytes, ns, ne, "transfer-encoding"):
+                guard !chunked, HTTP1Syntax.equalsFolded(bytes, vs, ve, "chunked") else {
                     throw UpstreamProtocolError(reason: "unsupported Transfer-Encoding")
                 }
                 chunked = true
-            case 10 where UpstreamResponseHead.equalsFolded(bytes, ns, ne, "connection"):
-                UpstreamResponseHead.forEachToken(bytes, vs, ve) { s, e in
-                    if UpstreamResponseHead.equalsFolded(bytes, s, e, "close") {
+            case 10 where HTTP1Syntax.equalsFolded(bytes, ns, ne, "connection"):
+                HTTP1Syntax.forEachToken(bytes, vs, ve) { s, e in
+                    if HTTP1Syntax.equalsFolded(bytes, s, e, "close") {
                         close = true
-                    } else if UpstreamResponseHead.equalsFolded(bytes, s, e, "keep-alive") {
+                    } else if HTTP1Syntax.equalsFolded(bytes, s, e, "keep-alive") {
                         keepAliveToken = true
                     } else {
                         namesFields = true
