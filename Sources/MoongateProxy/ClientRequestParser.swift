@@ -51,8 +51,8 @@ struct ClientRequestError: Error, Hashable {
 /// never with Content-Length, chunk sizes of at most 15 hex digits on bounded lines with nothing
 /// but an extension after them, CRLF after chunk data. Every refusal is a ``ClientRequestError``:
 /// 400; 414 for a request line over its limit; 431 for a field line, or a head, over the size or
-/// field-count limits (hardening.md §1.5: 8 KiB, 8 KiB, 60 KiB, 100 fields). After a CONNECT head, and after
-/// an upgrade request, HTTP is over: the rest is handed back as raw bytes.
+/// field-count limits (hardening.md §1.5: 8 KiB, 8 KiB, 60 KiB, 100 fields). After a CONNECT head,
+/// and after an upgrade request, HTTP is over: the rest is handed back as raw bytes.
 final class ClientRequestParser {
     private enum State {
         case head
@@ -94,12 +94,6 @@ final class ClientRequestParser {
         self.init(
             maxHeadBytes: limits.maxHeaderBytes, maxFields: limits.maxHeaderCount,
             maxRequestLine: limits.maxRequestLineBytes, maxFieldLine: limits.maxHeaderFieldBytes)
-    }
-
-    /// True while nothing of a request has been read since the last one ended.
-    var isBetweenRequests: Bool {
-        if case .head = state { return pending.readableBytes == 0 }
-        return false
     }
 
     /// Parses what was read. Returns the bytes left once HTTP is over (nil otherwise).
