@@ -57,10 +57,7 @@ final class ClientRequestParser {
     private enum State {
         case head
         case body(remaining: Int)
-        case chunkSize
-        case chunkData(remaining: Int)
-        case chunkDataEnd(sawCR: Bool)
-        case trailers
+        case chunked
         /// HTTP is over: bytes are handed back raw.
         case raw
         case failed
@@ -69,10 +66,10 @@ final class ClientRequestParser {
     private var state: State = .head
     /// The request being read switches the connection to raw bytes when it ends.
     private var endsHTTP = false
-    /// A partial head, chunk-size line or trailer section.
+    /// A partial head.
     private var pending = ByteBuffer()
     private var scanned = 0
-    private var trailerBytes = 0
+    private var chunked = ChunkedDecoder(strictSizes: true, maxTrailerBytes: 0)
     /// The pending head's request line is known to be within its limit.
     private var requestLineEnded = false
     private let maxHeadBytes: Int
@@ -121,38 +118,25 @@ final class ClientRequestParser {
                 switch head.framing {
                 case .none, .length(0): finish(emit: emit)
                 case .length(let n): state = .body(remaining: n)
-                case .chunked: state = .chunkSize
+                case .chunked:
+                    chunked = ChunkedDecoder(strictSizes: true, maxTrailerBytes: maxHeadBytes)
+                    state = .chunked
                 }
             case .body(let remaining):
                 let take = min(remaining, input.readableBytes)
                 emit(.body(input.readSlice(length: take)!))
                 if take == remaining { finish(emit: emit) } else { state = .body(remaining: remaining - take) }
-            case .chunkSize:
-                guard let line = try takeLine(&input, limit: 1024) else { return nil }
-                let size: Int
-                do { size = try HTTP1Syntax.chunkSize(line, strict: true) } catch { throw Self.bad(error.reason) }
-                state = size == 0 ? .trailers : .chunkData(remaining: size)
-                trailerBytes = 0
-            case .chunkData(let remaining):
-                let take = min(remaining, input.readableBytes)
-                emit(.body(input.readSlice(length: take)!))
-                state = take == remaining ? .chunkDataEnd(sawCR: false) : .chunkData(remaining: remaining - take)
-            case .chunkDataEnd(let sawCR):
-                // Exactly CRLF after the data, byte by byte (it may be split across reads).
-                let byte = input.readInteger(as: UInt8.self)!
-                guard byte == (sawCR ? 10 : 13) else { throw Self.bad("no CRLF after chunk data") }
-                state = sawCR ? .chunkSize : .chunkDataEnd(sawCR: true)
-            case .trailers:
-                guard let line = try takeLine(&input, limit: maxHeadBytes) else { return nil }
-                if line.isEmpty {
-                    finish(emit: emit)
-                } else {
-                    trailerBytes += line.count + 2
-                    guard trailerBytes <= maxHeadBytes else { throw ClientRequestError(status: 431, reason: "trailers too large") }
-                    let checked = line.withUnsafeBytes { bytes in
-                        Result { () throws(HTTP1SyntaxError) in try HTTP1Syntax.field(bytes, from: 0, to: bytes.count) }
-                    }
-                    if case .failure(let error) = checked { throw Self.bad(error.reason) }
+            case .chunked:
+                let event: ChunkedDecoder.Event?
+                do {
+                    event = try chunked.next(&input)
+                } catch {
+                    throw ClientRequestError(status: error.tooLarge ? 431 : 400, reason: error.reason)
+                }
+                switch event {
+                case .data(let data)?: emit(.body(data))
+                case .end?: finish(emit: emit)
+                case nil: return nil
                 }
             }
         }
@@ -317,22 +301,5 @@ final class ClientRequestParser {
         return ClientRequestHead(
             method: method, uri: uri, minorVersion: minor, fields: fields, framing: framing,
             isKeepAlive: !close && (minor == 1 || keepAliveToken), isUpgrade: upgradeToken && upgradeField)
-    }
-
-    // MARK: - Lines (chunk sizes, trailers)
-
-    /// A CRLF-terminated line (without the CRLF), across reads; nil until it is complete.
-    private func takeLine(_ input: inout ByteBuffer, limit: Int) throws(ClientRequestError) -> [UInt8]? {
-        while let byte = input.readInteger(as: UInt8.self) {
-            if byte == 10 {
-                let line = pending.readBytes(length: pending.readableBytes) ?? []
-                pending.clear()
-                guard line.last == 13 else { throw Self.bad("bare LF") }
-                return Array(line.dropLast())
-            }
-            pending.writeInteger(byte)
-            guard pending.readableBytes <= limit + 1 else { throw Self.bad("line too long") }
-        }
-        return nil
     }
 }

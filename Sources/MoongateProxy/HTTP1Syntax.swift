@@ -4,6 +4,8 @@ import NIOCore
 /// Why bytes are not HTTP/1.1 (each side maps it to its own answer: 400 to a client, 502 for an upstream).
 struct HTTP1SyntaxError: Error, Hashable {
     let reason: String
+    /// Over a size limit (a client gets 431, not 400).
+    var tooLarge = false
 }
 
 /// The HTTP/1.1 grammar both parsers share (RFC 9110 §5, RFC 9112 §2–§7), on raw bytes.

@@ -45,10 +45,7 @@ final class UpstreamResponseParser {
         case idle
         case head
         case body(remaining: Int)
-        case chunkSize
-        case chunkData(remaining: Int)
-        case chunkDataEnd
-        case trailers
+        case chunked
         case untilClose
         /// HTTP is over (a tunnel): bytes are handed back raw.
         case raw
@@ -56,11 +53,11 @@ final class UpstreamResponseParser {
 
     private var state: State = .idle
     private var expectation: Expectation = .response(head: false)
-    /// A partial head, chunk-size line or trailer section.
+    /// A partial head.
     private var pending = ByteBuffer()
-    /// Where the search for the end of the pending head or line resumes.
+    /// Where the search for the end of the pending head resumes.
     private var scanned = 0
-    private var trailerBytes = 0
+    private var chunked: ChunkedDecoder
     /// A final response ended during the current `feed`: bytes after it in the same read came
     /// before the next request was sent, so they can never be its response (even if `.end`'s
     /// handler already sent that request and called ``expect(_:)``).
@@ -74,6 +71,7 @@ final class UpstreamResponseParser {
     init(maxHeadBytes: Int, maxFields: Int) {
         self.maxHeadBytes = maxHeadBytes
         self.maxFields = maxFields
+        self.chunked = ChunkedDecoder(strictSizes: false, maxTrailerBytes: maxHeadBytes)
         fieldRanges.reserveCapacity(16)
     }
 
@@ -114,29 +112,13 @@ final class UpstreamResponseParser {
                 }
             case .untilClose:
                 emit(.body(input.readSlice(length: input.readableBytes)!))
-            case .chunkSize:
-                guard let line = try takeLine(&input, limit: 1024) else { return nil }
-                let size = try Self.chunkSize(line)
-                state = size == 0 ? .trailers : .chunkData(remaining: size)
-                trailerBytes = 0
-            case .chunkData(let remaining):
-                let take = min(remaining, input.readableBytes)
-                emit(.body(input.readSlice(length: take)!))
-                state = take == remaining ? .chunkDataEnd : .chunkData(remaining: remaining - take)
-            case .chunkDataEnd:
-                guard let line = try takeLine(&input, limit: 2) else { return nil }
-                guard line.isEmpty else { throw UpstreamProtocolError(reason: "chunk data longer than its size") }
-                state = .chunkSize
-            case .trailers:
-                guard let line = try takeLine(&input, limit: maxHeadBytes) else { return nil }
-                if line.isEmpty {
-                    finish(emit: emit)
-                } else {
-                    trailerBytes += line.count + 2
-                    guard trailerBytes <= maxHeadBytes else { throw UpstreamProtocolError(reason: "trailers too large") }
-                    _ = try line.withUnsafeBytes { bytes in
-                        Result { () throws(UpstreamProtocolError) in try Self.field(bytes, from: 0, to: bytes.count) }
-                    }.get()
+            case .chunked:
+                let event: ChunkedDecoder.Event?
+                do { event = try chunked.next(&input) } catch { throw UpstreamProtocolError(reason: error.reason) }
+                switch event {
+                case .data(let data)?: emit(.body(data))
+                case .end?: finish(emit: emit)
+                case nil: return nil
                 }
             }
         }
@@ -217,7 +199,9 @@ final class UpstreamResponseParser {
         case .none: finish(emit: emit)
         case .length(0): finish(emit: emit)
         case .length(let n): state = .body(remaining: n)
-        case .chunked: state = .chunkSize
+        case .chunked:
+            chunked = ChunkedDecoder(strictSizes: false, maxTrailerBytes: maxHeadBytes)
+            state = .chunked
         case .untilClose: state = .untilClose
         }
     }
@@ -329,30 +313,9 @@ final class UpstreamResponseParser {
             keepAlive: keepAlive, connectionNamesFields: namesFields)
     }
 
-    // MARK: - Lines (chunk sizes, trailers)
-
-    /// A CRLF-terminated line (without the CRLF), across reads; nil until it is complete.
-    private func takeLine(_ input: inout ByteBuffer, limit: Int) throws(UpstreamProtocolError) -> [UInt8]? {
-        while let byte = input.readInteger(as: UInt8.self) {
-            if byte == 10 {
-                let line = pending.readBytes(length: pending.readableBytes) ?? []
-                pending.clear()
-                guard line.last == 13 else { throw UpstreamProtocolError(reason: "bare LF") }
-                return Array(line.dropLast())
-            }
-            pending.writeInteger(byte)
-            guard pending.readableBytes <= limit + 1 else { throw UpstreamProtocolError(reason: "line too long") }
-        }
-        return nil
-    }
-
     // MARK: - Shared syntax, with this side's error
 
     static func field(_ bytes: UnsafeRawBufferPointer, from start: Int, to end: Int) throws(UpstreamProtocolError) -> UpstreamResponseHead.FieldRange {
         do { return try HTTP1Syntax.field(bytes, from: start, to: end) } catch { throw UpstreamProtocolError(reason: error.reason) }
-    }
-
-    static func chunkSize(_ line: [UInt8]) throws(UpstreamProtocolError) -> Int {
-        do { return try HTTP1Syntax.chunkSize(line, strict: false) } catch { throw UpstreamProtocolError(reason: error.reason) }
     }
 }
