@@ -266,7 +266,8 @@ final class UpstreamResponseParser {
                 lineEnd += 1
             }
             guard bytes[lineEnd + 1] == 10 else { throw UpstreamProtocolError(reason: "bare CR") }
-            let field = try Self.field(bytes, from: i, to: lineEnd)
+            let field: HTTP1Syntax.FieldRange
+            do { field = try HTTP1Syntax.field(bytes, from: i, to: lineEnd) } catch { throw UpstreamProtocolError(reason: error.reason) }
             guard ranges.count < maxFields else { throw UpstreamProtocolError(reason: "too many fields") }
             ranges.append(field)
             let (ns, ne, vs, ve) = (field.nameStart, field.nameEnd, field.valueStart, field.valueEnd)
@@ -311,11 +312,5 @@ final class UpstreamResponseParser {
         return ParsedHead(
             code: code, reasonStart: Int32(reasonStart), reasonEnd: Int32(reasonEnd), ranges: ranges, framing: framing,
             keepAlive: keepAlive, connectionNamesFields: namesFields)
-    }
-
-    // MARK: - Shared syntax, with this side's error
-
-    static func field(_ bytes: UnsafeRawBufferPointer, from start: Int, to end: Int) throws(UpstreamProtocolError) -> UpstreamResponseHead.FieldRange {
-        do { return try HTTP1Syntax.field(bytes, from: start, to: end) } catch { throw UpstreamProtocolError(reason: error.reason) }
     }
 }
