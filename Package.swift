@@ -103,7 +103,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "LuaKitTests", dependencies: ["LuaKit"], swiftSettings: swiftSettings),
+        // CLua directly: the pattern tests compare the sandbox's matcher with the stock library's.
+        .testTarget(name: "LuaKitTests", dependencies: ["LuaKit", "CLua"], swiftSettings: swiftSettings),
         .testTarget(
             name: "MoongatePolicyTests",
             dependencies: ["MoongatePolicy", "MoongateTesting", "MoongateConfig", "LuaKit"],

@@ -62,9 +62,28 @@ void moon_arena_reset(moon_arena *a);
 moon_span moon_arena_put(moon_arena *a, const char *p, size_t len, int lower);
 void moon_arm_budget(lua_State *L, int instructions);
 
+/// Raises a Lua error whose message starts with the calling script's `file:line:` and records
+/// `code` (a MOON_ERR_* status) as the fault kind the error reports when it ends the call.
+/// Never returns.
+int moon_raise(lua_State *L, int code, const char *fmt, ...);
+
+/// Polls the running call's deadline: cheap (a clock read), and raises a MOON_ERR_DEADLINE fault
+/// once the call has run longer than its deadline. Any C loop whose work grows with its input
+/// calls it every few thousand steps; so does the instruction hook.
+void moon_deadline_poll(lua_State *L);
+
+/// The longest string a script may build (a single allocation of a string object above it is
+/// refused as a memory-cap fault), which bounds every linear library function.
+#define MOON_MAX_STRING (1u << 20)
+
 // installers, each run inside the protected sandbox set-up
 void moon_install_views(lua_State *L, moon_ctx *ctx);
 void moon_install_matchers(lua_State *L, int moongate_table);
+/// Sets `find`, `match`, `gmatch` and `gsub` on the table at `string_table`: Lua 5.4 patterns with a
+/// matcher that polls the deadline as it goes (patterns.c).
+void moon_install_patterns(lua_State *L, int string_table);
+/// Sets `regex` on the host module table at `moongate_table`: RE2 regular expressions (regex.c).
+void moon_install_regex(lua_State *L, int moongate_table);
 int moon_is_token(const char *p, size_t len);
 int moon_value_ok(const char *p, size_t len);
 int moon_add_edit(lua_State *L, moon_ctx *ctx, int op, const char *n, size_t nlen, const char *v, size_t vlen);

@@ -20,6 +20,7 @@ enum {
     MOON_ERR_BUDGET = 3,    // the instruction budget ran out
     MOON_ERR_MEMORY = 4,    // the memory cap was hit
     MOON_ERR_INVALID = 5,   // the script returned a value that is not allowed
+    MOON_ERR_DEADLINE = 6,  // the call ran past its CPU deadline (in Lua or in a library function)
 };
 
 // ---- decision verbs (what a hook returned) --------------------------------------------------------
