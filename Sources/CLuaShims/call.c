@@ -3,7 +3,7 @@
 #include <string.h>
 #include "internal.h"
 
-typedef struct hook_args { int fn_ref; int kind; moon_decision *out; } hook_args;
+typedef struct hook_args { int fn_ref; int kind; uint64_t deadline_ns; moon_decision *out; } hook_args;
 
 static int verb_of(const char *s, size_t l) {
     switch (l) {
@@ -29,14 +29,14 @@ static int verb_of(const char *s, size_t l) {
 
 // Raises an "invalid return" error that names the hook function's file and the line it starts on.
 static int invalid(lua_State *L, int fn_ref, const char *what) {
-    moon_ctx *ctx = moon_ctx_of(L);
-    ctx->invalid_return = 1;
     lua_Debug ar;
     lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
     if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0) {
-        return luaL_error(L, "%s:%d: invalid return value: %s", ar.short_src, ar.linedefined, what);
+        lua_pushfstring(L, "%s:%d: invalid return value: %s", ar.short_src, ar.linedefined, what);
+    } else {
+        lua_pushfstring(L, "invalid return value: %s", what);
     }
-    return luaL_error(L, "invalid return value: %s", what);
+    return moon_fail(L, MOON_ERR_INVALID);
 }
 
 static int read_status(lua_State *L, int fn_ref, int idx, int dflt, int lo) {
@@ -138,7 +138,7 @@ static int call_hook(lua_State *L) {
         nargs++;
     }
     ctx->in_call = 1;
-    moon_arm_budget(L, ctx->budget);
+    moon_arm_call(L, a->deadline_ns);
     lua_call(L, nargs, 4);
     ctx->in_call = 0;
     if (a->kind == MOON_HOOK_DECIDE) decode(L, a->fn_ref, base, a->out);
@@ -146,12 +146,16 @@ static int call_hook(lua_State *L) {
 }
 
 int moon_call_hook(lua_State *L, int fn_ref, int kind, moon_decision *out) {
+    return moon_call_hook_within(L, fn_ref, kind, moon_ctx_of(L)->call_deadline_ns, out);
+}
+
+int moon_call_hook_within(lua_State *L, int fn_ref, int kind, uint64_t deadline_ns, moon_decision *out) {
     moon_ctx *ctx = moon_ctx_of(L);
-    hook_args a = { fn_ref, kind, out };
+    hook_args a = { fn_ref, kind, deadline_ns, out };
     ctx->call_base = lua_gettop(L);
     int status = moon_pcall(L, call_hook, &a, 4);
     ctx->in_call = 0;
-    lua_sethook(L, NULL, 0, 0);
+    moon_arm_budget(L, 0);
     if (status != MOON_OK) lua_settop(L, ctx->call_base);
     return status;
 }

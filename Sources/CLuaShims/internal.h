@@ -16,6 +16,7 @@
 #define MOON_MAX_VALUE 8192
 #define MOON_MAX_BODY 65536
 #define MOON_ERRBUF 1024
+#define MOON_MAX_LOAD (64 * 1024)  // the longest source `load` compiles inside a hook
 
 /// A byte range inside a staging arena.
 typedef struct moon_span { uint32_t off, len; } moon_span;
@@ -40,10 +41,19 @@ typedef struct moon_edit { int op; moon_span name, value; } moon_edit;
 typedef struct moon_ctx {
     lua_State *L;
     size_t used, cap;
-    int budget;
+    int budget;           // instructions per call (0 = unlimited)
+    int budget_left;      // instructions left in the running call
+    int hook_period;      // the count the instruction hook is armed with
     int budget_hit;
-    int mem_hit;
-    int invalid_return;
+    int deadline_hit;
+    int mem_hit;          // a growing allocation was refused (cleared by one that succeeds after it)
+    int string_cap_hit;   // ... and it was a string over MOON_MAX_STRING
+    int fault_code;       // the MOON_ERR_* of the last moon_raise ...
+    const void *fault_msg; // ... and its message object, to recognise it when it ends the call
+    uint64_t deadline_ns;      // the running call's deadline (0 = none)
+    uint64_t call_deadline_ns; // deadline for hook calls (moon_call_hook)
+    uint64_t load_deadline_ns; // deadline for module bodies, init and other load-time calls
+    uint64_t call_start_ns;    // when the running call was first polled (0 = not yet)
     int in_call;          // 1 while a hook runs: views answer only then
     char oom_where[128];
     char errbuf[MOON_ERRBUF];
@@ -52,6 +62,7 @@ typedef struct moon_ctx {
     moon_edit edits[MOON_MAX_EDITS];
     int nedits;
     int req_ref, res_ref, edit_ref, target_ref, client_ref;
+    const void *req_ud, *res_ud, *edit_ud;  // the view objects themselves, to check a method's self
     int template_ref;     // the table each new environment is copied from
     int call_base;        // stack top before a hook call's results
 } moon_ctx;
@@ -61,11 +72,15 @@ int moon_pcall(lua_State *L, lua_CFunction f, void *arg, int nresults);
 void moon_arena_reset(moon_arena *a);
 moon_span moon_arena_put(moon_arena *a, const char *p, size_t len, int lower);
 void moon_arm_budget(lua_State *L, int instructions);
+/// Starts a hook call: the full budget and `deadline_ns` (0 = none), measured from the first poll.
+void moon_arm_call(lua_State *L, uint64_t deadline_ns);
 
 /// Raises a Lua error whose message starts with the calling script's `file:line:` and records
 /// `code` (a MOON_ERR_* status) as the fault kind the error reports when it ends the call.
 /// Never returns.
 int moon_raise(lua_State *L, int code, const char *fmt, ...);
+/// Raises the message on top of the stack as is, recording `code` as moon_raise does. Never returns.
+int moon_fail(lua_State *L, int code);
 
 /// Polls the running call's deadline: cheap (a clock read), and raises a MOON_ERR_DEADLINE fault
 /// once the call has run longer than its deadline. Any C loop whose work grows with its input
@@ -82,6 +97,9 @@ void moon_install_matchers(lua_State *L, int moongate_table);
 /// Sets `find`, `match`, `gmatch` and `gsub` on the table at `string_table`: Lua 5.4 patterns with a
 /// matcher that polls the deadline as it goes (patterns.c).
 void moon_install_patterns(lua_State *L, int string_table);
+/// Replaces `insert`, `remove`, `move`, `concat` and `sort` in the table at `table_lib` with versions
+/// that poll the deadline (tablelib.c).
+void moon_install_table_functions(lua_State *L, int table_lib);
 /// Sets `regex` on the host module table at `moongate_table`: RE2 regular expressions (regex.c).
 void moon_install_regex(lua_State *L, int moongate_table);
 int moon_is_token(const char *p, size_t len);

@@ -22,6 +22,8 @@ static void add_verb(lua_State *L, int mg, const char *fname, const char *verb) 
 
 // ---- helpers -------------------------------------------------------------------------------------------
 
+// Lower-cases a host into `buf` and drops a trailing dot. The callers check `len <= cap` first: a
+// host is never truncated (a truncated 300-byte name could end in an allowed suffix).
 static size_t fold(const char *p, size_t len, char *buf, size_t cap) {
     if (len > cap) len = cap;
     for (size_t i = 0; i < len; i++) {
@@ -87,6 +89,10 @@ static int hostset_match(lua_State *L) {
     if (hl > 0 && h[0] == '[') {  // bracketed IPv6: match without brackets
         h++;
         hl = hl >= 2 ? hl - 2 : 0;
+    }
+    if (hl > sizeof buf) {  // longer than any DNS name: matches nothing
+        lua_pushboolean(L, 0);
+        return 1;
     }
     hl = fold(h, hl, buf, sizeof buf);
     for (int i = 0; i < hs->n; i++) {
@@ -310,6 +316,7 @@ static int router_match(lua_State *L) {
     char buf[256];
     const char *colon = memchr(h, ':', hl);
     if (colon && h[0] != '[') hl = (size_t)(colon - h);  // a port in the Host header plays no part
+    if (hl > sizeof buf) return 0;  // longer than any DNS name: no route
     hl = fold(h, hl, buf, sizeof buf);
     for (int i = 0; i < r->n; i++) {
         route_entry *e = &r->routes[i];

@@ -1,26 +1,28 @@
 // The state: a capped allocator, the instruction budget, protected entry points and errors.
+#include <stdarg.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
 
 moon_ctx *moon_ctx_of(lua_State *L) { return *(moon_ctx **)lua_getextraspace(L); }
 
-// Records where a refused allocation happened (the innermost Lua function and its line), so that a
-// memory-cap error can name the script and line like any other error.
-static void note_oom_site(moon_ctx *ctx) {
+// The innermost Lua function on the stack and its current line ("probe.lua:12:"), or "" outside
+// Lua code. From a C function called by Lua that is its caller; from a hook, the running function.
+static void where(lua_State *L, char *out, size_t cap) {
     lua_Debug ar;
-    ctx->oom_where[0] = 0;
-    if (ctx->L == NULL) return;
-    for (int level = 0; level < 4 && lua_getstack(ctx->L, level, &ar); level++) {
-        if (lua_getinfo(ctx->L, "Sl", &ar) && ar.currentline > 0) {
-            snprintf(ctx->oom_where, sizeof ctx->oom_where, "%s:%d:", ar.short_src, ar.currentline);
+    out[0] = 0;
+    for (int level = 0; level < 4 && lua_getstack(L, level, &ar); level++) {
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+            snprintf(out, cap, "%s:%d:", ar.short_src, ar.currentline);
             return;
         }
     }
 }
 
-// lua_Alloc with a byte cap. `osize` is a type tag when ptr is NULL; shrinking never fails.
+// lua_Alloc with a byte cap. `osize` is a type tag when ptr is NULL; shrinking never fails. A string
+// object over MOON_MAX_STRING is refused too, which bounds the work of every linear library call.
 static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     moon_ctx *ctx = (moon_ctx *)ud;
     size_t old = ptr ? osize : 0;
@@ -29,13 +31,20 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         ctx->used -= old;
         return NULL;
     }
-    if (nsize > old && ctx->cap && ctx->used - old + nsize > ctx->cap) {
-        if (!ctx->mem_hit) note_oom_site(ctx);
-        ctx->mem_hit = 1;
-        return NULL;
+    if (nsize > old && ctx->cap) {
+        int too_long = ptr == NULL && osize == LUA_TSTRING && nsize > MOON_MAX_STRING + 64;
+        if (too_long || ctx->used - old + nsize > ctx->cap) {
+            if (!ctx->mem_hit && ctx->L) where(ctx->L, ctx->oom_where, sizeof ctx->oom_where);
+            ctx->mem_hit = 1;
+            ctx->string_cap_hit = too_long;
+            return NULL;
+        }
     }
     void *p = realloc(ptr, nsize);
     if (p == NULL) return NULL;
+    // An allocation that succeeds after a refusal (Lua's emergency collection freed enough) means
+    // the cap was not, in the end, what stopped the script.
+    if (nsize > old) ctx->mem_hit = 0;
     ctx->used = ctx->used - old + nsize;
     return p;
 }
@@ -50,32 +59,111 @@ static void silent_warn(void *ud, const char *msg, int tocont) {
     (void)ud; (void)msg; (void)tocont;
 }
 
-// The count hook: the budget is spent. Raise an error naming the running script and line, and
-// re-arm with a count of 1 so a script that catches the error with pcall cannot go on.
-static void budget_hook(lua_State *L, lua_Debug *ar) {
+int moon_fail(lua_State *L, int code) {
+    moon_ctx *ctx = moon_ctx_of(L);
+    ctx->fault_code = code;
+    ctx->fault_msg = lua_tostring(L, -1);
+    return lua_error(L);
+}
+
+int moon_raise(lua_State *L, int code, const char *fmt, ...) {
+    char at[160];
+    where(L, at, sizeof at);
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushstring(L, at);
+    if (at[0]) lua_pushliteral(L, " ");
+    else lua_pushliteral(L, "");
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    lua_concat(L, 3);
+    return moon_fail(L, code);
+}
+
+static uint64_t monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+// Every stop is final: once the budget or the deadline has stopped a call, the hook fires at every
+// instruction and raises again, so a script that catches the error with pcall cannot go on.
+static void instruction_hook(lua_State *L, lua_Debug *ar);
+
+static void stop_for_good(lua_State *L) { lua_sethook(L, instruction_hook, LUA_MASKCOUNT, 1); }
+
+static void raise_deadline(lua_State *L, moon_ctx *ctx) {
+    ctx->deadline_hit = 1;
+    stop_for_good(L);
+    moon_raise(L, MOON_ERR_DEADLINE, "hook deadline of %d ms exceeded",
+               (int)((ctx->deadline_ns + 999999) / 1000000));
+}
+
+static void raise_budget(lua_State *L, moon_ctx *ctx) {
+    ctx->budget_hit = 1;
+    stop_for_good(L);
+    moon_raise(L, MOON_ERR_BUDGET, "instruction budget of %d exceeded", ctx->budget);
+}
+
+void moon_deadline_poll(lua_State *L) {
+    moon_ctx *ctx = moon_ctx_of(L);
+    if (ctx->deadline_hit) raise_deadline(L, ctx);
+    if (ctx->deadline_ns == 0) return;
+    uint64_t now = monotonic_ns();
+    // The clock starts at the first poll, not at the call: the fast path (a hook that ends within a
+    // few hundred instructions) never reads it. What runs before the first poll is at most one hook
+    // period of instructions or a few thousand matcher steps.
+    if (ctx->call_start_ns == 0) {
+        ctx->call_start_ns = now;
+        return;
+    }
+    if (now - ctx->call_start_ns > ctx->deadline_ns) raise_deadline(L, ctx);
+}
+
+// The instruction hook fires every `hook_period` instructions: it spends the budget and polls the
+// deadline (one clock read per thousand instructions).
+#define MOON_HOOK_PERIOD 1000
+
+static void arm_hook(lua_State *L, moon_ctx *ctx) {
+    int period = MOON_HOOK_PERIOD;
+    if (ctx->budget > 0 && ctx->budget_left < period) period = ctx->budget_left;
+    ctx->hook_period = period;
+    lua_sethook(L, instruction_hook, LUA_MASKCOUNT, period);
+}
+
+static void instruction_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     moon_ctx *ctx = moon_ctx_of(L);
-    ctx->budget_hit = 1;
-    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-    lua_Debug here;
-    if (lua_getstack(L, 0, &here) && lua_getinfo(L, "Sl", &here) && here.currentline > 0) {
-        lua_pushfstring(L, "%s:%d: instruction budget of %d exceeded", here.short_src, here.currentline,
-                        ctx->budget);
-    } else {
-        lua_pushfstring(L, "instruction budget of %d exceeded", ctx->budget);
+    if (ctx->budget_hit) raise_budget(L, ctx);
+    moon_deadline_poll(L);
+    if (ctx->budget > 0) {
+        ctx->budget_left -= ctx->hook_period;
+        if (ctx->budget_left <= 0) raise_budget(L, ctx);
+        arm_hook(L, ctx);
     }
-    lua_error(L);
+}
+
+static void begin_call(lua_State *L, moon_ctx *ctx, uint64_t deadline_ns) {
+    ctx->budget_hit = 0;
+    ctx->deadline_hit = 0;
+    ctx->deadline_ns = deadline_ns;
+    ctx->call_start_ns = 0;
+    ctx->budget_left = ctx->budget;
+    if (ctx->budget > 0 || deadline_ns > 0) arm_hook(L, ctx);
+    else lua_sethook(L, NULL, 0, 0);
 }
 
 void moon_arm_budget(lua_State *L, int instructions) {
     moon_ctx *ctx = moon_ctx_of(L);
-    ctx->budget_hit = 0;
     if (instructions > 0) {
-        lua_sethook(L, budget_hook, LUA_MASKCOUNT, instructions);
+        begin_call(L, ctx, ctx->in_call ? ctx->call_deadline_ns : ctx->load_deadline_ns);
     } else {
+        ctx->deadline_ns = 0;
         lua_sethook(L, NULL, 0, 0);
     }
 }
+
+void moon_arm_call(lua_State *L, uint64_t deadline_ns) { begin_call(L, moon_ctx_of(L), deadline_ns); }
 
 void moon_arena_reset(moon_arena *a) { a->used = 0; }
 
@@ -118,13 +206,22 @@ static int classify_and_copy(lua_State *L, int status, int base) {
     if (status == LUA_OK) return MOON_OK;
     const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "unknown error";
     int code = MOON_ERR_RUNTIME;
-    if (status == LUA_ERRMEM || ctx->mem_hit) {
+    if (status == LUA_ERRMEM || (ctx->mem_hit && strcmp(msg, "not enough memory") == 0)) {
         code = MOON_ERR_MEMORY;
-        snprintf(ctx->errbuf, sizeof ctx->errbuf, "%s%smemory cap of %zu bytes exceeded", ctx->oom_where,
-                 ctx->oom_where[0] ? " " : "", ctx->cap);
+        if (ctx->string_cap_hit) {
+            snprintf(ctx->errbuf, sizeof ctx->errbuf, "%s%sstring longer than the sandbox's limit of %u bytes",
+                     ctx->oom_where, ctx->oom_where[0] ? " " : "", (unsigned)MOON_MAX_STRING);
+        } else {
+            snprintf(ctx->errbuf, sizeof ctx->errbuf, "%s%smemory cap of %zu bytes exceeded", ctx->oom_where,
+                     ctx->oom_where[0] ? " " : "", ctx->cap);
+        }
     } else {
-        if (ctx->budget_hit) code = MOON_ERR_BUDGET;
-        else if (ctx->invalid_return) code = MOON_ERR_INVALID;
+        // A fault our own C code raised keeps its kind while its message is what ended the call
+        // (a script that caught it and raised something else gets a runtime error). The budget and
+        // the deadline cannot be caught at all.
+        if (ctx->deadline_hit) code = MOON_ERR_DEADLINE;
+        else if (ctx->budget_hit) code = MOON_ERR_BUDGET;
+        else if (ctx->fault_msg != NULL && lua_tostring(L, -1) == ctx->fault_msg) code = ctx->fault_code;
         snprintf(ctx->errbuf, sizeof ctx->errbuf, "%s", msg);
     }
     lua_settop(L, base);
@@ -134,7 +231,9 @@ static int classify_and_copy(lua_State *L, int status, int base) {
 int moon_pcall(lua_State *L, lua_CFunction f, void *arg, int nresults) {
     moon_ctx *ctx = moon_ctx_of(L);
     ctx->mem_hit = 0;
-    ctx->invalid_return = 0;
+    ctx->string_cap_hit = 0;
+    ctx->fault_msg = NULL;
+    ctx->fault_code = MOON_ERR_RUNTIME;
     ctx->errbuf[0] = 0;
     int base = lua_gettop(L);
     lua_pushcfunction(L, message_handler);
@@ -189,6 +288,12 @@ size_t moon_mem_used(lua_State *L) { return moon_ctx_of(L)->used; }
 size_t moon_heap_bytes(lua_State *L) { return moon_ctx_of(L)->used; }
 void moon_set_mem_cap(lua_State *L, size_t cap) { moon_ctx_of(L)->cap = cap; }
 void moon_set_budget(lua_State *L, int instructions) { moon_ctx_of(L)->budget = instructions; }
+
+void moon_set_deadlines(lua_State *L, uint64_t hook_ns, uint64_t load_ns) {
+    moon_ctx *ctx = moon_ctx_of(L);
+    ctx->call_deadline_ns = hook_ns;
+    ctx->load_deadline_ns = load_ns;
+}
 
 static int do_full_gc(lua_State *L) {
     lua_gc(L, LUA_GCCOLLECT, 0);

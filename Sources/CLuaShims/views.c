@@ -1,5 +1,6 @@
 // The request and response views: long-lived userdata whose C __index reads the staged message
 // lazily (nothing becomes a Lua value until a script reads it), and the header edit object.
+#include <stdint.h>
 #include <string.h>
 #include "internal.h"
 
@@ -65,9 +66,10 @@ static int span_eq(const moon_msg *m, moon_span s, const char *p, size_t len) {
     return s.len == len && memcmp(m->arena.bytes + s.off, p, len) == 0;
 }
 
-// Lower-cases a header name given by a script into `buf` (names are staged lower-case).
+// Lower-cases a header name given by a script into `buf` (names are staged lower-case). Returns
+// SIZE_MAX for a name longer than `cap`: such a name is compared byte by byte (span_eq_folded).
 static size_t fold_name(const char *p, size_t len, char *buf, size_t cap) {
-    if (len > cap) len = cap;
+    if (len > cap) return SIZE_MAX;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)p[i];
         buf[i] = (char)(c | (((unsigned)(c - 'A') < 26u) << 5));
@@ -75,10 +77,25 @@ static size_t fold_name(const char *p, size_t len, char *buf, size_t cap) {
     return len;
 }
 
+static int span_eq_folded(const moon_msg *m, moon_span s, const char *p, size_t len) {
+    if (s.len != len) return 0;
+    const unsigned char *q = (const unsigned char *)m->arena.bytes + s.off;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if ((unsigned char)(c | (((unsigned)(c - 'A') < 26u) << 5)) != q[i]) return 0;
+    }
+    return 1;
+}
+
+// The message behind a request or response view, or a Lua error for anything else. Each state has
+// exactly one request and one response view, so a pointer comparison checks the object's kind.
 static moon_msg *view_msg(lua_State *L, int idx) {
-    moon_msg **mp = lua_touserdata(L, idx);
-    if (mp == NULL) luaL_error(L, "expected a request or response object");
-    return *mp;
+    moon_ctx *ctx = moon_ctx_of(L);
+    const void *p = lua_touserdata(L, idx);
+    if (p != NULL && p == ctx->req_ud) return &ctx->req;
+    if (p != NULL && p == ctx->res_ud) return &ctx->res;
+    luaL_typeerror(L, idx, "request or response object");
+    return NULL;
 }
 
 // msg:header(name) -> the first value, or nil
@@ -88,9 +105,9 @@ static int view_header(lua_State *L) {
     const char *name = luaL_checklstring(L, 2, &len);
     if (!moon_ctx_of(L)->in_call) return 0;
     char buf[MOON_MAX_NAME];
-    len = fold_name(name, len, buf, sizeof buf);
+    size_t folded = fold_name(name, len, buf, sizeof buf);
     for (int i = 0; i < m->nheaders; i++) {
-        if (span_eq(m, m->names[i], buf, len)) {
+        if (folded == SIZE_MAX ? span_eq_folded(m, m->names[i], name, len) : span_eq(m, m->names[i], buf, len)) {
             push_span(L, m, m->values[i]);
             return 1;
         }
@@ -129,8 +146,17 @@ static int view_headers(lua_State *L) {
         size_t len;
         const char *name = luaL_checklstring(L, 2, &len);
         char buf[MOON_MAX_NAME];
-        len = fold_name(name, len, buf, sizeof buf);
-        lua_pushlstring(L, buf, len);
+        if (fold_name(name, len, buf, sizeof buf) == SIZE_MAX) {
+            luaL_Buffer b;  // a name longer than any buffer: folded in a Lua buffer
+            char *dst = luaL_buffinitsize(L, &b, len);
+            for (size_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char)name[i];
+                dst[i] = (char)(c | (((unsigned)(c - 'A') < 26u) << 5));
+            }
+            luaL_pushresultsize(&b, len);
+        } else {
+            lua_pushlstring(L, buf, len);
+        }
     }
     lua_pushinteger(L, 0);
     lua_pushcclosure(L, headers_next, 3);
@@ -269,18 +295,14 @@ int moon_value_ok(const char *p, size_t len) {
 }
 
 int moon_add_edit(lua_State *L, moon_ctx *ctx, int op, const char *n, size_t nlen, const char *v, size_t vlen) {
-    if (!moon_is_token(n, nlen) || nlen > MOON_MAX_NAME) {
-        ctx->invalid_return = 1;
-        return luaL_error(L, "invalid header name '%s'", n);
-    }
+    if (nlen > MOON_MAX_NAME) return moon_raise(L, MOON_ERR_INVALID, "invalid header name (over %d bytes)", MOON_MAX_NAME);
+    if (!moon_is_token(n, nlen)) return moon_raise(L, MOON_ERR_INVALID, "invalid header name '%s'", n);
     if (v && (vlen > MOON_MAX_VALUE || !moon_value_ok(v, vlen))) {
-        ctx->invalid_return = 1;
-        return luaL_error(L, "invalid value for header '%s' (control characters, or over %d bytes)", n,
+        return moon_raise(L, MOON_ERR_INVALID, "invalid value for header '%s' (control characters, or over %d bytes)", n,
                           MOON_MAX_VALUE);
     }
     if (ctx->nedits >= MOON_MAX_EDITS) {
-        ctx->invalid_return = 1;
-        return luaL_error(L, "too many header edits (at most %d per request)", MOON_MAX_EDITS);
+        return moon_raise(L, MOON_ERR_INVALID, "too many header edits (at most %d per request)", MOON_MAX_EDITS);
     }
     moon_edit *e = &ctx->edits[ctx->nedits];
     e->op = op;
@@ -293,6 +315,8 @@ int moon_add_edit(lua_State *L, moon_ctx *ctx, int op, const char *n, size_t nle
 
 static int edit_op(lua_State *L, int op) {
     moon_ctx *ctx = moon_ctx_of(L);
+    const void *self = lua_touserdata(L, 1);
+    if (self == NULL || self != ctx->edit_ud) return luaL_typeerror(L, 1, "edit object");
     if (!ctx->in_call) return luaL_error(L, "the edit object is only valid during its hook");
     size_t nlen, vlen = 0;
     const char *n = luaL_checklstring(L, 2, &nlen);
@@ -331,10 +355,11 @@ void moon_edits_clear(lua_State *L) {
 
 // ---- installation (inside the protected sandbox set-up) ------------------------------------------
 
-static int make_view(lua_State *L, void *target, lua_CFunction index, const char *name) {
+static int make_view(lua_State *L, void *target, lua_CFunction index, const char *name, const void **self) {
     void **ud = lua_newuserdatauv(L, sizeof(void *), 0);
     *ud = target;
-    lua_createtable(L, 0, 4);
+    if (self) *self = ud;
+    luaL_newmetatable(L, name);
     lua_pushcfunction(L, index);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, view_readonly);
@@ -351,14 +376,15 @@ static int make_view(lua_State *L, void *target, lua_CFunction index, const char
 void moon_install_views(lua_State *L, moon_ctx *ctx) {
     msg_reset(&ctx->req);
     msg_reset(&ctx->res);
-    ctx->req_ref = make_view(L, &ctx->req, request_index, "moongate.request");
-    ctx->res_ref = make_view(L, &ctx->res, response_index, "moongate.response");
-    ctx->target_ref = make_view(L, &ctx->req, target_index, "moongate.target");
-    ctx->client_ref = make_view(L, &ctx->req, client_index, "moongate.client");
+    ctx->req_ref = make_view(L, &ctx->req, request_index, "moongate.request", &ctx->req_ud);
+    ctx->res_ref = make_view(L, &ctx->res, response_index, "moongate.response", &ctx->res_ud);
+    ctx->target_ref = make_view(L, &ctx->req, target_index, "moongate.target", NULL);
+    ctx->client_ref = make_view(L, &ctx->req, client_index, "moongate.client", NULL);
 
     void **ud = lua_newuserdatauv(L, sizeof(void *), 0);
     *ud = ctx;
-    lua_createtable(L, 0, 4);
+    ctx->edit_ud = ud;
+    luaL_newmetatable(L, "moongate.edit");
     lua_createtable(L, 0, 3);
     lua_pushcfunction(L, edit_remove);
     lua_setfield(L, -2, "remove");

@@ -5,7 +5,7 @@
 public struct LuaError: Error, Hashable, Sendable, CustomStringConvertible {
     /// What went wrong, as a small extensible set of kinds.
     public struct Kind: Hashable, Sendable, CustomStringConvertible {
-        private enum Code: Hashable, Sendable { case syntax, runtime, budget, memory, invalidReturn }
+        private enum Code: Hashable, Sendable { case syntax, runtime, budget, memory, invalidReturn, deadline }
         private let code: Code
 
         /// The chunk did not compile.
@@ -18,6 +18,8 @@ public struct LuaError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let memory = Kind(code: .memory)
         /// A hook returned a value the host does not accept.
         public static let invalidReturn = Kind(code: .invalidReturn)
+        /// The call ran past its deadline (a runaway pattern or any other long library call).
+        public static let deadline = Kind(code: .deadline)
 
         public var description: String {
             switch code {
@@ -26,6 +28,7 @@ public struct LuaError: Error, Hashable, Sendable, CustomStringConvertible {
             case .budget: "budget"
             case .memory: "memory"
             case .invalidReturn: "invalid_return"
+            case .deadline: "deadline"
             }
         }
 
@@ -36,6 +39,7 @@ public struct LuaError: Error, Hashable, Sendable, CustomStringConvertible {
             case 3: self.code = .budget
             case 4: self.code = .memory
             case 5: self.code = .invalidReturn
+            case 6: self.code = .deadline
             default: return nil
             }
         }

@@ -37,6 +37,20 @@ public final class LuaState {
         moon_set_budget(pointer, Int32(clamping: instructions))
     }
 
+    /// Time limits (nil = none): `hook` for each hook call, `load` for module bodies, `init` and other
+    /// calls made while loading. A call past its limit, in Lua or in a library function, fails with
+    /// ``LuaError/Kind/deadline``.
+    public func setDeadlines(hook: Duration?, load: Duration?) {
+        moon_set_deadlines(pointer, Self.nanoseconds(hook), Self.nanoseconds(load))
+    }
+
+    /// A duration in nanoseconds for the C shims (0 = none).
+    package static func nanoseconds(_ duration: Duration?) -> UInt64 {
+        guard let duration else { return 0 }
+        let (seconds, attoseconds) = duration.components
+        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+    }
+
     /// Bytes currently allocated by this state.
     public var heapBytes: Int { Int(moon_heap_bytes(pointer)) }
 

@@ -122,6 +122,7 @@ public enum ConfigLoader {
     private static func parsePolicy(_ node: ConfigNode, folder: String) throws -> PolicyConfig {
         let map = try node.mapping(allowed: [
             "plugins", "plugins_dir", "memory_cap", "instruction_budget", "watch", "fixtures", "allowed_addresses",
+            "hook_deadline", "init_deadline",
         ])
         let pluginsDir = resolve(try map["plugins_dir"]?.string() ?? ".", against: folder)
         var policy = PolicyConfig(
@@ -130,10 +131,12 @@ public enum ConfigLoader {
             watch: try map["watch"]?.bool() ?? true,
             fixtures: try map["fixtures"]?.stringList().map { resolve($0, against: folder) } ?? [])
         if let list = map["allowed_addresses"] { policy.allowedAddresses = try list.stringList() }
+        if let node = map["hook_deadline"] { policy.hookDeadline = try deadline(node, in: .microseconds(100)...(.seconds(10))) }
+        if let node = map["init_deadline"] { policy.initDeadline = try deadline(node, in: .milliseconds(1)...(.seconds(60))) }
         if policy.memoryCap < 1 << 20 { throw map["memory_cap"]!.error("the memory cap must be at least 1MiB") }
         guard let plugins = map["plugins"] else { throw node.error("the policy needs a list of plugins") }
         for (index, item) in try plugins.list().enumerated() {
-            let entry = try item.mapping(allowed: ["name", "file", "priority", "config"])
+            let entry = try item.mapping(allowed: ["name", "file", "priority", "config", "hook_deadline"])
             guard let name = entry["name"] else { throw item.error("a plugin needs a name") }
             let pluginName = try name.string()
             let file = try entry["file"].map { n throws in resolve(try n.string(), against: folder) }
@@ -142,9 +145,19 @@ public enum ConfigLoader {
                 PluginConfig(
                     name: pluginName, file: file,
                     priority: try entry["priority"]?.int(in: -1_000_000...1_000_000) ?? (index + 1) * 10,
-                    config: entry["config"]?.value() ?? .table([])))
+                    config: entry["config"]?.value() ?? .table([]),
+                    hookDeadline: try entry["hook_deadline"].map { n throws in try deadline(n, in: .microseconds(100)...(.seconds(10))) }))
         }
         return policy
+    }
+
+    /// A deadline within `range` (`250ms`, `2s`; a bare number means seconds).
+    private static func deadline(_ node: ConfigNode, in range: ClosedRange<Duration>) throws(ConfigError) -> Duration {
+        let value = try node.duration()
+        guard range.contains(value) else {
+            throw node.error("a deadline must be from \(range.lowerBound) to \(range.upperBound), not \(value)")
+        }
+        return value
     }
 
     private static func parseAdmin(_ node: ConfigNode) throws(ConfigError) -> AdminConfig {

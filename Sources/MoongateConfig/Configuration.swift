@@ -63,6 +63,8 @@ public struct PluginConfig: Sendable {
     /// Lower runs first.
     public var priority: Int
     public var config: ConfigValue
+    /// This plugin's own `hook_deadline` (nil: the policy's).
+    public var hookDeadline: Duration? = nil
 }
 
 /// Which scripts decide, and the limits they run under.
@@ -70,6 +72,12 @@ public struct PolicyConfig: Sendable {
     public var plugins: [PluginConfig]
     public var memoryCap: Int
     public var instructionBudget: Int
+    /// How long one hook call may hold its event loop, in Lua or in any library function it calls
+    /// (`policy.hook_deadline`, 10 ms); a plugin may set its own.
+    public var hookDeadline: Duration = .milliseconds(10)
+    /// How long a plugin's module body and `init` may run while a generation loads
+    /// (`policy.init_deadline`, 1 s).
+    public var initDeadline: Duration = .seconds(1)
     /// Reload when a script or this file changes.
     public var watch: Bool
     /// JSONL files of recorded requests with expected decisions, replayed before a generation goes live.

@@ -8,10 +8,14 @@ struct LoadedPlugin {
     let environment: LuaRef
     let module: LuaRef
     let hooks: [Hook: LuaRef]
+    /// How long one call of a hook may run, in nanoseconds.
+    let hookDeadline: UInt64
 
     /// Compiles and runs the plugin's file in a fresh environment, reads its hooks, runs
     /// `init(config)` and freezes its globals.
-    static func load(_ source: PluginSource, config: ConfigValue, into lua: LuaState) throws(PolicyLoadError) -> LoadedPlugin {
+    static func load(
+        _ source: PluginSource, config: ConfigValue, hookDeadline: Duration, into lua: LuaState
+    ) throws(PolicyLoadError) -> LoadedPlugin {
         func failure(_ step: PolicyLoadError.Step, _ error: LuaError) -> PolicyLoadError {
             PolicyLoadError(step: error.kind == .syntax ? .compile : step, plugin: source.name, file: source.path, message: error.message)
         }
@@ -52,6 +56,8 @@ struct LoadedPlugin {
         } catch {
             throw failure(.initialize, error)
         }
-        return LoadedPlugin(name: source.name, path: source.path, environment: env, module: module, hooks: hooks)
+        return LoadedPlugin(
+            name: source.name, path: source.path, environment: env, module: module, hooks: hooks,
+            hookDeadline: LuaState.nanoseconds(hookDeadline))
     }
 }

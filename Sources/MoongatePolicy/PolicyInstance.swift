@@ -21,6 +21,8 @@ public final class PolicyInstance {
     private struct Slot {
         let plugin: Int
         let ref: Int32
+        /// The plugin's hook deadline in nanoseconds.
+        let deadline: UInt64
     }
 
     /// The id of the generation this instance belongs to.
@@ -46,12 +48,13 @@ public final class PolicyInstance {
         let lua: LuaState
         do {
             lua = try LuaState(memoryCap: spec.memoryCap, instructionBudget: spec.instructionBudget)
+            lua.setDeadlines(hook: spec.hookDeadline, load: spec.initDeadline)
         } catch {
             throw PolicyLoadError(step: .compile, plugin: nil, file: "-", message: error.message)
         }
         var plugins: [LoadedPlugin] = []
         for source in spec.plugins {
-            plugins.append(try LoadedPlugin.load(source, config: source.config, into: lua))
+            plugins.append(try LoadedPlugin.load(source, config: source.config, hookDeadline: source.hookDeadline ?? spec.hookDeadline, into: lua))
         }
         self.init(lua: lua, plugins: plugins, generationID: generationID, stats: stats, logger: logger, loaded: ())
     }
@@ -64,7 +67,7 @@ public final class PolicyInstance {
         self.logger = logger
         func slots(_ hook: Hook) -> [Slot] {
             plugins.enumerated().compactMap { index, plugin in
-                plugin.hooks[hook].map { Slot(plugin: index, ref: $0.rawValue) }
+                plugin.hooks[hook].map { Slot(plugin: index, ref: $0.rawValue, deadline: plugin.hookDeadline) }
             }
         }
         routeSlots = slots(.route)
@@ -163,7 +166,7 @@ public final class PolicyInstance {
         let L = lua.pointer
         moon_edits_clear(L)
         var raw = moon_decision()
-        let status = moon_call_hook(L, slot.ref, Int32(MOON_HOOK_DECIDE), &raw)
+        let status = moon_call_hook_within(L, slot.ref, Int32(MOON_HOOK_DECIDE), slot.deadline, &raw)
         let plugin = plugins[slot.plugin].name
         guard status == 0 else {
             let fault = makeFault(status: status, plugin: plugin, hook: hook)
@@ -250,7 +253,7 @@ public final class PolicyInstance {
         moon_edits_clear(L)
         for slot in slots {
             var raw = moon_decision()
-            let status = moon_call_hook(L, slot.ref, kind, &raw)
+            let status = moon_call_hook_within(L, slot.ref, kind, slot.deadline, &raw)
             guard status == 0 else { return makeFault(status: status, plugin: plugins[slot.plugin].name, hook: hook) }
             moon_call_end(L)
         }
@@ -290,7 +293,7 @@ public final class PolicyInstance {
         let L = lua.pointer
         for slot in logSlots {
             var raw = moon_decision()
-            let result = moon_call_hook(L, slot.ref, Int32(MOON_HOOK_LOG), &raw)
+            let result = moon_call_hook_within(L, slot.ref, Int32(MOON_HOOK_LOG), slot.deadline, &raw)
             if result != 0 {
                 _ = makeFault(status: result, plugin: plugins[slot.plugin].name, hook: .log)
             } else {
@@ -307,7 +310,7 @@ public final class PolicyInstance {
         guard let ref = plugins[index].hooks[hook] else {
             return (PolicyOutcome(decision: .noOpinion, plugin: plugins[index].name), [])
         }
-        let slot = Slot(plugin: index, ref: ref.rawValue)
+        let slot = Slot(plugin: index, ref: ref.rawValue, deadline: plugins[index].hookDeadline)
         switch hook {
         case .sanitizeRequest, .sanitizeResponse:
             var edits: [HeaderEdit] = []

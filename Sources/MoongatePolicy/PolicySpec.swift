@@ -8,18 +8,24 @@ public struct PluginSource: Sendable {
     public var source: String
     public var priority: Int
     public var config: ConfigValue
+    /// This plugin's own hook deadline (nil: the spec's).
+    public var hookDeadline: Duration?
 
     /// The name Lua messages carry: the file's base name (Lua shortens long chunk names), so
     /// errors read `connect_allowlist.lua:42: …`; ``PolicyLoadError`` adds the full path.
     public var chunkName: String { String(path.split(separator: "/").last ?? Substring(path)) }
 
     /// Creates a plugin source.
-    public init(name: String, path: String, source: String, priority: Int = 10, config: ConfigValue = .table([])) {
+    public init(
+        name: String, path: String, source: String, priority: Int = 10, config: ConfigValue = .table([]),
+        hookDeadline: Duration? = nil
+    ) {
         self.name = name
         self.path = path
         self.source = source
         self.priority = priority
         self.config = config
+        self.hookDeadline = hookDeadline
     }
 }
 
@@ -39,13 +45,22 @@ public struct PolicySpec: Sendable {
     public var plugins: [PluginSource]
     public var memoryCap: Int
     public var instructionBudget: Int
+    /// How long one hook call may hold its event loop (a plugin may set its own).
+    public var hookDeadline: Duration
+    /// How long a module body or `init` may run while loading.
+    public var initDeadline: Duration
     public var fixtures: [FixtureSource]
 
     /// Creates a spec.
-    public init(plugins: [PluginSource], memoryCap: Int = 16 << 20, instructionBudget: Int = 1_000_000, fixtures: [FixtureSource] = []) {
+    public init(
+        plugins: [PluginSource], memoryCap: Int = 16 << 20, instructionBudget: Int = 1_000_000,
+        hookDeadline: Duration = .milliseconds(10), initDeadline: Duration = .seconds(1), fixtures: [FixtureSource] = []
+    ) {
         self.plugins = plugins.sorted { $0.priority < $1.priority }
         self.memoryCap = memoryCap
         self.instructionBudget = instructionBudget
+        self.hookDeadline = hookDeadline
+        self.initDeadline = initDeadline
         self.fixtures = fixtures
     }
 
@@ -56,7 +71,10 @@ public struct PolicySpec: Sendable {
         for plugin in config.plugins {
             do {
                 let text = try readFile(plugin.file)
-                plugins.append(PluginSource(name: plugin.name, path: plugin.file, source: text, priority: plugin.priority, config: plugin.config))
+                plugins.append(
+                    PluginSource(
+                        name: plugin.name, path: plugin.file, source: text, priority: plugin.priority, config: plugin.config,
+                        hookDeadline: plugin.hookDeadline))
             } catch {
                 throw PolicyLoadError(step: .read, plugin: plugin.name, file: plugin.file, message: error.message)
             }
@@ -69,7 +87,9 @@ public struct PolicySpec: Sendable {
                 throw PolicyLoadError(step: .read, plugin: nil, file: path, message: error.message)
             }
         }
-        return PolicySpec(plugins: plugins, memoryCap: config.memoryCap, instructionBudget: config.instructionBudget, fixtures: fixtures)
+        return PolicySpec(
+            plugins: plugins, memoryCap: config.memoryCap, instructionBudget: config.instructionBudget,
+            hookDeadline: config.hookDeadline, initDeadline: config.initDeadline, fixtures: fixtures)
     }
 }
 

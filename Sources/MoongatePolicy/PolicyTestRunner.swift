@@ -84,7 +84,9 @@ public enum PolicyTestRunner {
                     var single = source
                     single.config = config
                     let fresh = try PolicyInstance(
-                        spec: PolicySpec(plugins: [single], memoryCap: spec.memoryCap, instructionBudget: spec.instructionBudget),
+                        spec: PolicySpec(
+                            plugins: [single], memoryCap: spec.memoryCap, instructionBudget: spec.instructionBudget,
+                            hookDeadline: spec.hookDeadline, initDeadline: spec.initDeadline),
                         generationID: instance.generationID, stats: PolicyStats(), logger: Logger(label: "moongate.policy.test"))
                     configured[config] = fresh
                     target = fresh

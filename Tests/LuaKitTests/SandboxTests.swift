@@ -78,7 +78,7 @@ struct SandboxTests {
         let error = failure("local s = string.rep('x', 1 << 30)\nreturn #s")
         #expect(error?.kind == .memory)
         #expect(error?.message.hasPrefix("probe.lua:1:") == true)
-        #expect(error?.message.contains("memory cap") == true)
+        #expect(error?.message.contains("string limit") == true)
     }
 
     @Test("growing a table past the cap is a memory error with a line, and the state survives")

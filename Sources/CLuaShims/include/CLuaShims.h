@@ -72,6 +72,10 @@ size_t moon_mem_used(lua_State *L);
 void moon_set_mem_cap(lua_State *L, size_t cap);
 /// Instructions allowed per call (0 = unlimited).
 void moon_set_budget(lua_State *L, int instructions);
+/// Time limits in nanoseconds (0 = none): `hook_ns` for each hook call (moon_call_hook), `load_ns` for
+/// module bodies, `init` and other calls made while loading. A call that runs past its limit, in Lua
+/// or inside a library function, ends with MOON_ERR_DEADLINE.
+void moon_set_deadlines(lua_State *L, uint64_t hook_ns, uint64_t load_ns);
 /// Runs a full garbage collection (protected).
 void moon_full_gc(lua_State *L);
 /// The last error message (valid until the next call on this state).
@@ -113,6 +117,8 @@ enum { MOON_HOOK_DECIDE = 0, MOON_HOOK_SANITIZE_REQUEST = 1, MOON_HOOK_SANITIZE_
 /// hooks, the staged response). On MOON_OK the decision is filled and its strings stay valid until
 /// `moon_call_end`. Header edits accumulate until `moon_edits_clear`.
 int moon_call_hook(lua_State *L, int fn_ref, int kind, moon_decision *out);
+/// The same with this call's own deadline (a plugin's `hook_deadline`), in nanoseconds.
+int moon_call_hook_within(lua_State *L, int fn_ref, int kind, uint64_t deadline_ns, moon_decision *out);
 void moon_call_end(lua_State *L);
 
 int moon_edits_count(lua_State *L);
