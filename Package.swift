@@ -35,13 +35,19 @@ let package = Package(
         .systemLibrary(
             name: "CLua",
             pkgConfig: "lua5.4",
-            providers: [.apt(["liblua5.4-dev"])]
+            providers: [.apt(["liblua5.4-dev", "libre2-dev"])]
+        ),
+        // RE2 (Debian's libre2-dev) behind a plain C API, for moongate.regex.
+        .target(
+            name: "CRE2Bridge",
+            cxxSettings: [.unsafeFlags(["-std=c++17", "-O2", "-Wall", "-Wextra"] + (strict ? ["-Werror"] : []))],
+            linkerSettings: [.linkedLibrary("re2")]
         ),
         // The only code that raises Lua errors: macro wrappers, the capped allocator, the
         // budget hook, the sandbox, the request userdata and the protected entry points.
         .target(
             name: "CLuaShims",
-            dependencies: ["CLua"],
+            dependencies: ["CLua", "CRE2Bridge"],
             cSettings: [.unsafeFlags(["-O2", "-Wall", "-Wextra"] + (strict ? ["-Werror"] : []))]
         ),
         .target(name: "LuaKit", dependencies: ["CLuaShims"], swiftSettings: swiftSettings),

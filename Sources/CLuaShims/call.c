@@ -155,7 +155,7 @@ int moon_call_hook_within(lua_State *L, int fn_ref, int kind, uint64_t deadline_
     ctx->call_base = lua_gettop(L);
     int status = moon_pcall(L, call_hook, &a, 4);
     ctx->in_call = 0;
-    moon_arm_budget(L, 0);
+    moon_disarm(L);
     if (status != MOON_OK) lua_settop(L, ctx->call_base);
     return status;
 }

@@ -71,9 +71,10 @@ moon_ctx *moon_ctx_of(lua_State *L);
 int moon_pcall(lua_State *L, lua_CFunction f, void *arg, int nresults);
 void moon_arena_reset(moon_arena *a);
 moon_span moon_arena_put(moon_arena *a, const char *p, size_t len, int lower);
-void moon_arm_budget(lua_State *L, int instructions);
-/// Starts a hook call: the full budget and `deadline_ns` (0 = none), measured from the first poll.
+/// Starts a call: the full instruction budget and `deadline_ns` (0 = none), measured from the first poll.
 void moon_arm_call(lua_State *L, uint64_t deadline_ns);
+/// Ends a call: no budget, no deadline.
+void moon_disarm(lua_State *L);
 
 /// Raises a Lua error whose message starts with the calling script's `file:line:` and records
 /// `code` (a MOON_ERR_* status) as the fault kind the error reports when it ends the call.

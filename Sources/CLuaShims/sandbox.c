@@ -344,9 +344,9 @@ static int run_chunk(lua_State *L) {
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, a->env_ref);
     lua_setupvalue(L, -2, 1);
-    moon_arm_budget(L, ctx->budget);
+    moon_arm_call(L, ctx->load_deadline_ns);
     lua_call(L, 0, 1);
-    moon_arm_budget(L, 0);
+    moon_disarm(L);
     *a->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
@@ -355,7 +355,7 @@ int moon_run_chunk(lua_State *L, int env_ref, const char *src, size_t len, const
     chunk_args a = { env_ref, src, len, chunkname, result_ref, 0 };
     *result_ref = LUA_REFNIL;
     int status = moon_pcall(L, run_chunk, &a, 0);
-    moon_arm_budget(L, 0);
+    moon_disarm(L);
     if (status == MOON_ERR_RUNTIME && a.syntax_error) return MOON_ERR_SYNTAX;
     return status;
 }
@@ -404,16 +404,16 @@ static int call_with(lua_State *L) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, a->arg_ref);
         nargs = 1;
     }
-    moon_arm_budget(L, ctx->budget);
+    moon_arm_call(L, ctx->load_deadline_ns);
     lua_call(L, nargs, 0);
-    moon_arm_budget(L, 0);
+    moon_disarm(L);
     return 0;
 }
 
 int moon_call_with(lua_State *L, int fn_ref, int arg_ref) {
     call_args a = { fn_ref, arg_ref };
     int status = moon_pcall(L, call_with, &a, 0);
-    moon_arm_budget(L, 0);
+    moon_disarm(L);
     return status;
 }
 

@@ -21,6 +21,10 @@ static void where(lua_State *L, char *out, size_t cap) {
     }
 }
 
+static uint64_t monotonic_ns(void);
+static int deadline_passed(moon_ctx *ctx);
+static void instruction_hook(lua_State *L, lua_Debug *ar);
+
 // lua_Alloc with a byte cap. `osize` is a type tag when ptr is NULL; shrinking never fails. A string
 // object over MOON_MAX_STRING is refused too, which bounds the work of every linear library call.
 static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
@@ -29,6 +33,15 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     if (nsize == 0) {
         free(ptr);
         ctx->used -= old;
+        return NULL;
+    }
+    // A large allocation polls the deadline too (a loop of `big .. x` copies a lot per instruction).
+    // Past it, the allocation is refused and the hook is armed to stop at the next instruction; the
+    // resulting error is reported as a deadline, not a memory fault.
+    if (nsize >= (64u << 10) && nsize > old && ctx->L && (ctx->deadline_hit || deadline_passed(ctx))) {
+        if (!ctx->deadline_hit) where(ctx->L, ctx->oom_where, sizeof ctx->oom_where);
+        ctx->deadline_hit = 1;
+        lua_sethook(ctx->L, instruction_hook, LUA_MASKCOUNT, 1);
         return NULL;
     }
     if (nsize > old && ctx->cap) {
@@ -88,8 +101,6 @@ static uint64_t monotonic_ns(void) {
 
 // Every stop is final: once the budget or the deadline has stopped a call, the hook fires at every
 // instruction and raises again, so a script that catches the error with pcall cannot go on.
-static void instruction_hook(lua_State *L, lua_Debug *ar);
-
 static void stop_for_good(lua_State *L) { lua_sethook(L, instruction_hook, LUA_MASKCOUNT, 1); }
 
 static void raise_deadline(lua_State *L, moon_ctx *ctx) {
@@ -105,19 +116,22 @@ static void raise_budget(lua_State *L, moon_ctx *ctx) {
     moon_raise(L, MOON_ERR_BUDGET, "instruction budget of %d exceeded", ctx->budget);
 }
 
-void moon_deadline_poll(lua_State *L) {
-    moon_ctx *ctx = moon_ctx_of(L);
-    if (ctx->deadline_hit) raise_deadline(L, ctx);
-    if (ctx->deadline_ns == 0) return;
+// True once the running call is past its deadline. The clock starts at the first poll, not at the
+// call: the fast path (a hook that ends within a few hundred instructions) never reads it. What runs
+// before the first poll is at most one hook period of instructions or a few thousand matcher steps.
+static int deadline_passed(moon_ctx *ctx) {
+    if (ctx->deadline_ns == 0) return 0;
     uint64_t now = monotonic_ns();
-    // The clock starts at the first poll, not at the call: the fast path (a hook that ends within a
-    // few hundred instructions) never reads it. What runs before the first poll is at most one hook
-    // period of instructions or a few thousand matcher steps.
     if (ctx->call_start_ns == 0) {
         ctx->call_start_ns = now;
-        return;
+        return 0;
     }
-    if (now - ctx->call_start_ns > ctx->deadline_ns) raise_deadline(L, ctx);
+    return now - ctx->call_start_ns > ctx->deadline_ns;
+}
+
+void moon_deadline_poll(lua_State *L) {
+    moon_ctx *ctx = moon_ctx_of(L);
+    if (ctx->deadline_hit || deadline_passed(ctx)) raise_deadline(L, ctx);
 }
 
 // The instruction hook fires every `hook_period` instructions: it spends the budget and polls the
@@ -153,14 +167,12 @@ static void begin_call(lua_State *L, moon_ctx *ctx, uint64_t deadline_ns) {
     else lua_sethook(L, NULL, 0, 0);
 }
 
-void moon_arm_budget(lua_State *L, int instructions) {
+void moon_disarm(lua_State *L) {  // between calls: nothing is timed or stopped
     moon_ctx *ctx = moon_ctx_of(L);
-    if (instructions > 0) {
-        begin_call(L, ctx, ctx->in_call ? ctx->call_deadline_ns : ctx->load_deadline_ns);
-    } else {
-        ctx->deadline_ns = 0;
-        lua_sethook(L, NULL, 0, 0);
-    }
+    ctx->deadline_ns = 0;
+    ctx->deadline_hit = 0;
+    ctx->budget_hit = 0;
+    lua_sethook(L, NULL, 0, 0);
 }
 
 void moon_arm_call(lua_State *L, uint64_t deadline_ns) { begin_call(L, moon_ctx_of(L), deadline_ns); }
@@ -206,10 +218,18 @@ static int classify_and_copy(lua_State *L, int status, int base) {
     if (status == LUA_OK) return MOON_OK;
     const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "unknown error";
     int code = MOON_ERR_RUNTIME;
-    if (status == LUA_ERRMEM || (ctx->mem_hit && strcmp(msg, "not enough memory") == 0)) {
+    if (ctx->deadline_hit) {
+        code = MOON_ERR_DEADLINE;
+        if (strstr(msg, "hook deadline") != NULL) {
+            snprintf(ctx->errbuf, sizeof ctx->errbuf, "%s", msg);
+        } else {  // stopped inside an allocation
+            snprintf(ctx->errbuf, sizeof ctx->errbuf, "%s%shook deadline of %d ms exceeded", ctx->oom_where,
+                     ctx->oom_where[0] ? " " : "", (int)((ctx->deadline_ns + 999999) / 1000000));
+        }
+    } else if (status == LUA_ERRMEM || (ctx->mem_hit && strcmp(msg, "not enough memory") == 0)) {
         code = MOON_ERR_MEMORY;
         if (ctx->string_cap_hit) {
-            snprintf(ctx->errbuf, sizeof ctx->errbuf, "%s%sstring longer than the sandbox's limit of %u bytes",
+            snprintf(ctx->errbuf, sizeof ctx->errbuf, "%s%sa string over the sandbox's string limit of %u bytes",
                      ctx->oom_where, ctx->oom_where[0] ? " " : "", (unsigned)MOON_MAX_STRING);
         } else {
             snprintf(ctx->errbuf, sizeof ctx->errbuf, "%s%smemory cap of %zu bytes exceeded", ctx->oom_where,
@@ -219,8 +239,7 @@ static int classify_and_copy(lua_State *L, int status, int base) {
         // A fault our own C code raised keeps its kind while its message is what ended the call
         // (a script that caught it and raised something else gets a runtime error). The budget and
         // the deadline cannot be caught at all.
-        if (ctx->deadline_hit) code = MOON_ERR_DEADLINE;
-        else if (ctx->budget_hit) code = MOON_ERR_BUDGET;
+        if (ctx->budget_hit) code = MOON_ERR_BUDGET;
         else if (ctx->fault_msg != NULL && lua_tostring(L, -1) == ctx->fault_msg) code = ctx->fault_code;
         snprintf(ctx->errbuf, sizeof ctx->errbuf, "%s", msg);
     }

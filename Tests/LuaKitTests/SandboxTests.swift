@@ -2,16 +2,21 @@ import LuaKit
 import Testing
 
 /// Runs `source` in a fresh environment of a fresh state and returns the exported result.
-private func evaluate(_ source: String, cap: Int = 16 << 20, budget: Int = 1_000_000) throws -> String {
+private func evaluate(
+    _ source: String, cap: Int = 16 << 20, budget: Int = 1_000_000, deadline: Duration? = nil
+) throws -> String {
     let lua = try LuaState(memoryCap: cap, instructionBudget: budget)
+    lua.setDeadlines(hook: deadline, load: deadline)
     let env = try lua.newEnvironment()
     guard let result = try lua.run(source, chunkName: "@probe.lua", in: env) else { return "null" }
     return try lua.exportJSON(result)
 }
 
-private func failure(_ source: String, cap: Int = 16 << 20, budget: Int = 1_000_000) -> LuaError? {
+private func failure(
+    _ source: String, cap: Int = 16 << 20, budget: Int = 1_000_000, deadline: Duration? = nil
+) -> LuaError? {
     do {
-        _ = try evaluate(source, cap: cap, budget: budget)
+        _ = try evaluate(source, cap: cap, budget: budget, deadline: deadline)
         return nil
     } catch let error as LuaError {
         return error
@@ -147,4 +152,119 @@ struct SandboxTests {
         #expect(throws: LuaError.self) { try lua.function(named: "route", in: module) }
         #expect(try lua.function(named: "connect", in: module) == nil)
     }
+
+    // MARK: - Issue 9: what the sandbox must hold
+
+    @Test("a removed string function is absent through string.x and through a string's methods", arguments: ["dump"])
+    func removedStringFunctionIsAbsentBothWays(name: String) throws {
+        let json = try evaluate("return { type(string.\(name)), type((\"\").\(name)) }")
+        #expect(json == #"["nil","nil"]"#)
+    }
+
+    @Test("a string's methods are the sandbox's own library functions")
+    func stringMethodsAreTheFilteredLibrary() throws {
+        let json = try evaluate(
+            "return { (\"\").rep == string.rep, (\"\").find == string.find, (\"\").gsub == string.gsub, (\"\").upper == string.upper }")
+        #expect(json == "[true,true,true,true]")
+    }
+
+    @Test("after a memory error the script caught, an ordinary error is reported as runtime, not memory")
+    func memoryFlagIsClearedAfterRecovery() {
+        let error = failure(
+            "local ok = pcall(function() local t = {} for i = 1, 1e7 do t[i] = i end end)\nassert(not ok)\nerror('ordinary')",
+            cap: 2 << 20, budget: 100_000_000)
+        #expect(error?.kind == .runtime)
+        #expect(error?.message == "probe.lua:3: ordinary")
+    }
+
+    @Test("a table.move over 2^63 elements is stopped by the deadline, with file and line")
+    func hugeTableMoveHitsDeadline() {
+        let error = failure("local x = 1\ntable.move({}, 1, math.maxinteger - 2, 2)", budget: 0, deadline: .milliseconds(20))
+        #expect(error?.kind == .deadline)
+        #expect(error?.message.hasPrefix("probe.lua:2:") == true)
+        #expect(error?.message.contains("deadline of 20 ms") == true)
+    }
+
+    @Test("a __len of 2^62 cannot make table.insert or table.remove loop in C", arguments: ["insert(t, 1, 'x')", "remove(t, 1)"])
+    func hugeLengthCannotLoop(call: String) {
+        let error = failure(
+            "local t = setmetatable({}, { __len = function() return 1 << 62 end })\ntable.\(call)", budget: 0,
+            deadline: .milliseconds(20))
+        #expect(error?.kind == .deadline)
+    }
+
+    @Test("sorting a large table is stopped by the deadline, with or without a comparator", arguments: [false, true])
+    func longSortHitsDeadline(comparator: Bool) {
+        let source = """
+            local t = {}
+            for i = 1, 300000 do t[i] = (i * 7919) % 300007 end
+            table.sort(t\(comparator ? ", function(a, b) return a > b end" : ""))
+            """
+        let error = failure(source, budget: 0, deadline: .milliseconds(5))
+        #expect(error?.kind == .deadline)
+    }
+
+    @Test("the table functions keep their results", arguments: [
+        ("local t = {1, 2, 3}; table.insert(t, 1, 0); table.insert(t, 9); return t", "[0,1,2,3,9]"),
+        ("local t = {1, 2, 3}; local r = table.remove(t, 1); return { r, t[1], t[2], #t }", "[1,2,3,2]"),
+        ("local t = {1, 2, 3}; local r = table.remove(t); return { r, #t }", "[3,2]"),
+        ("return table.move({1, 2, 3}, 1, 3, 2)", "[1,1,2,3]"),
+        ("return table.move({1, 2, 3}, 2, 3, 1)", "[2,3,3]"),
+        ("return table.move({1, 2, 3}, 1, 3, 1, {})", "[1,2,3]"),
+        ("return { table.concat({1, 'b', 3}, ', ') }", #"["1, b, 3"]"#),
+        ("return { table.concat({1, 2, 3}, '-', 2, 3) }", #"["2-3"]"#),
+        ("local t = {5, 3, 9, 1, 7, 3}; table.sort(t); return t", "[1,3,3,5,7,9]"),
+        ("local t = {'b', 'c', 'a'}; table.sort(t, function(a, b) return a > b end); return t", #"["c","b","a"]"#),
+        ("return { pcall(table.concat, {1, {}, 3}) }", #"[false,"invalid value (at index 2) in table for 'concat'"]"#),
+        ("return { pcall(function() table.insert({1}, 5, 'x') end) }", #"[false,"probe.lua:1: bad argument #2 to 'insert' (position out of bounds)"]"#),
+    ])
+    func tableFunctionsBehaveAsStock(source: String, expected: String) throws {
+        #expect(try evaluate(source) == expected)
+    }
+
+    @Test("a loop of linear string calls on a large string is stopped by the deadline")
+    func loopOfLargeStringCallsHitsDeadline() {
+        let error = failure(
+            "local s = string.rep('a', 1000000)\nwhile true do local u = s:upper() end", budget: 0, deadline: .milliseconds(20))
+        #expect(error?.kind == .deadline)
+        #expect(error?.message.hasPrefix("probe.lua:2:") == true)
+    }
+
+    @Test("a loop of large concatenations is stopped by the deadline")
+    func loopOfLargeConcatenationsHitsDeadline() {
+        let error = failure(
+            "local s = string.rep('a', 500000)\nlocal n = 0\nwhile true do local u = s .. n; n = n + 1 end", budget: 0,
+            deadline: .milliseconds(20))
+        #expect(error?.kind == .deadline)
+    }
+
+    @Test("pcall cannot swallow the deadline")
+    func pcallCannotSwallowDeadline() {
+        let error = failure(
+            "while true do pcall(table.move, {}, 1, math.maxinteger - 2, 2) end", budget: 0, deadline: .milliseconds(20))
+        #expect(error?.kind == .deadline)
+    }
+
+    @Test("string.rep builds large results and refuses results over the string limit")
+    func stringRepIsBounded() throws {
+        #expect(try evaluate("local s = string.rep('ab', 300000, ',') return { #s, s:sub(1, 7), s:sub(-5) }") == #"[899999,"ab,ab,a","ab,ab"]"#)
+        #expect(try evaluate("return { string.rep('x', 0), string.rep('', 1e9), string.rep('ab', 3) }") == #"["","","ababab"]"#)
+        let error = failure("return string.rep('x', (1 << 20) + 1)")
+        #expect(error?.kind == .memory)
+    }
+
+    @Test("no string over the sandbox's limit can be built by concatenation")
+    func concatenationIsBoundedByTheStringLimit() {
+        let error = failure("local s = string.rep('x', 1 << 20)\nlocal t = s .. s")
+        #expect(error?.kind == .memory)
+        #expect(error?.message.hasPrefix("probe.lua:2:") == true)
+        #expect(error?.message.contains("string limit") == true)
+    }
+
+    @Test("load refuses sources over 64 KiB")
+    func loadIsBounded() throws {
+        let json = try evaluate("return { pcall(load, string.rep(' ', 70000)) }")
+        #expect(json.contains("over the limit"))
+    }
 }
+

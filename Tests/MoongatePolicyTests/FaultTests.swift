@@ -166,4 +166,83 @@ struct RejectionTests {
         let error = try #require(ScriptHarness.rejection(of: spec("return { route = 'yes' }")))
         #expect(error.message.contains("'route' must be a function"))
     }
+
 }
+
+/// Every API object checks the kind of its arguments: each case here crashed or read foreign memory
+/// before the checks (regressions, kept by name).
+@Suite("API objects check their arguments")
+struct APIObjectCheckTests {
+    private func faultKind(_ outcome: PolicyOutcome) -> String? {
+        if case .fault(let fault) = outcome.decision { return fault.kind.description }
+        return nil
+    }
+
+    @Test("req.header with another object as self is a fault, not a crash", arguments: [
+        "req.header(moongate.hostset({'a.example'}), 'x')",      // SIGSEGV in view_header before the check
+        "req.header(moongate.cidrset({'10.0.0.0/8'}), 'x')",
+        "req.header(moongate.router({}), 'x')",
+        "req.header(req.target, 'x')",
+        "req.header(req.client, 'x')",
+        "req.header({}, 'x')",
+        "req.header('str', 'x')",
+        "req.header(nil, 'x')",
+        "for _ in req.headers(moongate.hostset({'a.example'})) do end",
+        "moongate.hostset({'a'}).match(req, 'a')",
+        "moongate.cidrset({'10.0.0.0/8'}).contains(req, '10.0.0.1')",
+        "moongate.router({}).match(req, 'a', '/')",
+    ])
+    func wrongSelfInRouteIsAFault(call: String) throws {
+        let h = try harness([("hostile", "return { route = function(req) \(call) return moongate.route('x') end }")])
+        let outcome = h.decide(try request("GET /x HTTP/1.1", [HeaderField("Host", "a.test")]))
+        #expect(outcome.decision.localStatus == 500)
+        #expect(faultKind(outcome) == "runtime")
+        // The state is intact: the request view still answers the next call.
+        let h2 = try harness([("fine", "return { route = function(req) return moongate.route(req:header('host')) end }")])
+        #expect(h2.decide(try request("GET /x HTTP/1.1", [HeaderField("Host", "a.test")])).decision == .route(cluster: "a.test"))
+    }
+
+    @Test("the edit object's methods refuse another self (the edit used to read its C context out as header bytes)", arguments: [
+        "edit.set(req, 'x', 'y')", "edit.append(moongate.hostset({'a'}), 'x', 'y')", "edit.remove({}, 'x')",
+        "req.header(edit, 'x')", "for _ in req.headers(edit) do end",
+    ])
+    func wrongSelfInSanitizeIsAFault(call: String) throws {
+        let h = try harness([
+            ("router", "return { route = function(req) return moongate.route('x') end }"),
+            ("hostile", "return { sanitize_request = function(req, edit) \(call) end }"),
+        ])
+        let verdict = h.evaluate(try request("GET /x HTTP/1.1", [HeaderField("Host", "a.test")]))
+        #expect(verdict.outcome.decision.localStatus == 500)
+        #expect(verdict.upstreamHeaders == nil)
+        #expect(h.stats.faults(plugin: "hostile", hook: "sanitize_request") == 1)
+    }
+
+    @Test("a host longer than any DNS name never matches a suffix it would end in if cut at 256 bytes")
+    func longHostIsNotTruncated() throws {
+        let h = try harness([(
+            "allow",
+            """
+            local set, routes
+            return {
+              init = function() set = moongate.hostset({ "*.example.com" }); routes = moongate.router({ { host = "*.example.com", cluster = "x" } }) end,
+              route = function(req)
+                local host = req:header("x-forwarded-host")  -- any string a client sends
+                if req:header("x-via") == "set" then return set:match(host) and moongate.route("set") or nil end
+                local r = routes:match(host, req.path)
+                if r then return moongate.route(r.cluster) end
+              end,
+            }
+            """
+        )])
+        let host = String(repeating: "a", count: 244) + ".example.com.evil.test"
+        for via in ["set", "router"] {
+            let outcome = h.decide(
+                try request("GET /x HTTP/1.1", [HeaderField("Host", "a.test"), HeaderField("X-Forwarded-Host", host), HeaderField("X-Via", via)]))
+            #expect(outcome.decision.localStatus == 404, "\(via)")
+        }
+        let good = [HeaderField("Host", "a.test"), HeaderField("X-Forwarded-Host", "api.example.com")]
+        #expect(h.decide(try request("GET /x HTTP/1.1", good + [HeaderField("X-Via", "set")])).decision == .route(cluster: "set"))
+        #expect(h.decide(try request("GET /x HTTP/1.1", good)).decision == .route(cluster: "x"))
+    }
+}
+
