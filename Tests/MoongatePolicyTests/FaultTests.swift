@@ -227,7 +227,10 @@ struct APIObjectCheckTests {
               init = function() set = moongate.hostset({ "*.example.com" }); routes = moongate.router({ { host = "*.example.com", cluster = "x" } }) end,
               route = function(req)
                 local host = req:header("x-forwarded-host")  -- any string a client sends
-                if req:header("x-via") == "set" then return set:match(host) and moongate.route("set") or nil end
+                if req:header("x-via") == "set" then
+                  if set:match(host) then return moongate.route("set") end
+                  return nil
+                end
                 local r = routes:match(host, req.path)
                 if r then return moongate.route(r.cluster) end
               end,
