@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "MoongatePolicy", targets: ["MoongatePolicy"]),
         .executable(name: "moongate-policy-bench", targets: ["MoongatePolicyBench"]),
         .executable(name: "moongate-tunnel-floor", targets: ["MoongateTunnelFloor"]),
+        .executable(name: "moongate-api-fuzz", targets: ["MoongateAPIFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -98,6 +99,14 @@ let package = Package(
             dependencies: ["MoongatePolicy", "MoongateConfig"],
             swiftSettings: swiftSettings
         ),
+        // The API fuzzer: hooks that call every reachable function with random arguments
+        // (Tests/fuzz/api_fuzz.lua); `moongate-api-fuzz` runs it, under AddressSanitizer in scripts/fuzz-api.
+        .target(
+            name: "MoongateFuzzing",
+            dependencies: ["MoongatePolicy", "MoongateConfig", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(name: "MoongateAPIFuzz", dependencies: ["MoongateFuzzing"], swiftSettings: swiftSettings),
         // `moongate-tunnel-floor`: SwiftNIO channels and Moongate's relay with nothing else, run by
         // the peer harness (scripts/bench/nio-floor.sh) as the floor under the tunnel figures.
         .executableTarget(
@@ -113,7 +122,7 @@ let package = Package(
         .testTarget(name: "LuaKitTests", dependencies: ["LuaKit", "CLua"], swiftSettings: swiftSettings),
         .testTarget(
             name: "MoongatePolicyTests",
-            dependencies: ["MoongatePolicy", "MoongateTesting", "MoongateConfig", "LuaKit"],
+            dependencies: ["MoongatePolicy", "MoongateTesting", "MoongateConfig", "LuaKit", "MoongateFuzzing"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "MoongateConfigTests", dependencies: ["MoongateConfig"], swiftSettings: swiftSettings),

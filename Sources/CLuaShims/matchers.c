@@ -225,14 +225,15 @@ static int cidrset_new(lua_State *L) {
         memset(c, 0, sizeof *c);
         c->family = parse_ip(s, alen, c->addr);
         if (c->family == 0) return luaL_error(L, "cidrset: invalid address in '%s'", s);
-        int maxp = c->family == 4 ? 32 : 128;
-        c->prefix = maxp;
+        // "::ffff:10.0.0.0/104" names an IPv4 range written as IPv6: its prefix counts 128 bits
+        int mapped = c->family == 4 && memchr(s, ':', alen) != NULL;
+        int maxp = c->family == 4 && !mapped ? 32 : 128;
+        c->prefix = c->family == 4 ? 32 : 128;
         if (slash) {
             char *end;
             long p = strtol(slash + 1, &end, 10);
             if (slash[1] == 0 || *end != 0 || p < 0 || p > maxp) return luaL_error(L, "cidrset: invalid prefix in '%s'", s);
-            // "::ffff:10.0.0.0/104" names an IPv4 range: move the prefix with the address
-            if (c->family == 4 && memchr(s, ':', alen)) p = p >= 96 ? p - 96 : 0;
+            if (mapped) p = p >= 96 ? p - 96 : 0;  // move the prefix with the address
             c->prefix = (int)p;
         }
         lua_pop(L, 1);

@@ -45,9 +45,15 @@ struct MatcherTests {
         ("c:contains('2001:db9::1')", "false"),
         ("c:contains('203.0.113.7')", "true"),
         ("c:contains('not an ip')", "false"),
+        // An IPv4 block written as IPv4-mapped IPv6 takes a 128-bit prefix (found by the API fuzzer:
+        // '/120' was refused as over 32).
+        ("c:contains('192.0.2.77')", "true"),
+        ("c:contains('::ffff:192.0.2.1')", "true"),
+        ("c:contains('192.0.3.1')", "false"),
     ])
     func cidrset(expression: String, expected: String) throws {
-        let setup = "local c = moongate.cidrset({ '10.0.0.0/8', '192.168.0.0/16', '2001:db8::/32', '203.0.113.7' })"
+        let setup =
+            "local c = moongate.cidrset({ '10.0.0.0/8', '192.168.0.0/16', '2001:db8::/32', '203.0.113.7', '::ffff:192.0.2.0/120' })"
         #expect(try evaluate(setup, expression) == expected)
     }
 
