@@ -25,9 +25,9 @@ ensure_packages() {
         { apt-get update -q >/dev/null && apt-get install -y -q "${need[@]}" >/dev/null; }
 }
 
-# The build needs Debian's Lua 5.4 and pkg-config's .pc file for it.
+# The build needs Debian's Lua 5.4 and pkg-config's .pc file for it, and RE2 (moongate.regex).
 ensure_build_deps() {
-    ensure_packages /usr/include/lua5.4/lua.h:liblua5.4-dev pkg-config:pkg-config
+    ensure_packages /usr/include/lua5.4/lua.h:liblua5.4-dev pkg-config:pkg-config /usr/include/re2/re2.h:libre2-dev
 }
 
 # Release builds of the proxy turn dynamic exclusivity checks off in every module, SwiftNIO's
