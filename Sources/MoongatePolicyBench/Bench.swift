@@ -2,7 +2,7 @@ import Logging
 import MoongateConfig
 import MoongatePolicy
 
-/// `swift run -c release moongate-policy-bench [calls] [runs]`: nanoseconds per policy decision with the
+/// `swift run -c release moongate-policy-bench [calls] [runs] [root] [case]`: nanoseconds per policy decision with the
 /// shipped plugins, Swift bridge included (staging the request, calling the hooks, reading the verb).
 @main
 struct PolicyBench {
@@ -11,6 +11,8 @@ struct PolicyBench {
         let calls = arguments.count > 1 ? Int(arguments[1]) ?? 1_000_000 : 1_000_000
         let runs = arguments.count > 2 ? Int(arguments[2]) ?? 5 : 5
         let root = arguments.count > 3 ? arguments[3] : "."
+        // An optional fourth argument runs only the cases whose name contains it ("route", "connect").
+        let only = arguments.count > 4 ? arguments[4] : ""
         LoggingSystem.bootstrap { _ in SwiftLogNoOpLogHandler() }
 
         let config = try ConfigLoader.load(path: "\(root)/configs/default.yaml")
@@ -41,13 +43,14 @@ struct PolicyBench {
         let forward = try PolicyRequest.http1(method: "GET", uri: "http://example.org/x", headers: Array(headers.dropFirst()), client: client)
 
         print("moongate policy benchmark: \(calls) calls x \(runs) runs per case (ns per call; best / median)")
-        measure("route (host_router, 10 headers)", calls: calls, runs: runs) { _ = router.decide(route) }
-        measure("connect (default config)", calls: calls, runs: runs) { _ = defaults.decide(connect) }
-        measure("forward (default config, decide only)", calls: calls, runs: runs) { _ = defaults.decide(forward) }
-        measure("forward + sanitize_request (XFF, Via, floor)", calls: calls, runs: runs) { _ = defaults.evaluate(forward) }
+        measure("route (host_router, 10 headers)", calls: calls, runs: runs, only: only) { _ = router.decide(route) }
+        measure("connect (default config)", calls: calls, runs: runs, only: only) { _ = defaults.decide(connect) }
+        measure("forward (default config, decide only)", calls: calls, runs: runs, only: only) { _ = defaults.decide(forward) }
+        measure("forward + sanitize_request (XFF, Via, floor)", calls: calls, runs: runs, only: only) { _ = defaults.evaluate(forward) }
     }
 
-    static func measure(_ name: String, calls: Int, runs: Int, _ body: () -> Void) {
+    static func measure(_ name: String, calls: Int, runs: Int, only: String, _ body: () -> Void) {
+        guard only.isEmpty || name.contains(only) else { return }
         for _ in 0..<min(calls, 100_000) { body() }
         var samples: [Double] = []
         let clock = ContinuousClock()
