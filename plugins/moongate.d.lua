@@ -21,14 +21,16 @@
 --            that is enabled is then routed by the route hooks.
 --   sanitize_* every plugin runs; then the floor (hop-by-hop headers, headers named in Connection,
 --            Proxy-Authorization, Proxy-Connection) is applied and cannot be undone.
--- A runtime error, a budget or memory-cap hit, or an invalid return value fails the request closed
--- with a 500, logged with the file and line and counted per plugin and hook.
+-- A runtime error, a budget, deadline or memory-cap hit, or an invalid return value fails the request
+-- closed with a 500, logged with the file and line and counted per plugin and hook. The deadline
+-- (policy.hook_deadline, 10 ms) covers library calls too: Lua patterns, table functions, everything.
 --
 -- Sandbox: string, table, math, utf8, the moongate module and safe base functions only (no io,
 -- os, package/require, debug, coroutine, string.dump, rawset, binary chunks; collectgarbage only
 -- "count"; no __gc metamethods). Globals are read-only once the plugin has loaded: keep state in
--- locals (upvalues). C string patterns cannot be interrupted by the instruction budget: on request
--- data prefer moongate.starts_with / ends_with and the native matchers.
+-- locals (upvalues). Strings are at most 1 MiB. Lua patterns backtrack, so on request data a bad
+-- pattern spends the whole deadline and fails the request: match request data with
+-- moongate.starts_with / ends_with, the native matchers and moongate.regex (RE2, linear time).
 
 ---@class moongate.Target
 ---@field host string  normalised: lower-case, no trailing dot, IPv4 dotted-quad, IPv6 in brackets
@@ -117,6 +119,33 @@ local Router = {}
 ---@return table|nil
 function Router:match(host, path) end
 
+---An RE2 regular expression (moongate.regex): matched in time linear in the input, never by
+---backtracking, so request data cannot make it run away. Perl-like syntax without backreferences
+---or lookaround (https://github.com/google/re2/wiki/Syntax). `init` counts like string.find's
+---(negative from the end); `^` still anchors at the start of the subject, not at `init`.
+---@class moongate.Regex
+local Regex = {}
+
+---The captures (false for a group that did not take part), the whole match when the pattern has
+---no groups, or nil when it does not match, like string.match.
+---@param s string
+---@param init? integer
+---@return string|false|nil ...
+function Regex:match(s, init) end
+
+---Start and end of the match (1-based, inclusive) followed by the captures, or nil, like string.find.
+---@param s string
+---@param init? integer
+---@return integer|nil start
+---@return integer|nil last
+---@return string|false ...
+function Regex:find(s, init) end
+
+---Whether the pattern matches anywhere in s (the fastest of the three).
+---@param s string
+---@return boolean
+function Regex:test(s) end
+
 ---@alias moongate.Verb "route"|"forward"|"tunnel"|"tunnel_via"|"deny"|"respond"
 
 ---@class moongate
@@ -183,6 +212,18 @@ function moongate.base64_encode(s) end
 ---@param s string
 ---@return string|nil
 function moongate.base64_decode(s) end
+
+---Compiles an RE2 regular expression (linear time in the subject): build it when the plugin loads
+---(module body or init; compiling in a hook is an error), match it per request. An invalid pattern,
+---one over 16 KiB, or one whose program is over 5,000 instructions is an error naming RE2's reason.
+---A match whose subject length times program size is over 16 Mi is refused (about 80 ms of RE2's
+---slowest path): keep regexes small. Each regex counts about 258 KiB against the state's memory cap
+---(RE2's memory budget for it), given back when it is collected. Options: `caseless` ignores case; `latin1`
+---treats the pattern and the subjects as Latin-1 bytes instead of UTF-8.
+---@param pattern string
+---@param options? { caseless?: boolean, latin1?: boolean }
+---@return moongate.Regex
+function moongate.regex(pattern, options) end
 
 ---@param s string
 ---@param prefix string

@@ -191,9 +191,12 @@ struct APIObjectCheckTests {
         "moongate.hostset({'a'}).match(req, 'a')",
         "moongate.cidrset({'10.0.0.0/8'}).contains(req, '10.0.0.1')",
         "moongate.router({}).match(req, 'a', '/')",
+        "re.match(req, 'a')", "re.find(moongate.hostset({'a'}), 'a')", "re.test({}, 'a')",
     ])
     func wrongSelfInRouteIsAFault(call: String) throws {
-        let h = try harness([("hostile", "return { route = function(req) \(call) return moongate.route('x') end }")])
+        let h = try harness([(
+            "hostile", "local re = moongate.regex('a')\nreturn { route = function(req) \(call) return moongate.route('x') end }"
+        )])
         let outcome = h.decide(try request("GET /x HTTP/1.1", [HeaderField("Host", "a.test")]))
         #expect(outcome.decision.localStatus == 500)
         #expect(faultKind(outcome) == "runtime")
@@ -246,6 +249,15 @@ struct APIObjectCheckTests {
         let good = [HeaderField("Host", "a.test"), HeaderField("X-Forwarded-Host", "api.example.com")]
         #expect(h.decide(try request("GET /x HTTP/1.1", good + [HeaderField("X-Via", "set")])).decision == .route(cluster: "set"))
         #expect(h.decide(try request("GET /x HTTP/1.1", good)).decision == .route(cluster: "x"))
+    }
+
+    @Test("a regex is compiled when the plugin loads, never in a hook")
+    func regexCompileInHookIsAFault() throws {
+        let h = try harness([("late", "return { route = function(req) local re = moongate.regex('a+') return moongate.route('x') end }")])
+        let outcome = h.decide(try request("GET /x HTTP/1.1", [HeaderField("Host", "a.test")]))
+        guard case .fault(let fault) = outcome.decision else { Issue.record("expected a fault"); return }
+        #expect(fault.message.contains("compile regexes when the plugin loads"))
+        #expect(fault.message.hasPrefix("late.lua:1:"))
     }
 }
 
