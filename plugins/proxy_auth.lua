@@ -12,6 +12,9 @@ local deny = moongate.deny
 local M = {}
 
 local accepted, challenge, all
+-- "Basic <token>": the scheme case-insensitively (RFC 9110 §11.1), one or more spaces, a token68.
+-- A regex, not a Lua pattern: the header is the client's.
+local basic = moongate.regex("^[Bb][Aa][Ss][Ii][Cc] +([A-Za-z0-9+/]+=*)$")
 
 function M.init(config)
   accepted = {}
@@ -32,8 +35,8 @@ end
 local function check(req)
   local credentials = req:header("proxy-authorization")
   if credentials ~= nil then
-    local scheme, token = credentials:match("^(%a+) +([%w+/=]+)$")
-    if scheme ~= nil and scheme:lower() == "basic" and accepted[token] ~= nil then return nil end
+    local token = basic:match(credentials)
+    if token ~= nil and accepted[token] ~= nil then return nil end
   end
   return deny(407, "proxy authentication required", challenge)
 end
@@ -54,6 +57,9 @@ M.tests = {
     headers = { ["proxy-authorization"] = "Basic YWxpY2U6d29uZGVybGFuZA==" }, expect = "none" },
   { name = "the scheme is case-insensitive", config = config, request = "CONNECT example.org:443",
     headers = { ["proxy-authorization"] = "basic YWxpY2U6d29uZGVybGFuZA==" }, expect = "none" },
+  { name = "an 8 KiB header that almost matches is refused (linear time)", config = config,
+    request = "CONNECT example.org:443",
+    headers = { ["proxy-authorization"] = "Basic " .. string.rep("A", 8000) .. "=!" }, expect = "deny 407" },
   { name = "a wrong password: 407", config = config, request = "CONNECT example.org:443",
     headers = { ["proxy-authorization"] = "Basic YWxpY2U6d3Jvbmc=" }, expect = "deny 407" },
   { name = "forwarded requests too", config = config, request = "GET http://example.org/ HTTP/1.1", expect = "deny 407" },
