@@ -244,6 +244,14 @@ static int classify_and_copy(lua_State *L, int status, int base) {
         snprintf(ctx->errbuf, sizeof ctx->errbuf, "%s", msg);
     }
     lua_settop(L, base);
+    if (code == MOON_ERR_MEMORY) {
+        // The failed call's values stay in the stack slots above the top, and the next call of the
+        // same function reuses them as its frame before it overwrites them, which would keep the
+        // garbage of a memory bomb alive (the next request on this loop would hit the cap too). A
+        // full collection now clears the dead slice of the stack and frees it. Memory faults are
+        // rare, and this collection is what the failed allocation's emergency collection was.
+        lua_gc(L, LUA_GCCOLLECT, 0);
+    }
     return code;
 }
 

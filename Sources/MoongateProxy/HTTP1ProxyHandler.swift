@@ -57,6 +57,8 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var unwrittenResponse: ByteBuffer?
     /// Created on the first forwarded request.
     var responseTimer: DeadlineTimer?
+    /// When the current request's head was handed to policy (a local answer's duration counts from here).
+    var headStartedAt = NIODeadline.uptimeNanoseconds(0)
 
     private let parser: ClientRequestParser
 
@@ -315,6 +317,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             state = .done
             return
         }
+        headStartedAt = .now()
         guard let instance = runtime.policy.instance(in: loop.policy) else {
             respondLocally(status: 503, reason: "no policy has loaded", close: head.isCONNECT || head.isUpgrade, context: context)
             return
@@ -390,7 +393,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         accessLog(
             method: request.method, target: request.target?.description ?? request.authority ?? "-",
             decision: outcome.decision.summary, plugin: outcome.plugin, status: status, bytesIn: 0,
-            bytesOut: body?.utf8.count ?? 0, since: .now())
+            bytesOut: body?.utf8.count ?? 0, since: headStartedAt)
         if request.isConnect {
             state = .done  // nothing after a refused CONNECT is processed
         }

@@ -266,5 +266,41 @@ struct SandboxTests {
         let json = try evaluate("return { pcall(load, string.rep(' ', 70000)) }")
         #expect(json.contains("over the limit"))
     }
+
+    @Test("an xpcall message handler runs under the budget and the deadline (it ran with hooks off)")
+    func xpcallHandlerIsBounded() {
+        let looping = failure(
+            "local x = 1\nxpcall(function() while true do end end, function(e) while true do end end)", budget: 100_000,
+            deadline: .milliseconds(50))
+        #expect(looping?.kind == .budget)
+        let slow = failure("xpcall(error, function(e) local n = 0 while true do n = n + 1 end end)", budget: 0, deadline: .milliseconds(20))
+        #expect(slow?.kind == .deadline)
+    }
+
+    @Test("xpcall keeps its results: values on success, false and the handler's answer on an error")
+    func xpcallResults() throws {
+        #expect(try evaluate("return { xpcall(function(a, b) return a + b, 'ok' end, function(e) return e end, 2, 3) }") == #"[true,5,"ok"]"#)
+        #expect(try evaluate("return { xpcall(function() error('boom', 0) end, function(e) return 'handled ' .. e end) }") == #"[false,"handled boom"]"#)
+        #expect(try evaluate("return { xpcall(error, function(e) error('again', 0) end, 'x') }") == #"[false,"again"]"#)
+    }
+
+    @Test("after a memory fault the state's garbage is freed, so the next call of the same function works")
+    func memoryFaultDoesNotPoisonTheNextCall() throws {
+        let lua = try LuaState(memoryCap: 4 << 20, instructionBudget: 0)
+        let env = try lua.newEnvironment()
+        let module = try #require(try lua.run(
+            "return { bomb = function(big) local t = {} if big then while true do t[#t + 1] = {#t, #t, #t, #t} end end local s = {} for i = 1, 1000 do s[i] = {i} end end }",
+            chunkName: "@bomb.lua", in: env))
+        let bomb = try #require(try lua.function(named: "bomb", in: module))
+        let yes = try #require(try lua.run("return true", chunkName: "@t.lua", in: env))
+        do {
+            try lua.call(bomb, with: yes)
+            Issue.record("the bomb must hit the cap")
+        } catch {
+            #expect(error.kind == .memory)
+        }
+        #expect(lua.heapBytes < 2 << 20)
+        try lua.call(bomb)  // allocates 1,000 small tables: fails if the bomb's table is still alive
+    }
 }
 

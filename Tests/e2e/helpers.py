@@ -2,8 +2,12 @@
 from conftest import PLUGINS
 
 
-def config(port, plugins, clusters=None, timeouts=None, allowed_addresses=None, admin_port=None, limits=None):
-    lines = [
+def config(port, plugins, clusters=None, timeouts=None, allowed_addresses=None, admin_port=None, limits=None,
+           policy=None, top=None):
+    """`policy`: extra keys of the policy section (`{"watch": "false", "hook_deadline": "10ms"}`);
+    `top`: extra top-level keys (`{"event_loop_threads": 1}`). Values are written as they are."""
+    lines = [f"{k}: {v}" for k, v in (top or {}).items()]
+    lines += [
         "listeners:",
         "  - name: main",
         "    address: 127.0.0.1",
@@ -22,6 +26,7 @@ def config(port, plugins, clusters=None, timeouts=None, allowed_addresses=None, 
         lines.append("limits:")
         lines += [f"  {k}: {v}" for k, v in limits.items()]
     lines += ["policy:", f"  plugins_dir: {PLUGINS}"]
+    lines += [f"  {k}: {v}" for k, v in (policy or {}).items()]
     if allowed_addresses:
         lines.append(f"  allowed_addresses: {allowed_addresses!r}".replace("'", '"'))
     lines.append("  plugins:")
