@@ -95,6 +95,9 @@ void moon_deadline_poll(lua_State *L);
 // installers, each run inside the protected sandbox set-up
 void moon_install_views(lua_State *L, moon_ctx *ctx);
 void moon_install_matchers(lua_State *L, int moongate_table);
+/// Registers the metatable `name` of an API object kind (checked with luaL_checkudata): its methods
+/// as `__index`, hidden from scripts (`__metatable = false`). Leaves it on the stack for more fields.
+void moon_register_meta(lua_State *L, const char *name, const luaL_Reg *methods);
 /// Sets `find`, `match`, `gmatch` and `gsub` on the table at `string_table`: Lua 5.4 patterns with a
 /// matcher that polls the deadline as it goes (patterns.c).
 void moon_install_patterns(lua_State *L, int string_table);

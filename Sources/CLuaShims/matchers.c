@@ -450,23 +450,23 @@ static int ends_with(lua_State *L) {
     return 1;
 }
 
-static void register_meta(lua_State *L, const char *name, const luaL_Reg *methods) {
+void moon_register_meta(lua_State *L, const char *name, const luaL_Reg *methods) {
     luaL_newmetatable(L, name);
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
 }
 
 void moon_install_matchers(lua_State *L, int mg) {
     static const luaL_Reg hostset_methods[] = { { "match", hostset_match }, { NULL, NULL } };
     static const luaL_Reg cidrset_methods[] = { { "contains", cidrset_contains }, { NULL, NULL } };
     static const luaL_Reg router_methods[] = { { "match", router_match }, { NULL, NULL } };
-    register_meta(L, "moongate.hostset", hostset_methods);
-    register_meta(L, "moongate.cidrset", cidrset_methods);
-    register_meta(L, "moongate.router", router_methods);
+    moon_register_meta(L, "moongate.hostset", hostset_methods);
+    moon_register_meta(L, "moongate.cidrset", cidrset_methods);
+    moon_register_meta(L, "moongate.router", router_methods);
+    lua_pop(L, 3);
     static const luaL_Reg functions[] = {
         { "hostset", hostset_new }, { "cidrset", cidrset_new }, { "router", router_new },
         { "ip_class", ip_class }, { "base64_encode", base64_encode }, { "base64_decode", base64_decode },

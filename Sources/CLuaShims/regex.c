@@ -245,29 +245,33 @@ static int push_captures(lua_State *L, const moon_regex *rx, const char *s, cons
     return rx->groups;
 }
 
-static int regex_match(lua_State *L) {
-    moon_regex *rx = check_regex(L);
+// What match and find share: the arguments (self, subject, init) checked and the search run.
+// Returns 0 with nil pushed when nothing matches.
+static int search(lua_State *L, moon_regex **rx, const char **s, ptrdiff_t *buf, ptrdiff_t **off) {
+    *rx = check_regex(L);
     size_t len;
-    const char *s = luaL_checklstring(L, 2, &len);
+    *s = luaL_checklstring(L, 2, &len);
     size_t init = start_offset(L, 3, len);
-    ptrdiff_t buf[2 * (MOON_REGEX_STACK_GROUPS + 1)], *off;
-    if (init > len || !run_match(L, rx, s, len, init, rx->groups + 1, buf, &off)) {
+    if (init > len || !run_match(L, *rx, *s, len, init, (*rx)->groups + 1, buf, off)) {
         luaL_pushfail(L);
-        return 1;
+        return 0;
     }
+    return 1;
+}
+
+static int regex_match(lua_State *L) {
+    moon_regex *rx;
+    const char *s;
+    ptrdiff_t buf[2 * (MOON_REGEX_STACK_GROUPS + 1)], *off;
+    if (!search(L, &rx, &s, buf, &off)) return 1;
     return push_captures(L, rx, s, off);
 }
 
 static int regex_find(lua_State *L) {
-    moon_regex *rx = check_regex(L);
-    size_t len;
-    const char *s = luaL_checklstring(L, 2, &len);
-    size_t init = start_offset(L, 3, len);
+    moon_regex *rx;
+    const char *s;
     ptrdiff_t buf[2 * (MOON_REGEX_STACK_GROUPS + 1)], *off;
-    if (init > len || !run_match(L, rx, s, len, init, rx->groups + 1, buf, &off)) {
-        luaL_pushfail(L);
-        return 1;
-    }
+    if (!search(L, &rx, &s, buf, &off)) return 1;
     lua_pushinteger(L, (lua_Integer)off[0] + 1);
     lua_pushinteger(L, (lua_Integer)off[1]);
     return 2 + (rx->groups > 0 ? push_captures(L, rx, s, off) : 0);
@@ -287,15 +291,11 @@ void moon_install_regex(lua_State *L, int moongate_table) {
         { "match", regex_match }, { "find", regex_find }, { "test", regex_test }, { NULL, NULL },
     };
     moongate_table = lua_absindex(L, moongate_table);
-    luaL_newmetatable(L, REGEX_META);
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
+    moon_register_meta(L, REGEX_META, methods);
     lua_pushcfunction(L, regex_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pushcfunction(L, regex_gc);
     lua_setfield(L, -2, "__gc");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
     lua_pushcfunction(L, regex_new);
     lua_setfield(L, moongate_table, "regex");

@@ -7,29 +7,13 @@ private let prelude =
     "local function all(...) local t = {} for i = 1, select('#', ...) do "
     + "local v = select(i, ...) if v == nil then v = 'nil' end t[i] = v end return t end "
 
-/// Runs `source` (after the prelude) in a fresh environment of a fresh state and returns the
-/// exported result.
-private func evaluate(
-    _ source: String, cap: Int = 16 << 20, budget: Int = 1_000_000, deadline: Duration? = nil
-) throws -> String {
-    let lua = try LuaState(memoryCap: cap, instructionBudget: budget)
-    lua.setDeadlines(hook: deadline, load: deadline)
-    let env = try lua.newEnvironment()
-    guard let result = try lua.run(prelude + source, chunkName: "@probe.lua", in: env) else { return "null" }
-    return try lua.exportJSON(result)
+/// `evaluate` and `failure` (Support.swift) with the prelude in front.
+private func evaluateAll(_ source: String, cap: Int = 16 << 20, budget: Int = 1_000_000, deadline: Duration? = nil) throws -> String {
+    try evaluate(prelude + source, cap: cap, budget: budget, deadline: deadline)
 }
 
-private func failure(
-    _ source: String, cap: Int = 16 << 20, budget: Int = 1_000_000, deadline: Duration? = nil
-) -> LuaError? {
-    do {
-        _ = try evaluate(source, cap: cap, budget: budget, deadline: deadline)
-        return nil
-    } catch let error as LuaError {
-        return error
-    } catch {
-        return nil
-    }
+private func failureAll(_ source: String, cap: Int = 16 << 20, budget: Int = 1_000_000, deadline: Duration? = nil) -> LuaError? {
+    failure(prelude + source, cap: cap, budget: budget, deadline: deadline)
 }
 
 @Suite("moongate.regex")
@@ -62,7 +46,7 @@ struct RegexTests {
         ),
     ])
     func matchFindTest(source: String, expected: String) throws {
-        #expect(try evaluate(source) == expected)
+        #expect(try evaluateAll(source) == expected)
     }
 
     @Test("init counts like string.find's", arguments: [
@@ -76,7 +60,7 @@ struct RegexTests {
         ("return all(moongate.regex('x*'):find('abc', 5))", #"["nil"]"#),
     ])
     func initLikeStringFind(source: String, expected: String) throws {
-        #expect(try evaluate(source) == expected)
+        #expect(try evaluateAll(source) == expected)
     }
 
     @Test("every init from -12 to 12 finds what string.find finds")
@@ -90,14 +74,14 @@ struct RegexTests {
             end
             return { same }
             """
-        #expect(try evaluate(source) == "[true]")
+        #expect(try evaluateAll(source) == "[true]")
     }
 
     @Test("^ anchors at the subject's start, not at init; the bytes before init are context")
     func anchorsSeeTheWholeSubject() throws {
-        #expect(try evaluate("return all(moongate.regex('^b'):find('ab', 2))") == #"["nil"]"#)
-        #expect(try evaluate(#"return all(moongate.regex('\\bb'):find('a b', 3))"#) == "[3,3]")
-        #expect(try evaluate(#"return all(moongate.regex('\\Bb'):find('ab', 2))"#) == "[2,2]")
+        #expect(try evaluateAll("return all(moongate.regex('^b'):find('ab', 2))") == #"["nil"]"#)
+        #expect(try evaluateAll(#"return all(moongate.regex('\\bb'):find('a b', 3))"#) == "[3,3]")
+        #expect(try evaluateAll(#"return all(moongate.regex('\\Bb'):find('ab', 2))"#) == "[2,2]")
     }
 
     @Test("caseless matching, by option or inline")
@@ -111,7 +95,7 @@ struct RegexTests {
               moongate.regex('(?i)É'):test('é'),
             }
             """
-        #expect(try evaluate(source) == "[false,true,false,true,true]")
+        #expect(try evaluateAll(source) == "[false,true,false,true,true]")
     }
 
     @Test("UTF-8 by default, Latin-1 bytes by option")
@@ -126,7 +110,7 @@ struct RegexTests {
               moongate.regex('\xff', { latin1 = true }):test('a\xffb'),
             }
             """#
-        #expect(try evaluate(source) == "[true,false,true,false,true,true]")
+        #expect(try evaluateAll(source) == "[true,false,true,false,true,true]")
     }
 
     @Test("a regex prints its pattern and options, and its metatable is hidden")
@@ -138,8 +122,8 @@ struct RegexTests {
               type(moongate.regex('a')),
             }
             """
-        #expect(try evaluate(source) == #"["moongate.regex('a+', caseless, latin1)",false,"userdata"]"#)
-        let error = failure("local re = moongate.regex('a')\nre.match = print")
+        #expect(try evaluateAll(source) == #"["moongate.regex('a+', caseless, latin1)",false,"userdata"]"#)
+        let error = failureAll("local re = moongate.regex('a')\nre.match = print")
         #expect(error?.kind == .runtime)
     }
 
@@ -156,7 +140,7 @@ struct RegexTests {
         ("(a{1000}){1000}", "invalid repetition size: {1000}"),
     ])
     func compileErrorNamesTheReason(pattern: String, reason: String) throws {
-        let error = try #require(failure("moongate.regex('\(pattern)')"))
+        let error = try #require(failureAll("moongate.regex('\(pattern)')"))
         #expect(error.kind == .runtime)
         #expect(error.message.hasPrefix("probe.lua:1: moongate.regex: cannot compile '"))
         #expect(error.message.hasSuffix("': \(reason)"))
@@ -164,18 +148,18 @@ struct RegexTests {
 
     @Test("a program over 5,000 instructions is refused with its size")
     func programSizeLimit() throws {
-        let error = try #require(failure("moongate.regex('(abcdef){1000}')"))
+        let error = try #require(failureAll("moongate.regex('(abcdef){1000}')"))
         #expect(error.kind == .runtime)
         #expect(error.message.contains("cannot compile '(abcdef){1000}'"))
         #expect(error.message.hasSuffix("regex program of 8004 instructions is over the limit of 5000"))
         // 4,004 instructions fit; 5,004 do not
-        #expect(try evaluate("return { moongate.regex(string.rep('a', 4000)):test(string.rep('a', 4000)) }") == "[true]")
-        #expect(failure("moongate.regex(string.rep('a', 5000))")?.message.contains("5004 instructions") == true)
+        #expect(try evaluateAll("return { moongate.regex(string.rep('a', 4000)):test(string.rep('a', 4000)) }") == "[true]")
+        #expect(failureAll("moongate.regex(string.rep('a', 5000))")?.message.contains("5004 instructions") == true)
     }
 
     @Test("a pattern over 16 KiB is refused before compiling")
     func patternLengthLimit() {
-        let error = failure("moongate.regex(string.rep('a', 16385))")
+        let error = failureAll("moongate.regex(string.rep('a', 16385))")
         #expect(error?.kind == .runtime)
         #expect(error?.message.contains("pattern of 16385 bytes is over the limit of 16384") == true)
     }
@@ -184,8 +168,8 @@ struct RegexTests {
     func workBound() throws {
         // 4,004 instructions x 4,200 bytes = 16.8 M > 16 Mi; 4,000 bytes fit.
         let source = "local re = moongate.regex(string.rep('a', 4000))\nreturn { re:test(string.rep('a', 4000)) }"
-        #expect(try evaluate(source) == "[true]")
-        let error = try #require(failure("local re = moongate.regex(string.rep('a', 4000))\nreturn re:test(string.rep('a', 4200))"))
+        #expect(try evaluateAll(source) == "[true]")
+        let error = try #require(failureAll("local re = moongate.regex(string.rep('a', 4000))\nreturn re:test(string.rep('a', 4200))"))
         #expect(error.kind == .runtime)
         #expect(error.message.hasPrefix("probe.lua:2: moongate.regex: an input of 4200 bytes is too long for this regex of 4004 instructions"))
     }
@@ -199,7 +183,7 @@ struct RegexTests {
         ("moongate.regex()", "string expected"),
     ])
     func optionsAreChecked(call: String, message: String) throws {
-        let error = try #require(failure(call))
+        let error = try #require(failureAll(call))
         #expect(error.kind == .runtime)
         #expect(error.message.contains(message))
     }
@@ -217,7 +201,7 @@ struct RegexTests {
         "local m = re.match; m({}, 'x')",
     ])
     func wrongSelfIsAnError(call: String) throws {
-        let error = try #require(failure("local re = moongate.regex('x') \(call)"))
+        let error = try #require(failureAll("local re = moongate.regex('x') \(call)"))
         #expect(error.kind == .runtime)
         #expect(error.message.contains("moongate.regex expected"))
     }
@@ -228,7 +212,7 @@ struct RegexTests {
         "moongate.router({}).match(re, 'a', '/')",
     ])
     func regexAsForeignSelfIsAnError(call: String) throws {
-        let error = try #require(failure("local re = moongate.regex('x') \(call)"))
+        let error = try #require(failureAll("local re = moongate.regex('x') \(call)"))
         #expect(error.kind == .runtime)
     }
 
@@ -240,7 +224,7 @@ struct RegexTests {
         ("re:match('x', 1.5)", "number has no integer representation"),
     ])
     func argumentsAreChecked(call: String, message: String) throws {
-        let error = try #require(failure("local re = moongate.regex('x') return \(call)"))
+        let error = try #require(failureAll("local re = moongate.regex('x') return \(call)"))
         #expect(error.kind == .runtime)
         #expect(error.message.contains(message))
     }
@@ -252,35 +236,35 @@ struct RegexTests {
             local t = all(re:find(s .. 'b'))
             return { re:match(s) == nil, re:find(s) == nil, re:test(s), t[1], t[2], #t[3] }
             """
-        #expect(try evaluate(source) == "[true,true,false,1,8193,8192]")
+        #expect(try evaluateAll(source) == "[true,true,false,1,8193,8192]")
     }
 
     @Test("compiling, and matching a long input, polls the call's deadline")
     func deadlineIsPolled() throws {
         // With a 1 ns deadline the first poll starts the clock and the next one raises. The probe
         // itself runs fewer instructions than a hook period, so only moongate.regex polls here.
-        let matching = try #require(failure(
+        let matching = try #require(failureAll(
             "local re = moongate.regex('b')\nlocal s = string.rep('a', 20000)\nreturn { re:test(s) }",
             budget: 0, deadline: .nanoseconds(1)))
         #expect(matching.kind == .deadline)
         #expect(matching.message.hasPrefix("probe.lua:3:"))
-        let compiling = try #require(failure(
+        let compiling = try #require(failureAll(
             "local a = moongate.regex('a')\nlocal b = moongate.regex('b')", budget: 0, deadline: .nanoseconds(1)))
         #expect(compiling.kind == .deadline)
         #expect(compiling.message.hasPrefix("probe.lua:2:"))
         // A short input against a small program does not poll.
-        #expect(try evaluate("local re = moongate.regex('b') return { re:test('aaaa'), re:test('ab') }",
+        #expect(try evaluateAll("local re = moongate.regex('b') return { re:test('aaaa'), re:test('ab') }",
                              budget: 0, deadline: .nanoseconds(1)) == "[false,true]")
     }
 
     @Test("regexes kept in a loop hit the memory cap with a memory error, not unbounded growth")
     func regexesAreChargedToTheCap() throws {
-        let error = try #require(failure("local t = {}\nfor i = 1, 10000 do t[i] = moongate.regex('x' .. i) end"))
+        let error = try #require(failureAll("local t = {}\nfor i = 1, 10000 do t[i] = moongate.regex('x' .. i) end"))
         #expect(error.kind == .memory)
         #expect(error.message.hasPrefix("probe.lua:2:"))
         #expect(error.message.contains("memory cap"))
         // Each regex counts about 258 KiB: a 16 MiB state holds about sixty.
-        let json = try evaluate("""
+        let json = try evaluateAll("""
             local t = {}
             local ok = pcall(function() for i = 1, 10000 do t[#t + 1] = moongate.regex('x' .. i) end end)
             return { ok, #t > 40 and #t < 64 }
@@ -301,7 +285,7 @@ struct RegexTests {
         lua.collectGarbage()
         #expect(lua.heapBytes < before + 64 << 10)
         // Regexes dropped as they are made never reach the cap: the collector runs before refusing.
-        let json = try evaluate(
+        let json = try evaluateAll(
             "local n = 0 for i = 1, 200 do if moongate.regex('z' .. i):test('z' .. i) then n = n + 1 end end return { n }")
         #expect(json == "[200]")
     }
