@@ -6,26 +6,11 @@ import NIOHTTP1
 import NIOPosix
 
 extension HTTP1ProxyHandler {
-    /// Starts forwarding a request: to a cluster (`cluster` set) or to its own authority.
+    /// Starts forwarding a request to `destination` (a cluster, or its own authority).
     func startExchange(
-        kind: Exchange.Kind, cluster: String?, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome,
-        headers: [HeaderField], head: ClientRequestHead, keepAlive: Bool, context: ChannelHandlerContext
+        kind: Exchange.Kind, destination: UpstreamDestination, request: PolicyRequest, instance: PolicyInstance,
+        outcome: PolicyOutcome, headers: [HeaderField], head: ClientRequestHead, keepAlive: Bool, context: ChannelHandlerContext
     ) {
-        let destination: Destination
-        if let cluster {
-            guard let target = runtime.clusters[cluster] else {
-                runtime.logger.error("policy routed to an unknown cluster", metadata: ["cluster": "\(cluster)", "plugin": "\(outcome.plugin ?? "-")"])
-                finishLocally(request, outcome, status: 503, body: "no such cluster", extra: [], keepAlive: keepAlive, context: context)
-                return
-            }
-            destination = .cluster(target)
-        } else {
-            guard let host = request.host, let port = request.port else {
-                finishLocally(request, outcome, status: 400, body: "no authority to forward to", extra: [], keepAlive: keepAlive, context: context)
-                return
-            }
-            destination = .authority(Authority(host: host, port: port))
-        }
         let exchange = Exchange(
             kind: kind, request: request, instance: instance, outcome: outcome, upstreamKey: destination.key,
             idle: loop.pools.connections(to: destination.key), poolLimit: destination.poolLimit, clientKeepAlive: keepAlive)
@@ -73,27 +58,8 @@ extension HTTP1ProxyHandler {
         return (503, "upstream unreachable")
     }
 
-    enum Destination {
-        case cluster(ClusterTarget)
-        case authority(Authority)
-
-        var key: String {
-            switch self {
-            case .cluster(let c): c.poolKey
-            case .authority(let a): a.description
-            }
-        }
-
-        var poolLimit: Int {
-            switch self {
-            case .cluster(let c): c.config.poolSize
-            case .authority: 16
-            }
-        }
-    }
-
     /// Connects to a destination on this event loop, with the HTTP client handlers installed.
-    func dial(_ destination: Destination, context: ChannelHandlerContext) -> EventLoopFuture<any Channel> {
+    func dial(_ destination: UpstreamDestination, context: ChannelHandlerContext) -> EventLoopFuture<any Channel> {
         let eventLoop = context.eventLoop
         let key = destination.key
         let address: EventLoopFuture<SocketAddress>

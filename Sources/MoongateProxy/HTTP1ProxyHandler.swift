@@ -326,41 +326,25 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let outcome = verdict.outcome
         // After a CONNECT or an upgrade request the connection carries no more HTTP.
         let keepAlive = head.isKeepAlive && !head.isCONNECT && !head.isUpgrade
-        if request.isTunnelRequest, outcome.decision.admits,
-            let refusal = runtime.tunnels.refusal(client: client.ip, limits: runtime.config.limits)
-        {
-            // The tunnel caps (hardening.md §C.12): a clean 503, and the connection closes.
-            finishLocally(request, outcome, status: 503, body: refusal, extra: [], keepAlive: false, context: context)
-            state = .done
-            return
-        }
-        switch outcome.decision {
-        case .deny(let status, let reason, let extra):
-            finishLocally(request, outcome, status: status, body: reason, extra: extra, keepAlive: keepAlive, context: context)
-        case .respond(let status, let body, let extra):
-            finishLocally(request, outcome, status: status, body: body, extra: extra, keepAlive: keepAlive, exact: true, context: context)
-        case .fault:
-            finishLocally(request, outcome, status: 500, body: "policy error", extra: [], keepAlive: keepAlive, context: context)
-        case .noOpinion:
-            finishLocally(request, outcome, status: 500, body: "policy error", extra: [], keepAlive: keepAlive, context: context)
-        case .tunnel:
-            guard let target = request.target else {
-                finishLocally(request, outcome, status: 500, body: "policy error", extra: [], keepAlive: false, context: context)
-                return
+        let action = RequestPlanner.plan(
+            request, verdict, keepAlive: keepAlive,
+            tunnelRefusal: { runtime.tunnels.refusal(client: client.ip, limits: runtime.config.limits) },
+            cluster: { runtime.clusters[$0] })
+        switch action {
+        case .answer(let answer):
+            if let problem = answer.problem {
+                runtime.logger.error("\(problem)", metadata: ["plugin": "\(outcome.plugin ?? "-")"])
             }
+            finishLocally(
+                request, outcome, status: answer.status, body: answer.body, extra: answer.headers, keepAlive: answer.keepAlive,
+                exact: answer.exact, context: context)
+            if answer.endsConnection { state = .done }
+        case .terminateTunnel(let target):
             startTunnel(to: target, request: request, instance: instance, outcome: outcome, context: context)
-        case .tunnelVia(let cluster):
+        case .exchange(let kind, let destination, let headers, let keepAlive):
             startExchange(
-                kind: .connectVia, cluster: cluster, request: request, instance: instance, outcome: outcome,
-                headers: verdict.upstreamHeaders ?? [], head: head, keepAlive: false, context: context)
-        case .route(let cluster):
-            startExchange(
-                kind: request.upgrade != nil ? .upgrade : .forward, cluster: cluster, request: request, instance: instance,
-                outcome: outcome, headers: verdict.upstreamHeaders ?? [], head: head, keepAlive: keepAlive, context: context)
-        case .forward:
-            startExchange(
-                kind: request.upgrade != nil ? .upgrade : .forward, cluster: nil, request: request, instance: instance,
-                outcome: outcome, headers: verdict.upstreamHeaders ?? [], head: head, keepAlive: keepAlive, context: context)
+                kind: kind, destination: destination, request: request, instance: instance, outcome: outcome,
+                headers: headers, head: head, keepAlive: keepAlive, context: context)
         }
     }
 
