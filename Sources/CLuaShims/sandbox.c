@@ -207,10 +207,6 @@ static const char *const BASE_ALLOWED[] = {
     "select", "tonumber", "tostring", "type", "getmetatable", "_VERSION", NULL,
 };
 
-// Until patterns.c and regex.c are in, the stock pattern functions stay and there is no regex.
-__attribute__((weak)) void moon_install_patterns(lua_State *L, int string_table) { (void)L; (void)string_table; }
-__attribute__((weak)) void moon_install_regex(lua_State *L, int moongate_table) { (void)L; (void)moongate_table; }
-
 static int open_sandbox(lua_State *L) {
     moon_ctx *ctx = moon_ctx_of(L);
     luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
