@@ -19,6 +19,9 @@ public struct MoongateConfiguration: Sendable {
 /// A protocol a listener speaks.
 public enum ListenerProtocol: String, Sendable, CaseIterable {
     case http1
+    /// HTTP/2 with prior knowledge (h2c); with `http1` on the same listener, the connection
+    /// preface tells them apart.
+    case http2
 }
 
 /// One listening socket.
@@ -85,6 +88,9 @@ public struct PolicyConfig: Sendable {
     /// Special addresses (loopback, private, ...) that a tunnel or forward target's *name* may
     /// resolve to. Names resolving only to other special addresses are refused (403).
     public var allowedAddresses: [String] = []
+    /// The names of the configured clusters (``MoongateConfiguration/clusters``), which policy
+    /// checks the clusters scripts name against. Empty: unknown, nothing is checked.
+    public var clusterNames: [String] = []
 }
 
 /// Size and count limits (the edge defaults of hardening.md §1.5).

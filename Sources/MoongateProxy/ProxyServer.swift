@@ -31,7 +31,7 @@ public final class ProxyServer: Service, Sendable {
         HTTP1Pipeline.instantiateHandlerTypes()
         var bound: [SocketAddress] = []
         for listener in runtime.config.listeners {
-            let channel = try await bootstrap().bind(host: listener.address, port: listener.port).get()
+            let channel = try await bootstrap(for: listener).bind(host: listener.address, port: listener.port).get()
             serverChannels.withLock { $0.append(channel) }
             if let address = channel.localAddress { bound.append(address) }
             runtime.logger.info("listening", metadata: ["listener": "\(listener.name)", "address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
@@ -62,9 +62,10 @@ public final class ProxyServer: Service, Sendable {
         runtime.logger.info("stopped")
     }
 
-    private func bootstrap() -> ServerBootstrap {
+    private func bootstrap(for listener: ListenerConfig) -> ServerBootstrap {
         let runtime = self.runtime
         let connections = self.connections
+        let protocols = Set(listener.protocols)
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -77,8 +78,22 @@ public final class ProxyServer: Service, Sendable {
                     }
                     connections.opened(channel)
                     channel.closeFuture.whenComplete { _ in connections.closed(channel) }
-                    let handler = HTTP1ProxyHandler(runtime: runtime, loop: runtime.loopContext(channel.eventLoop))
-                    try HTTP1Pipeline.configureServer(channel.pipeline.syncOperations, handler: handler)
+                    let loop = runtime.loopContext(channel.eventLoop)
+                    switch (protocols.contains(.http1), protocols.contains(.http2)) {
+                    case (true, true):
+                        try channel.pipeline.syncOperations.addHandler(PrefaceSniffer { http2, pipeline in
+                            if http2 {
+                                try HTTP2Pipeline.configureServer(channel, runtime: runtime)
+                            } else {
+                                try HTTP1Pipeline.configureServer(pipeline, handler: HTTP1ProxyHandler(runtime: runtime, loop: loop))
+                            }
+                        })
+                    case (false, true):
+                        try HTTP2Pipeline.configureServer(channel, runtime: runtime)
+                    default:
+                        let handler = HTTP1ProxyHandler(runtime: runtime, loop: loop)
+                        try HTTP1Pipeline.configureServer(channel.pipeline.syncOperations, handler: handler)
+                    }
                 }
             }
     }

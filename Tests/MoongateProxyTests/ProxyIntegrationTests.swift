@@ -22,7 +22,7 @@ struct ProxyIntegrationTests {
             policy:
               plugins_dir: ../plugins
               plugins:
-                - { name: connect_allowlist, config: { allow_addresses: ["\(target)"] } }
+                - { name: connect_allowlist, config: { allow: ["*"], allow_addresses: ["\(target)"] } }
             """)
         let client = try TestClient(port: port)
         client.send("CONNECT \(target) HTTP/1.1\r\nHost: \(target)\r\n\r\nearly")

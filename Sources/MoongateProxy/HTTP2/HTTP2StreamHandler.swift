@@ -1,0 +1,526 @@
+import Logging
+import MoongateConfig
+import MoongatePolicy
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import NIOPosix
+
+/// One HTTP/2 stream of a client connection: the HTTP/2 codec in front of the protocol-neutral core.
+///
+/// A HEADERS frame becomes a ``PolicyRequest``; policy is asked once on the connection's event loop,
+/// and the ``RequestPlanner``'s action is carried out on this stream: a local answer, an exchange
+/// with an HTTP/1.1 upstream (DATA ↔ body bytes, END_STREAM ↔ the end of the message), or a
+/// CONNECT terminated here (RFC 9113 §8.5: the target is dialled, `200`, then DATA ↔ TCP bytes with
+/// END_STREAM ↔ FIN both ways and RST_STREAM ↔ abort). A failure touches this stream only.
+final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias OutboundIn = HTTP2Frame.FramePayload
+    typealias OutboundOut = HTTP2Frame.FramePayload
+
+    private enum State {
+        /// Waiting for the request's HEADERS.
+        case awaitingHead
+        /// Answered locally; what the client still sends is dropped.
+        case answered
+        /// Forwarded to an upstream; `headSent` once the response's HEADERS went out.
+        case exchanging(Exchange, headSent: Bool)
+        /// A CONNECT whose target is being dialled; DATA is kept until the tunnel is up.
+        case dialling(TunnelDial)
+        /// A tunnel: this stream and a TCP connection relay bytes.
+        case relaying(StreamTunnel)
+        case closed
+    }
+
+    /// What a CONNECT keeps while its target is dialled.
+    private final class TunnelDial {
+        let request: PolicyRequest
+        let outcome: PolicyOutcome
+        let instance: PolicyInstance
+        var early: [ByteBuffer] = []
+        var clientEnded = false
+        init(request: PolicyRequest, outcome: PolicyOutcome, instance: PolicyInstance) {
+            self.request = request
+            self.outcome = outcome
+            self.instance = instance
+        }
+    }
+
+    private let runtime: ProxyRuntime
+    private let loop: LoopContext
+    private let client: ClientInfo
+    private var state = State.awaitingHead
+    private var context: ChannelHandlerContext?
+    private var startedAt = NIODeadline.now()
+    private var upstreamKeepAlive = false
+    private var pendingRead = false
+
+    init(runtime: ProxyRuntime, loop: LoopContext, client: ClientInfo) {
+        self.runtime = runtime
+        self.loop = loop
+        self.client = client
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    // MARK: - Inbound frames
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .headers(let headers):
+            if case .awaitingHead = state {
+                startedAt = .now()
+                handleHead(headers.headers, endStream: headers.endStream, context: context)
+            } else {
+                // Trailers end the request (an HTTP/1.1 upstream gets the last chunk; trailers are dropped).
+                clientEnded(context: context)
+            }
+        case .data(let frame):
+            guard case .byteBuffer(let bytes) = frame.data else { return }
+            clientData(bytes, context: context)
+            if frame.endStream { clientEnded(context: context) }
+        case .rstStream:
+            abort()
+        default:
+            break
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        abort()
+        context.fireChannelInactive()
+    }
+
+    private func clientData(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+        switch state {
+        case .exchanging(let exchange, _):
+            exchange.bytesFromClient += bytes.readableBytes
+            exchange.sendBody(bytes, allocator: context.channel.allocator)
+        case .dialling(let dial):
+            dial.early.append(bytes)
+        case .relaying(let tunnel):
+            tunnel.toTarget(bytes)
+        default:
+            break
+        }
+    }
+
+    private func clientEnded(context: ChannelHandlerContext) {
+        switch state {
+        case .exchanging(let exchange, _):
+            guard !exchange.requestComplete else { return }
+            exchange.requestComplete = true
+            exchange.sendEnd()
+            finishIfComplete(exchange)
+        case .dialling(let dial):
+            dial.clientEnded = true
+        case .relaying(let tunnel):
+            tunnel.clientEnded()
+        default:
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        switch state {
+        case .exchanging(let exchange, _): exchange.flushUpstream()
+        case .relaying(let tunnel): tunnel.flushTarget()
+        default: break
+        }
+        context.fireChannelReadComplete()
+    }
+
+    // MARK: - Back-pressure
+
+    /// Reads from the client wait while the other side cannot take more.
+    func read(context: ChannelHandlerContext) {
+        let otherSideWritable: Bool
+        switch state {
+        case .exchanging(let exchange, _): otherSideWritable = exchange.upstream?.channel?.isWritable ?? true
+        case .relaying(let tunnel): otherSideWritable = tunnel.targetIsWritable
+        default: otherSideWritable = true
+        }
+        if otherSideWritable {
+            context.read()
+        } else {
+            pendingRead = true
+        }
+    }
+
+    /// The other side can take more: resume reading the client.
+    func resumeClientReads() {
+        guard pendingRead, let context else { return }
+        pendingRead = false
+        context.read()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            switch state {
+            case .exchanging(let exchange, _): exchange.upstream?.resumeReading()
+            case .relaying(let tunnel): tunnel.resumeTargetReads()
+            default: break
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: - Request heads
+
+    private func handleHead(_ fields: HPACKHeaders, endStream: Bool, context: ChannelHandlerContext) {
+        var method: String?, scheme: String?, authority: String?, path: String?, protocolName: String?
+        var headers: [HeaderField] = []
+        headers.reserveCapacity(fields.count)
+        for (name, value, _) in fields {
+            switch name {
+            case ":method": method = value
+            case ":scheme": scheme = value
+            case ":authority": authority = value
+            case ":path": path = value
+            case ":protocol": protocolName = value
+            default: headers.append(HeaderField(name, value))
+            }
+        }
+        let request: PolicyRequest
+        do throws(RequestError) {
+            guard let method else { throw RequestError(status: 400, reason: "no :method") }
+            request = try PolicyRequest.http2(
+                method: method, scheme: scheme, authority: authority, path: path, protocolName: protocolName,
+                headers: headers, client: client)
+        } catch {
+            // A malformed request is a stream error (RFC 9113 §8.1.1), never a tunnel (CX-BAD-6).
+            runtime.logger.debug("malformed HTTP/2 request", metadata: ["reason": "\(error.reason)"])
+            reset(.protocolError, context: context)
+            return
+        }
+        guard let instance = runtime.policy.instance(in: loop.policy) else {
+            answer(LocalAnswer(status: 503, body: "no policy has loaded", keepAlive: true), request: request, outcome: nil, context: context)
+            return
+        }
+        let verdict = instance.evaluate(request)
+        let action = RequestPlanner.plan(
+            request, verdict, keepAlive: true,
+            tunnelRefusal: { runtime.tunnels.refusal(client: client.ip, limits: runtime.config.limits) },
+            cluster: { runtime.clusters[$0] })
+        switch action {
+        case .answer(let local):
+            if let problem = local.problem {
+                runtime.logger.error("\(problem)", metadata: ["plugin": "\(verdict.outcome.plugin ?? "-")"])
+            }
+            answer(local, request: request, outcome: verdict.outcome, context: context)
+        case .terminateTunnel(let target):
+            startTunnel(to: target, request: request, instance: instance, outcome: verdict.outcome, endStream: endStream, context: context)
+        case .exchange(.forward, let destination, let upstreamHeaders, _):
+            startExchange(
+                to: destination, request: request, instance: instance, outcome: verdict.outcome, headers: upstreamHeaders,
+                endStream: endStream, context: context)
+        case .exchange:
+            // WebSocket translation and CONNECT to a parent over HTTP/2 are not built yet.
+            answer(
+                LocalAnswer(status: 501, body: "this is not yet supported over HTTP/2", keepAlive: true), request: request,
+                outcome: verdict.outcome, context: context)
+        }
+    }
+
+    // MARK: - Local answers
+
+    private func answer(_ local: LocalAnswer, request: PolicyRequest, outcome: PolicyOutcome?, context: ChannelHandlerContext) {
+        state = .answered
+        let body = local.exact ? (local.body ?? "") : (local.body.map { $0 + "\n" } ?? "")
+        var headers = HPACKHeaders([(":status", String(local.status))])
+        var typed = false
+        for field in local.headers where !HTTP1Wire.isContentLength(field.name) && !SanitizationFloor.isHopByHop(field.name) {
+            typed = typed || field.hasName("content-type")
+            headers.add(name: field.name.lowercased(), value: field.value)
+        }
+        if !typed { headers.add(name: "content-type", value: "text/plain; charset=utf-8") }
+        headers.add(name: "content-length", value: String(body.utf8.count))
+        let withBody = request.method != "HEAD" && !body.isEmpty
+        context.write(wrapOutboundOut(.headers(.init(headers: headers, endStream: !withBody))), promise: nil)
+        if withBody {
+            let buffer = context.channel.allocator.buffer(string: body)
+            context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(buffer), endStream: true))), promise: nil)
+        }
+        context.flush()
+        runtime.metrics.request(decision: outcome?.decision.verb ?? "none", status: local.status)
+        log(request, outcome: outcome, status: local.status, bytesIn: 0, bytesOut: body.utf8.count)
+    }
+
+    private func reset(_ code: HTTP2ErrorCode, context: ChannelHandlerContext) {
+        state = .closed
+        context.writeAndFlush(wrapOutboundOut(.rstStream(code)), promise: nil)
+    }
+
+    private func log(_ request: PolicyRequest, outcome: PolicyOutcome?, status: Int, bytesIn: Int, bytesOut: Int) {
+        AccessLog.write(
+            runtime.accessLogger, message: "request", client: client, method: request.method,
+            target: request.target?.description ?? request.authority ?? "-", decision: outcome?.decision.summary ?? "-",
+            plugin: outcome?.plugin, status: status, bytesIn: bytesIn, bytesOut: bytesOut, since: startedAt)
+    }
+
+    // MARK: - Exchanges with HTTP/1.1 upstreams
+
+    private func startExchange(
+        to destination: UpstreamDestination, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome,
+        headers: [HeaderField], endStream: Bool, context: ChannelHandlerContext
+    ) {
+        let exchange = Exchange(
+            kind: .forward, request: request, instance: instance, outcome: outcome, upstreamKey: destination.key,
+            idle: loop.pools.connections(to: destination.key), poolLimit: destination.poolLimit, clientKeepAlive: true)
+        let (head, framing) = Self.upstreamHead(request, headers: headers, endStream: endStream, allocator: context.channel.allocator)
+        exchange.requestFraming = framing
+        state = .exchanging(exchange, headSent: false)
+        if let handler = exchange.idle.acquire() {
+            handler.delegate = self
+            exchange.attach(handler, first: head)
+        } else {
+            exchange.pending.append(head)
+            UpstreamDialer.dial(destination, runtime: runtime, loop: loop, on: context.eventLoop).assumeIsolated().whenComplete { result in
+                guard case .exchanging(let current, _) = self.state, current === exchange else {
+                    if case .success(let channel) = result { channel.close(promise: nil) }
+                    return
+                }
+                switch result {
+                case .success(let channel):
+                    guard let handler = try? channel.pipeline.syncOperations.handler(type: UpstreamHandler.self) else {
+                        channel.close(promise: nil)
+                        self.exchangeFailed(exchange, status: 502, reason: "upstream set-up failed")
+                        return
+                    }
+                    handler.delegate = self
+                    exchange.attach(handler)
+                    self.resumeClientReads()
+                case .failure(let error):
+                    let (status, reason) = UpstreamDialer.failure(error)
+                    self.exchangeFailed(exchange, status: status, reason: reason)
+                }
+            }
+        }
+        if endStream {
+            exchange.requestComplete = true
+            exchange.sendEnd()
+        }
+    }
+
+    /// The HTTP/1.1 head for an HTTP/2 request: origin-form, Host from `:authority`, the sanitised
+    /// fields, and framing stated by the proxy: none when HEADERS ended the stream, the client's
+    /// `content-length` when it sent one (HTTP/2 checks it against the DATA received), else chunked.
+    static func upstreamHead(
+        _ request: PolicyRequest, headers: [HeaderField], endStream: Bool, allocator: ByteBufferAllocator
+    ) -> (ByteBuffer, BodyFraming) {
+        var out = allocator.buffer(capacity: 256)
+        out.writeString(request.method)
+        out.writeInteger(UInt8(ascii: " "))
+        out.writeString(request.path ?? "/")
+        if let query = request.query {
+            out.writeInteger(UInt8(ascii: "?"))
+            out.writeString(query)
+        }
+        out.writeStaticString(" HTTP/1.1\r\n")
+        HTTP1Wire.writeField("host", request.authority ?? "", into: &out)
+        let framing: BodyFraming
+        if endStream {
+            framing = .none
+        } else if let length = headers.first(named: "content-length") {
+            framing = .length
+            HTTP1Wire.writeField("content-length", length, into: &out)
+        } else {
+            framing = .chunked
+            out.writeStaticString("transfer-encoding: chunked\r\n")
+        }
+        for field in headers {
+            switch field.name.utf8.count {
+            case 4 where field.hasName("host"), 14 where field.hasName("content-length"), 2 where field.hasName("te"):
+                continue
+            default: HTTP1Wire.writeField(field.name, field.value, into: &out)
+            }
+        }
+        out.writeStaticString("\r\n")
+        return (out, framing)
+    }
+
+    var clientIsWritable: Bool { context?.channel.isWritable ?? false }
+
+    func upstream(_ upstream: UpstreamHandler, received part: UpstreamPart) {
+        guard let context, case .exchanging(let exchange, let headSent) = state, exchange.upstream === upstream else { return }
+        switch part {
+        case .head(let head):
+            if head.code < 200 { return }  // informational answers are not relayed over HTTP/2 yet
+            upstreamKeepAlive = head.isKeepAlive
+            exchange.status = head.code
+            var fields = head.fields
+            if let fault = exchange.instance.sanitizeResponse(for: exchange.request, status: head.code, headers: &fields) {
+                runtime.logger.debug("sanitize_response failed", metadata: ["plugin": "\(fault.plugin)"])
+                exchangeFailed(exchange, status: 500, reason: "policy error")
+                return
+            }
+            var headers = HPACKHeaders([(":status", String(head.code))])
+            for field in fields where !field.hasName("transfer-encoding") {
+                headers.add(name: field.name.lowercased(), value: field.value)
+            }
+            let bodiless = exchange.request.method == "HEAD" || head.code == 204 || head.code == 304
+            exchange.responseHeadSent = true
+            state = .exchanging(exchange, headSent: true)
+            context.write(wrapOutboundOut(.headers(.init(headers: headers, endStream: false))), promise: nil)
+            if bodiless { exchange.responseFraming = .none }
+        case .body(let bytes):
+            guard headSent else { return }
+            exchange.bytesToClient += bytes.readableBytes
+            context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes), endStream: false))), promise: nil)
+        case .end:
+            guard headSent else { return }
+            let empty = context.channel.allocator.buffer(capacity: 0)
+            context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(empty), endStream: true))), promise: nil)
+            exchange.responseComplete = true
+            finishIfComplete(exchange)
+        }
+    }
+
+    func upstreamBecameWritable(_ upstream: UpstreamHandler) { resumeClientReads() }
+
+    func upstreamReadComplete(_ upstream: UpstreamHandler) { context?.flush() }
+
+    func upstream(_ upstream: UpstreamHandler, failed error: (any Error)?) {
+        guard case .exchanging(let exchange, _) = state, exchange.upstream === upstream else { return }
+        exchangeFailed(exchange, status: 502, reason: "upstream connection failed")
+    }
+
+    /// Both directions are done: the upstream connection goes back to its pool (or closes), and the
+    /// exchange is logged.
+    private func finishIfComplete(_ exchange: Exchange) {
+        guard exchange.requestComplete, exchange.responseComplete else { return }
+        if let upstream = exchange.upstream {
+            upstream.delegate = nil
+            if upstreamKeepAlive {
+                exchange.idle.release(upstream, limit: exchange.poolLimit)
+            } else {
+                upstream.close()
+            }
+        }
+        state = .closed
+        runtime.metrics.request(decision: exchange.outcome.decision.verb, status: exchange.status)
+        log(exchange.request, outcome: exchange.outcome, status: exchange.status, bytesIn: exchange.bytesFromClient, bytesOut: exchange.bytesToClient)
+        if exchange.instance.hasLogHooks { exchange.instance.log(request: exchange.request, status: exchange.status) }
+    }
+
+    private func exchangeFailed(_ exchange: Exchange, status: Int, reason: String) {
+        exchange.upstream?.delegate = nil
+        exchange.upstream?.close()
+        guard let context else { return }
+        if case .exchanging(_, headSent: true) = state {
+            // Part of the response is out: only a reset can tell the client it is incomplete.
+            log(exchange.request, outcome: exchange.outcome, status: exchange.status, bytesIn: exchange.bytesFromClient, bytesOut: exchange.bytesToClient)
+            reset(.internalError, context: context)
+            return
+        }
+        answer(LocalAnswer(status: status, body: reason, keepAlive: true), request: exchange.request, outcome: exchange.outcome, context: context)
+    }
+
+    // MARK: - CONNECT terminated here
+
+    private func startTunnel(
+        to target: Authority, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, endStream: Bool,
+        context: ChannelHandlerContext
+    ) {
+        let dial = TunnelDial(request: request, outcome: outcome, instance: instance)
+        dial.clientEnded = endStream
+        state = .dialling(dial)
+        let tunnel = StreamTunnel(stream: self)
+        let eventLoop = context.eventLoop
+        let side = NIOLoopBound(tunnel.targetSide, eventLoop: eventLoop)
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(runtime.config.timeouts.upstreamConnect.timeAmount)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(side.value) }
+            }
+        let dialled = runtime.resolver.literalAddress(target).map { bootstrap.connect(to: $0) }
+            ?? runtime.resolver.resolve(target, allowed: runtime.allowedAddresses, on: eventLoop)
+                .assumeIsolated().flatMap { bootstrap.connect(to: $0) }.nonisolated()
+        dialled.assumeIsolated().whenComplete { result in
+            guard case .dialling(let current) = self.state, current === dial, let context = self.context else {
+                if case .success(let channel) = result { channel.close(promise: nil) }
+                return
+            }
+            switch result {
+            case .success(let channel):
+                self.tunnelUp(tunnel, channel: channel, dial: dial, context: context)
+            case .failure(let error):
+                let (status, reason) = UpstreamDialer.failure(error)
+                self.runtime.logger.info("tunnel target unreachable", metadata: ["target": "\(target)", "error": "\(error)"])
+                self.answer(LocalAnswer(status: status, body: reason, keepAlive: true), request: request, outcome: outcome, context: context)
+            }
+        }
+    }
+
+    private func tunnelUp(_ tunnel: StreamTunnel, channel: any Channel, dial: TunnelDial, context: ChannelHandlerContext) {
+        tunnel.target = channel
+        state = .relaying(tunnel)
+        // A 2xx to CONNECT carries no content-length (RFC 9110 §9.3.6).
+        context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: HPACKHeaders([(":status", "200")])))), promise: nil)
+        for bytes in dial.early { tunnel.toTarget(bytes) }
+        tunnel.flushTarget()
+        if dial.clientEnded { tunnel.clientEnded() }
+        runtime.tunnels.opened(context.channel, client: client.ip)
+        runtime.metrics.tunnelOpened()
+        let runtime = self.runtime
+        let client = self.client
+        let request = dial.request
+        let outcome = dial.outcome
+        let startedAt = self.startedAt
+        let streamChannel = context.channel
+        let logHooks = dial.instance.hasLogHooks ? dial.instance : nil
+        streamChannel.closeFuture.assumeIsolated().whenComplete { _ in
+            channel.close(promise: nil)
+            runtime.tunnels.closed(streamChannel, client: client.ip)
+            runtime.metrics.tunnelClosed(bytesIn: tunnel.bytesToTarget, bytesOut: tunnel.bytesFromTarget)
+            runtime.metrics.request(decision: outcome.decision.verb, status: 200)
+            AccessLog.write(
+                runtime.accessLogger, message: "tunnel", client: client, method: request.method,
+                target: request.target?.description ?? "-", decision: outcome.decision.summary, plugin: outcome.plugin,
+                status: 200, bytesIn: tunnel.bytesToTarget, bytesOut: tunnel.bytesFromTarget, since: startedAt)
+            logHooks?.log(request: request, status: 200)
+        }
+        tunnel.resumeTargetReads()
+    }
+
+    // MARK: - What the tunnel's TCP side reports
+
+    /// Bytes from the target go out as DATA (flushed at the end of each read batch).
+    func targetData(_ bytes: ByteBuffer) {
+        context?.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes), endStream: false))), promise: nil)
+    }
+
+    func targetReadComplete() { context?.flush() }
+
+    /// The target half-closed: END_STREAM.
+    func targetEnded() {
+        guard let context else { return }
+        let empty = context.channel.allocator.buffer(capacity: 0)
+        context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(empty), endStream: true))), promise: nil)
+    }
+
+    /// The target connection failed or closed without a FIN: the stream is reset.
+    func targetFailed() {
+        guard let context, case .relaying = state else { return }
+        reset(.connectError, context: context)
+    }
+
+    /// This stream can take more DATA.
+    var streamIsWritable: Bool { context?.channel.isWritable ?? false }
+
+    private func abort() {
+        switch state {
+        case .exchanging(let exchange, _):
+            exchange.upstream?.delegate = nil
+            exchange.upstream?.close()
+        case .relaying(let tunnel):
+            tunnel.target?.close(promise: nil)
+        default:
+            break
+        }
+        state = .closed
+    }
+}
