@@ -4,6 +4,7 @@
 --   routes            list of { host = "api.example.com" | "*.example.com" | "*", prefix = "/v1/",
 --                     cluster = "api" }. The most specific host wins (exact, then the longest
 --                     "*." suffix, then "*"), then the longest prefix. The port of Host is ignored.
+--                     Each cluster must be a configured one.
 --   forward_absolute  true: absolute-form requests (GET http://host/path, forward proxying) go to
 --                     their own authority. Default false.
 --   forward_ports     ports that forwarded requests may reach. Default { 80 }.
@@ -20,11 +21,24 @@ local M = {}
 
 local router, forward_absolute, forward_ports, exact, upgrades
 
+-- The configured cluster names as a set, or nil when they are not known.
+local function configured_clusters()
+  local known = moongate.clusters()
+  if #known == 0 then return nil end
+  local set = {}
+  for _, name in ipairs(known) do set[name] = true end
+  return set, table.concat(known, ", ")
+end
+
 function M.init(config)
   local routes = config.routes or {}
+  local known, listed = configured_clusters()
   for i, r in ipairs(routes) do
     if type(r) ~= "table" or type(r.cluster) ~= "string" then
       error("host_router: routes[" .. i .. "] needs a cluster name")
+    end
+    if known ~= nil and not known[r.cluster] then
+      error("host_router: routes[" .. i .. "]: unknown cluster '" .. r.cluster .. "' (clusters: " .. listed .. ")")
     end
   end
   router = moongate.router(routes)
@@ -88,12 +102,18 @@ M.tests = {
     config = { routes = { { host = "chat.example.com", cluster = "chat" } } }, expect = "none" },
   { name = "h2 requests route by :authority", request = "h2 GET https://api.example.com/v1/x",
     config = { routes = { { host = "api.example.com", prefix = "/v1/", cluster = "api" } } }, expect = "route api" },
+  { name = "a route to a cluster that is not configured is refused",
+    config = { routes = { { host = "api.example.com", cluster = "apii" } } }, clusters = { "api", "web" },
+    expect_error = "routes[1]: unknown cluster 'apii' (clusters: api, web)" },
 }
 
--- These tests pin their config (the defaults unless a case gives one), so they pass whatever the
--- live config says; a case without `config` would run with the live config.
+-- These tests pin their config (the defaults unless a case gives one) and the clusters they route
+-- to, so they pass whatever the live config says; a case without `config` or `clusters` would run
+-- with the live ones.
+local TEST_CLUSTERS = { "admin", "api", "chat", "shops", "web" }
 for _, case in ipairs(M.tests) do
   if case.config == nil then case.config = {} end
+  if case.clusters == nil then case.clusters = TEST_CLUSTERS end
 end
 
 return M

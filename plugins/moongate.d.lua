@@ -14,6 +14,14 @@
 --   M.tests = { { name = "...", request = "CONNECT example.org:443", expect = "tunnel" } }
 --   return M
 --
+-- A test case (an entry of M.tests, or a line of a JSONL fixture) has: name, request, headers,
+-- client, tls, and what it expects: expect ("tunnel", "route api", "deny 403", "none"),
+-- expect_headers, expect_absent, expect_plugin. A plugin's own tests may also have hook, config
+-- (the plugin's config for this case), clusters (the cluster names it runs with) and expect_error
+-- (text the plugin's load error must contain: the case's config must be refused). Any other key is
+-- an error naming the key, the file and the line; so is an expectation naming a cluster that is not
+-- configured.
+--
 -- How plugins compose (lower `priority` runs first):
 --   route    the first non-nil answer wins; no answer at all is a 404.
 --   connect  (CONNECT, extended CONNECT, upgrades) any deny/respond wins, else the first tunnel,
@@ -31,6 +39,9 @@
 -- locals (upvalues). Strings are at most 1 MiB. Lua patterns backtrack, so on request data a bad
 -- pattern spends the whole deadline and fails the request: match request data with
 -- moongate.starts_with / ends_with, the native matchers and moongate.regex (RE2, linear time).
+--
+-- Output: moongate.log(level, message, fields) and print(...) go to the proxy's log (swift-log,
+-- label moongate.script) with the plugin, file and line; never to standard output.
 
 ---@class moongate.Target
 ---@field host string  normalised: lower-case, no trailing dot, IPv4 dotted-quad, IPv6 in brackets
@@ -154,7 +165,8 @@ moongate = {}
 ---@type string
 moongate.api_version = "1"
 
----Send the request to a cluster.
+---Send the request to a cluster. When the configured clusters are known (see moongate.clusters),
+---a name that is not one of them is a fault here, naming this file and line and the clusters.
 ---@param cluster string
 ---@return moongate.Verb, string
 function moongate.route(cluster) end
@@ -167,10 +179,41 @@ function moongate.forward() end
 ---@return moongate.Verb
 function moongate.tunnel() end
 
----Send the CONNECT on to a cluster (an upstream proxy) that terminates it.
+---Send the CONNECT on to a cluster (an upstream proxy) that terminates it. Checked like
+---moongate.route.
 ---@param cluster string
 ---@return moongate.Verb, string
 function moongate.tunnel_via(cluster) end
+
+---The names of the configured clusters, sorted (a new table each call). Empty when they are not
+---known (a policy loaded without a config, as in some tests): then nothing is checked. Check the
+---clusters your config names in init, so a misspelt one is refused before any traffic:
+---
+---  local known = moongate.clusters()
+---  if #known > 0 and not contains(known, config.cluster) then error("unknown cluster ...") end
+---@return string[]
+function moongate.clusters() end
+
+---@alias moongate.LogLevel "debug"|"info"|"notice"|"warning"|"error"
+
+---Writes a line to the proxy's log (swift-log, label `moongate.script`, the level's own swift-log
+---level) with metadata `plugin`, `file`, `line` (this call's line) and `fields`. The line is queued
+---during the call and logged once the call returns, also when the call then fails.
+---Bounds: a message of at most 4 KiB and field values of at most 1 KiB (longer ones are cut and the
+---line gets `truncated=true`); control characters but the tab are escaped (`\n`, `\x00`), so a line
+---cannot forge another; at most 16 fields, named by 1-64 letters, digits, '_', '-' or '.' (not
+---plugin, file, line, dropped or truncated), each a string, number or boolean. Each plugin may log
+---100 lines a second in each Lua state (bursts of 100); lines over that are dropped and their count
+---is the next line's `dropped`. A wrong argument is an error, like every other API misuse.
+---@param level moongate.LogLevel
+---@param message string
+---@param fields? table<string, string|number|boolean>
+function moongate.log(level, message, fields) end
+
+---Logs its arguments at debug level, converted as tostring does and joined by tabs (moongate.log's
+---bounds and rate limit apply). Never writes to standard output.
+---@param ... any
+function print(...) end
 
 ---Refuse: status 400-599 (default 403), a reason, extra response headers.
 ---@param status? integer

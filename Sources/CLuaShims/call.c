@@ -105,6 +105,9 @@ static void decode(lua_State *L, int fn_ref, int base, moon_decision *out) {
     case MOON_VERB_ROUTE:
     case MOON_VERB_TUNNEL_VIA:
         read_string(L, fn_ref, v + 1, 256, "route and tunnel_via need a cluster name", out, 1);
+        if (!moon_cluster_ok(moon_ctx_of(L), out->arg, out->arg_len)) {
+            invalid(L, fn_ref, "route and tunnel_via need the name of a configured cluster");
+        }
         break;
     case MOON_VERB_DENY:
         out->status = read_status(L, fn_ref, v + 1, 403, 400);

@@ -65,9 +65,25 @@ typedef struct moon_ctx {
     const void *req_ud, *res_ud, *edit_ud;  // the view objects themselves, to check a method's self
     int template_ref;     // the table each new environment is copied from
     int call_base;        // stack top before a hook call's results
+    // configured clusters (clusters.c): NUL-ended names in one malloc'd block; none = unknown
+    char *cluster_bytes;
+    moon_span *clusters;
+    int nclusters;
+    // script log lines (log.c), all in malloc'd memory: a fault cannot lose them
+    int plugin;                   // the plugin whose code runs (moon_set_plugin)
+    struct moon_log_rec *log_recs;
+    int nlog, log_cap;
+    moon_arena log_arena;
+    struct moon_bucket *buckets;  // one rate-limit bucket per plugin index
+    int nbuckets;
 } moon_ctx;
 
 moon_ctx *moon_ctx_of(lua_State *L);
+/// The monotonic clock in nanoseconds.
+uint64_t moon_now_ns(void);
+/// The innermost Lua function on the stack with a current line: its chunk name (`short_src`) into
+/// `file` and its line into `*line`. An empty name and line 0 outside Lua code. Never raises.
+void moon_where_parts(lua_State *L, char *file, size_t cap, int *line);
 int moon_pcall(lua_State *L, lua_CFunction f, void *arg, int nresults);
 void moon_arena_reset(moon_arena *a);
 moon_span moon_arena_put(moon_arena *a, const char *p, size_t len, int lower);
@@ -106,6 +122,16 @@ void moon_install_patterns(lua_State *L, int string_table);
 void moon_install_table_functions(lua_State *L, int table_lib);
 /// Sets `regex` on the host module table at `moongate_table`: RE2 regular expressions (regex.c).
 void moon_install_regex(lua_State *L, int moongate_table);
+/// Sets `route`, `tunnel_via` (checked against the configured clusters) and `clusters` on the host
+/// module table at `moongate_table` (clusters.c).
+void moon_install_clusters(lua_State *L, int moongate_table);
+/// True when `name` is a configured cluster, or when the list is unknown (clusters.c).
+int moon_cluster_ok(moon_ctx *ctx, const char *name, size_t len);
+/// Sets `log` on the host module table and `print` in the environment template (log.c).
+void moon_install_log(lua_State *L, int moongate_table, int template_table);
+/// Frees the log queue and the rate-limit buckets (log.c), and the cluster list (clusters.c).
+void moon_free_log(moon_ctx *ctx);
+void moon_free_clusters(moon_ctx *ctx);
 int moon_is_token(const char *p, size_t len);
 int moon_value_ok(const char *p, size_t len);
 int moon_add_edit(lua_State *L, moon_ctx *ctx, int op, const char *n, size_t nlen, const char *v, size_t vlen);

@@ -475,10 +475,9 @@ void moon_install_matchers(lua_State *L, int mg) {
     lua_pushvalue(L, mg);
     luaL_setfuncs(L, functions, 0);
     lua_pop(L, 1);
-    add_verb(L, mg, "route", "route");
+    // route and tunnel_via name a cluster: clusters.c installs them, checked.
     add_verb(L, mg, "forward", "forward");
     add_verb(L, mg, "tunnel", "tunnel");
-    add_verb(L, mg, "tunnel_via", "tunnel_via");
     add_verb(L, mg, "deny", "deny");
     add_verb(L, mg, "respond", "respond");
     lua_pushliteral(L, "1");

@@ -272,6 +272,8 @@ static int open_sandbox(lua_State *L) {
     int mg = lua_gettop(L);
     moon_install_matchers(L, mg);
     moon_install_regex(L, mg);
+    moon_install_clusters(L, mg);
+    moon_install_log(L, mg, template);
     push_readonly_proxy(L, mg);
     lua_setfield(L, template, "moongate");
     lua_settop(L, template);

@@ -8,17 +8,28 @@
 
 moon_ctx *moon_ctx_of(lua_State *L) { return *(moon_ctx **)lua_getextraspace(L); }
 
-// The innermost Lua function on the stack and its current line ("probe.lua:12:"), or "" outside
-// Lua code. From a C function called by Lua that is its caller; from a hook, the running function.
-static void where(lua_State *L, char *out, size_t cap) {
+// The innermost Lua function on the stack with a current line. From a C function called by Lua that
+// is its caller; from a hook, the running function.
+void moon_where_parts(lua_State *L, char *file, size_t cap, int *line) {
     lua_Debug ar;
-    out[0] = 0;
+    file[0] = 0;
+    *line = 0;
     for (int level = 0; level < 4 && lua_getstack(L, level, &ar); level++) {
         if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
-            snprintf(out, cap, "%s:%d:", ar.short_src, ar.currentline);
+            snprintf(file, cap, "%s", ar.short_src);
+            *line = ar.currentline;
             return;
         }
     }
+}
+
+// The same as "probe.lua:12:", or "" outside Lua code.
+static void where(lua_State *L, char *out, size_t cap) {
+    char file[LUA_IDSIZE];
+    int line;
+    moon_where_parts(L, file, sizeof file, &line);
+    if (line > 0) snprintf(out, cap, "%s:%d:", file, line);
+    else out[0] = 0;
 }
 
 static uint64_t monotonic_ns(void);
@@ -98,6 +109,8 @@ static uint64_t monotonic_ns(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+uint64_t moon_now_ns(void) { return monotonic_ns(); }
 
 // Every stop is final: once the budget or the deadline has stopped a call, the hook fires at every
 // instruction and raises again, so a script that catches the error with pcall cannot go on.
@@ -308,6 +321,8 @@ void moon_close(lua_State *L) {
     free(ctx->req.arena.bytes);
     free(ctx->res.arena.bytes);
     free(ctx->edit_arena.bytes);
+    moon_free_log(ctx);
+    moon_free_clusters(ctx);
     free(ctx);
 }
 

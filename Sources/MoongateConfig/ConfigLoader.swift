@@ -48,6 +48,7 @@ public enum ConfigLoader {
         if let node = top["limits"] { config.limits = try parseLimits(node) }
         if let node = top["timeouts"] { config.timeouts = try parseTimeouts(node) }
         if let node = top["event_loop_threads"] { config.eventLoopThreads = try node.int(in: 0...256) }
+        config.policy.clusterNames = config.clusters.map(\.name)
         try checkUnique(config.listeners.map(\.name), what: "listener", node: top["listeners"])
         try checkUnique(config.clusters.map(\.name), what: "cluster", node: top["clusters"])
         try checkUnique(config.policy.plugins.map(\.name), what: "plugin", node: top["policy"])

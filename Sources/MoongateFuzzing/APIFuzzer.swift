@@ -40,9 +40,8 @@ public struct APIFuzzer {
     /// instructions, 16 MiB) and no log output.
     public init(pluginPath: String) throws {
         let plugin = PluginSource(name: "api_fuzz", path: pluginPath, source: try readFile(pluginPath))
-        instance = try PolicyInstance(
-            spec: PolicySpec(plugins: [plugin]), stats: stats,
-            logger: Logger(label: "moongate.fuzz") { _ in SwiftLogNoOpLogHandler() })
+        let quiet = Logger(label: "moongate.fuzz") { _ in SwiftLogNoOpLogHandler() }
+        instance = try PolicyInstance(spec: PolicySpec(plugins: [plugin]), stats: stats, logger: quiet, scriptLogger: quiet)
     }
 
     /// Runs `cases` cases from `seed` on; `progress` is called every 1,000 cases (faults are

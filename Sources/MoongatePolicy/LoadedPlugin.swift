@@ -1,21 +1,30 @@
+import CLuaShims
 import LuaKit
 import MoongateConfig
 
 /// A plugin loaded into one Lua state: its environment and the references of its hooks.
 struct LoadedPlugin {
-    let name: String
-    let path: String
+    /// What it was loaded from (name, path, source, config).
+    let source: PluginSource
+    /// Its position in the spec: the index its calls run under, which names its log lines.
+    let index: Int
     let environment: LuaRef
     let module: LuaRef
     let hooks: [Hook: LuaRef]
     /// How long one call of a hook may run, in nanoseconds.
     let hookDeadline: UInt64
 
+    var name: String { source.name }
+    var path: String { source.path }
+
     /// Compiles and runs the plugin's file in a fresh environment, reads its hooks, runs
-    /// `init(config)` and freezes its globals.
+    /// `init(config)` and freezes its globals. Lines the module body and `init` log are drained into
+    /// `log`, also when loading fails.
     static func load(
-        _ source: PluginSource, config: ConfigValue, hookDeadline: Duration, into lua: LuaState
+        _ source: PluginSource, index: Int, hookDeadline: Duration, into lua: LuaState, log: ScriptLog
     ) throws(PolicyLoadError) -> LoadedPlugin {
+        moon_set_plugin(lua.pointer, Int32(index))
+        defer { log.drain(lua.pointer) }
         func failure(_ step: PolicyLoadError.Step, _ error: LuaError) -> PolicyLoadError {
             PolicyLoadError(step: error.kind == .syntax ? .compile : step, plugin: source.name, file: source.path, message: error.message)
         }
@@ -43,7 +52,7 @@ struct LoadedPlugin {
         if let initialize = hooks[.initialize] {
             do {
                 let configEnv = try lua.newEnvironment()
-                let value = try lua.run(LuaLiteral.chunk(for: config), chunkName: "=config of \(source.name)", in: configEnv)
+                let value = try lua.run(LuaLiteral.chunk(for: source.config), chunkName: "=config of \(source.name)", in: configEnv)
                 try lua.call(initialize, with: value)
                 if let value { lua.release(value) }
                 lua.release(configEnv)
@@ -57,7 +66,7 @@ struct LoadedPlugin {
             throw failure(.initialize, error)
         }
         return LoadedPlugin(
-            name: source.name, path: source.path, environment: env, module: module, hooks: hooks,
+            source: source, index: index, environment: env, module: module, hooks: hooks,
             hookDeadline: LuaState.nanoseconds(hookDeadline))
     }
 }

@@ -23,12 +23,16 @@ public final class PolicyInstance {
         let ref: Int32
         /// The plugin's hook deadline in nanoseconds.
         let deadline: UInt64
+        /// The plugin's index in the spec (names its log lines).
+        let logIndex: Int32
     }
 
     /// The id of the generation this instance belongs to.
     public let generationID: Int
     let lua: LuaState
     let plugins: [LoadedPlugin]
+    /// The spec it was loaded from.
+    let spec: PolicySpec
     private let routeSlots: [Slot]
     private let connectSlots: [Slot]
     private let sanitizeRequestSlots: [Slot]
@@ -36,38 +40,42 @@ public final class PolicyInstance {
     private let logSlots: [Slot]
     private let stats: PolicyStats
     private let logger: Logger
+    private let scriptLog: ScriptLog
     /// Cluster names seen in decisions, so a route decision reuses one String.
     private var clusterNames: [String] = []
 
     /// Loads every plugin of `spec` into a fresh state (module bodies, hooks, `init`, frozen globals).
+    /// - Parameters:
+    ///   - logger: where faults are logged.
+    ///   - scriptLogger: where the lines scripts log (`moongate.log`, `print`) go.
     /// - Throws: ``PolicyLoadError`` naming the plugin, file and line.
     public convenience init(
         spec: PolicySpec, generationID: Int = 0, stats: PolicyStats = PolicyStats(),
-        logger: Logger = Logger(label: "moongate.policy")
+        logger: Logger = Logger(label: "moongate.policy"), scriptLogger: Logger = Logger(label: "moongate.script")
     ) throws(PolicyLoadError) {
-        let lua: LuaState
-        do {
-            lua = try LuaState(memoryCap: spec.memoryCap, instructionBudget: spec.instructionBudget)
-            lua.setDeadlines(hook: spec.hookDeadline, load: spec.initDeadline)
-        } catch {
-            throw PolicyLoadError(step: .compile, plugin: nil, file: "-", message: error.message)
-        }
-        var plugins: [LoadedPlugin] = []
-        for source in spec.plugins {
-            plugins.append(try LoadedPlugin.load(source, config: source.config, hookDeadline: source.hookDeadline ?? spec.hookDeadline, into: lua))
-        }
-        self.init(lua: lua, plugins: plugins, generationID: generationID, stats: stats, logger: logger, loaded: ())
+        let loaded = try Self.loadPlugins(spec, scriptLogger: scriptLogger, keepGoing: false)
+        self.init(
+            lua: loaded.lua, plugins: loaded.plugins, spec: spec, generationID: generationID, stats: stats, logger: logger,
+            scriptLog: loaded.log)
     }
 
-    fileprivate init(lua: LuaState, plugins: [LoadedPlugin], generationID: Int, stats: PolicyStats, logger: Logger, loaded: Void) {
+    /// An instance over plugins already loaded into `lua`.
+    init(
+        lua: LuaState, plugins: [LoadedPlugin], spec: PolicySpec, generationID: Int, stats: PolicyStats, logger: Logger,
+        scriptLog: ScriptLog
+    ) {
         self.lua = lua
         self.plugins = plugins
+        self.spec = spec
         self.generationID = generationID
         self.stats = stats
         self.logger = logger
+        self.scriptLog = scriptLog
         func slots(_ hook: Hook) -> [Slot] {
             plugins.enumerated().compactMap { index, plugin in
-                plugin.hooks[hook].map { Slot(plugin: index, ref: $0.rawValue, deadline: plugin.hookDeadline) }
+                plugin.hooks[hook].map {
+                    Slot(plugin: index, ref: $0.rawValue, deadline: plugin.hookDeadline, logIndex: Int32(plugin.index))
+                }
             }
         }
         routeSlots = slots(.route)
@@ -76,6 +84,12 @@ public final class PolicyInstance {
         sanitizeResponseSlots = slots(.sanitizeResponse)
         logSlots = slots(.log)
     }
+
+    /// Where the lines scripts log go.
+    var scriptLogger: Logger { scriptLog.logger }
+
+    /// Where faults are logged.
+    var faultLogger: Logger { logger }
 
     /// The plugin names in the order they run.
     public var pluginNames: [String] { plugins.map(\.name) }
@@ -161,12 +175,22 @@ public final class PolicyInstance {
         return PolicyOutcome(decision: .fault(fault), plugin: plugin.name)
     }
 
+    /// Calls one hook under its plugin's index and deadline, then logs what the call logged (also
+    /// when it faulted). The decision's strings stay valid until `moon_call_end`.
+    private func invoke(_ slot: Slot, kind: Int32, _ raw: inout moon_decision) -> Int32 {
+        let L = lua.pointer
+        moon_set_plugin(L, slot.logIndex)
+        let status = moon_call_hook_within(L, slot.ref, kind, slot.deadline, &raw)
+        scriptLog.drain(L)
+        return status
+    }
+
     /// Calls one plugin's hook on the staged request and reads its decision.
     private func call(_ slot: Slot, hook: Hook) -> PolicyOutcome {
         let L = lua.pointer
         moon_edits_clear(L)
         var raw = moon_decision()
-        let status = moon_call_hook_within(L, slot.ref, Int32(MOON_HOOK_DECIDE), slot.deadline, &raw)
+        let status = invoke(slot, kind: Int32(MOON_HOOK_DECIDE), &raw)
         let plugin = plugins[slot.plugin].name
         guard status == 0 else {
             let fault = makeFault(status: status, plugin: plugin, hook: hook)
@@ -253,7 +277,7 @@ public final class PolicyInstance {
         moon_edits_clear(L)
         for slot in slots {
             var raw = moon_decision()
-            let status = moon_call_hook_within(L, slot.ref, kind, slot.deadline, &raw)
+            let status = invoke(slot, kind: kind, &raw)
             guard status == 0 else { return makeFault(status: status, plugin: plugins[slot.plugin].name, hook: hook) }
             moon_call_end(L)
         }
@@ -293,7 +317,7 @@ public final class PolicyInstance {
         let L = lua.pointer
         for slot in logSlots {
             var raw = moon_decision()
-            let result = moon_call_hook_within(L, slot.ref, Int32(MOON_HOOK_LOG), slot.deadline, &raw)
+            let result = invoke(slot, kind: Int32(MOON_HOOK_LOG), &raw)
             if result != 0 {
                 _ = makeFault(status: result, plugin: plugins[slot.plugin].name, hook: .log)
             } else {
@@ -310,7 +334,7 @@ public final class PolicyInstance {
         guard let ref = plugins[index].hooks[hook] else {
             return (PolicyOutcome(decision: .noOpinion, plugin: plugins[index].name), [])
         }
-        let slot = Slot(plugin: index, ref: ref.rawValue, deadline: plugins[index].hookDeadline)
+        let slot = Slot(plugin: index, ref: ref.rawValue, deadline: plugins[index].hookDeadline, logIndex: Int32(plugins[index].index))
         switch hook {
         case .sanitizeRequest, .sanitizeResponse:
             var edits: [HeaderEdit] = []

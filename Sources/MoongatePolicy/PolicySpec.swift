@@ -50,11 +50,16 @@ public struct PolicySpec: Sendable {
     /// How long a module body or `init` may run while loading.
     public var initDeadline: Duration
     public var fixtures: [FixtureSource]
+    /// The names of the configured clusters, sorted: `moongate.clusters()`, and what
+    /// `moongate.route`, `moongate.tunnel_via` and the clusters tests expect are checked against.
+    /// Empty means unknown (a spec built by hand): nothing is checked.
+    public var clusters: [String]
 
     /// Creates a spec.
     public init(
         plugins: [PluginSource], memoryCap: Int = 16 << 20, instructionBudget: Int = 1_000_000,
-        hookDeadline: Duration = .milliseconds(10), initDeadline: Duration = .seconds(1), fixtures: [FixtureSource] = []
+        hookDeadline: Duration = .milliseconds(10), initDeadline: Duration = .seconds(1), fixtures: [FixtureSource] = [],
+        clusters: [String] = []
     ) {
         self.plugins = plugins.sorted { $0.priority < $1.priority }
         self.memoryCap = memoryCap
@@ -62,9 +67,10 @@ public struct PolicySpec: Sendable {
         self.hookDeadline = hookDeadline
         self.initDeadline = initDeadline
         self.fixtures = fixtures
+        self.clusters = Array(Set(clusters)).sorted()
     }
 
-    /// Reads every script and fixture a policy config names.
+    /// Reads every script and fixture a policy config names; the spec's clusters are the config's.
     /// - Throws: ``PolicyLoadError`` at step `read` naming the file that could not be read.
     public static func read(_ config: PolicyConfig) throws(PolicyLoadError) -> PolicySpec {
         var plugins: [PluginSource] = []
@@ -89,7 +95,8 @@ public struct PolicySpec: Sendable {
         }
         return PolicySpec(
             plugins: plugins, memoryCap: config.memoryCap, instructionBudget: config.instructionBudget,
-            hookDeadline: config.hookDeadline, initDeadline: config.initDeadline, fixtures: fixtures)
+            hookDeadline: config.hookDeadline, initDeadline: config.initDeadline, fixtures: fixtures,
+            clusters: config.clusterNames)
     }
 }
 
@@ -110,10 +117,15 @@ public struct PolicyLoadError: Error, Hashable, Sendable, CustomStringConvertibl
 
     /// Creates an error; the line is read from the message (`file:12: …`) when not given.
     public init(step: Step, plugin: String?, file: String, line: Int? = nil, message: String, testName: String? = nil) {
+        self.init(step: step, plugin: plugin, file: file, knownLine: line ?? PolicyLoadError.line(in: message), message: message, testName: testName)
+    }
+
+    /// Creates an error whose line is known (or known to be unknown): the message is not read.
+    init(step: Step, plugin: String?, file: String, knownLine: Int?, message: String, testName: String?) {
         self.step = step
         self.plugin = plugin
         self.file = file
-        self.line = line ?? PolicyLoadError.line(in: message)
+        self.line = knownLine
         self.message = message
         self.testName = testName
     }
@@ -128,7 +140,7 @@ public struct PolicyLoadError: Error, Hashable, Sendable, CustomStringConvertibl
     public var description: String {
         var text = file + (line.map { ":\($0)" } ?? "") + ": [\(step.rawValue)]"
         if let plugin { text += " plugin \(plugin)" }
-        if let testName { text += ", test '\(testName)'" }
+        if let testName { text += (plugin == nil ? " " : ", ") + "test '\(testName)'" }
         return text + ": \(message)"
     }
 }

@@ -2,33 +2,30 @@ import Logging
 import LuaKit
 import MoongateConfig
 
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-
 /// Runs every plugin's own `tests` table and the spec's fixtures. A generation goes live only when
 /// every case passes.
 public enum PolicyTestRunner {
-    /// Runs every plugin's `tests` (each case against that plugin alone, raw hook answer, with the
-    /// case's own config when it has one) and every fixture (against the whole composition).
-    /// - Throws: ``PolicyLoadError`` for a plugin that does not load or a malformed case.
-    public static func run(_ spec: PolicySpec, instance: PolicyInstance) throws(PolicyLoadError) -> [CaseResult] {
+    /// Runs every loaded plugin's `tests` (each case against that plugin alone, raw hook answer, with
+    /// the case's own config and clusters when it has them) and every fixture line (against the whole
+    /// composition). A malformed case or fixture line is a failed result naming its file and line; it
+    /// does not stop the others.
+    /// - Parameter replayFixtures: false to only check that the fixtures parse (when some plugin did
+    ///   not load, the composition they describe does not exist).
+    public static func run(_ spec: PolicySpec, instance: PolicyInstance, replayFixtures: Bool = true) -> [CaseResult] {
         var results: [CaseResult] = []
-        for (index, plugin) in instance.plugins.enumerated() {
-            let source = spec.plugins[index]
-            results += try runPluginTests(source: source, plugin: plugin, index: index, instance: instance, spec: spec)
+        for plugin in instance.plugins {
+            results += runPluginTests(plugin, instance: instance)
         }
         for fixture in spec.fixtures {
-            let cases: [DecisionCase]
-            do {
-                cases = try DecisionCase.parseJSONL(fixture.text, file: fixture.path)
-            } catch {
-                throw PolicyLoadError(step: .fixture, plugin: nil, file: fixture.path, message: error.message)
-            }
-            for testCase in cases {
-                results.append(evaluateComposed(testCase, instance: instance, file: fixture.path))
+            for line in DecisionCase.fixtureLines(fixture.text) {
+                switch line.parsed {
+                case .failure(let error):
+                    results.append(CaseResult(plugin: nil, file: fixture.path, line: line.line, name: "line \(line.line)", failure: error.message))
+                case .success(let testCase) where replayFixtures:
+                    results.append(evaluateComposed(testCase, instance: instance, file: fixture.path))
+                case .success:
+                    break
+                }
             }
         }
         return results
@@ -36,124 +33,129 @@ public enum PolicyTestRunner {
 
     /// A case against the whole composition (what the proxy would do).
     public static func evaluateComposed(_ testCase: DecisionCase, instance: PolicyInstance, file: String? = nil) -> CaseResult {
+        func result(_ failure: String?) -> CaseResult {
+            CaseResult(plugin: nil, file: file, line: testCase.line, name: testCase.name, failure: failure)
+        }
+        if let problem = testCase.clusterProblem(known: instance.spec.clusters) { return result(problem) }
         do {
             let request = try testCase.makeRequest()
             let verdict = instance.evaluate(request)
-            return CaseResult(
-                plugin: nil, file: file, name: testCase.name,
-                failure: testCase.mismatch(outcome: verdict.outcome, headers: verdict.upstreamHeaders))
+            return result(testCase.mismatch(outcome: verdict.outcome, headers: verdict.upstreamHeaders))
         } catch {
-            return CaseResult(plugin: nil, file: file, name: testCase.name, failure: error.message)
+            return result(error.message)
         }
     }
 
-    private static func runPluginTests(
-        source: PluginSource, plugin: LoadedPlugin, index: Int, instance: PolicyInstance, spec: PolicySpec
-    ) throws(PolicyLoadError) -> [CaseResult] {
-        let lua = instance.lua
-        let tests: LuaRef?
-        do {
-            tests = try lua.field(named: "tests", in: plugin.module)
-        } catch {
-            throw PolicyLoadError(step: .test, plugin: source.name, file: source.path, message: error.message)
+    private static func runPluginTests(_ plugin: LoadedPlugin, instance: PolicyInstance) -> [CaseResult] {
+        let source = plugin.source
+        func failure(_ name: String, line: Int?, _ message: String) -> CaseResult {
+            CaseResult(plugin: source.name, file: source.path, line: line, name: name, failure: message)
         }
-        guard let tests else { return [] }
-        let cases: [DecisionCase]
+        let items: [ConfigValue]
         do {
-            let json = try lua.exportJSON(tests)
-            let value = try JSONDecoder().decode(ConfigValue.self, from: Data(json.utf8))
-            guard case .array(let items) = value else {
-                if case .table(let pairs) = value, pairs.isEmpty { return [] }
-                throw CaseError("tests must be a list of cases")
+            guard let tests = try instance.lua.field(named: "tests", in: plugin.module) else { return [] }
+            let json = try instance.lua.exportJSON(tests)
+            switch try? JSONValueParser.parse(Substring(json)) {
+            case .array(let list)?: items = list
+            case .table(let pairs)? where pairs.isEmpty: return []
+            default:
+                return [failure("tests", line: TestCaseLines.tableLine(in: source.source), "tests must be a list of cases")]
             }
-            cases = try items.enumerated().map { i, item throws(CaseError) in try DecisionCase(item, position: "test \(i + 1)") }
-        } catch let error as CaseError {
-            throw PolicyLoadError(step: .test, plugin: source.name, file: source.path, message: error.message)
         } catch {
-            throw PolicyLoadError(step: .test, plugin: source.name, file: source.path, message: "\(error)")
+            return [failure("tests", line: TestCaseLines.tableLine(in: source.source), error.message)]
         }
-        var configured: [ConfigValue: PolicyInstance] = [:]
+        let lines = TestCaseLines.lines(in: source.source, count: items.count)
+        var instances = CaseInstances(base: instance, plugin: plugin)
         var results: [CaseResult] = []
-        for testCase in cases {
-            var target = instance
-            var targetIndex = index
-            if let config = testCase.config {
-                if let existing = configured[config] {
-                    target = existing
-                } else {
-                    var single = source
-                    single.config = config
-                    let fresh = try PolicyInstance(
-                        spec: PolicySpec(
-                            plugins: [single], memoryCap: spec.memoryCap, instructionBudget: spec.instructionBudget,
-                            hookDeadline: spec.hookDeadline, initDeadline: spec.initDeadline),
-                        generationID: instance.generationID, stats: PolicyStats(), logger: Logger(label: "moongate.policy.test"))
-                    configured[config] = fresh
-                    target = fresh
-                }
-                targetIndex = 0
+        for (index, item) in items.enumerated() {
+            let line = lines?[index]
+            let position = "test \(index + 1)"
+            do {
+                let testCase = try DecisionCase(item, position: position, origin: .pluginTest, line: line)
+                results.append(evaluateSingle(testCase, plugin: plugin, instances: &instances))
+            } catch {
+                results.append(failure(item["name"]?.stringValue ?? position, line: line, error.message))
             }
-            results.append(evaluateSingle(testCase, plugin: source.name, index: targetIndex, instance: target))
         }
         return results
     }
 
-    private static func evaluateSingle(_ testCase: DecisionCase, plugin: String, index: Int, instance: PolicyInstance) -> CaseResult {
+    private static func evaluateSingle(_ testCase: DecisionCase, plugin: LoadedPlugin, instances: inout CaseInstances) -> CaseResult {
+        func result(_ failure: String?) -> CaseResult {
+            CaseResult(plugin: plugin.name, file: plugin.path, line: testCase.line, name: testCase.name, failure: failure)
+        }
+        let loaded = instances.instance(for: testCase)
+        if let expected = testCase.expectError {
+            switch loaded {
+            case .failure(let error) where error.message.contains(expected): return result(nil)
+            case .failure(let error): return result("expected the plugin to refuse to load with '\(expected)', got: \(error.message)")
+            case .success: return result("expected the plugin to refuse to load with '\(expected)', but it loaded")
+            }
+        }
+        let target: (instance: PolicyInstance, index: Int)
+        switch loaded {
+        case .success(let found): target = found
+        case .failure(let error): return result("the case's config does not load: \(error.message)")
+        }
+        if let problem = testCase.clusterProblem(known: target.instance.spec.clusters) { return result(problem) }
         do {
             let request = try testCase.makeRequest()
             let hook = testCase.hook.flatMap(Hook.init(rawValue:)) ?? (request.isTunnelRequest ? .connect : .route)
-            let (outcome, edits) = instance.callSingle(plugin: index, hook: hook, request: request)
+            let (outcome, edits) = target.instance.callSingle(plugin: target.index, hook: hook, request: request)
             var headers = request.headers
             SanitizationFloor.apply(edits, to: &headers)
-            return CaseResult(plugin: plugin, file: nil, name: testCase.name, failure: testCase.mismatch(outcome: outcome, headers: headers))
+            return result(testCase.mismatch(outcome: outcome, headers: headers))
         } catch {
-            return CaseResult(plugin: plugin, file: nil, name: testCase.name, failure: error.message)
+            return result(error.message)
         }
     }
 }
 
-/// A validated, immutable set of plugins and configs: compiled, initialised and tested before it
-/// may serve. Event loops build their own ``PolicyInstance`` from it.
-public final class PolicyGeneration: Sendable {
-    /// Increases with each generation loaded by a process.
-    public let id: Int
-    public let spec: PolicySpec
-    /// The results of the plugins' tests and fixtures (all passed).
-    public let testResults: [CaseResult]
-    /// Seconds since the Unix epoch when it loaded.
-    public let loadedAt: Double
-
-    private init(id: Int, spec: PolicySpec, testResults: [CaseResult], loadedAt: Double) {
-        self.id = id
-        self.spec = spec
-        self.testResults = testResults
-        self.loadedAt = loadedAt
+/// The instances a plugin's test cases run in: the generation's own, or one per distinct case
+/// `config` and `clusters` (the plugin alone, loaded with them), made once and reused.
+private struct CaseInstances {
+    private struct Key: Hashable {
+        let config: ConfigValue?
+        let clusters: [String]?
     }
 
-    /// Loads and checks a generation: compile, module bodies and `init`, then every plugin's `tests`
-    /// and every fixture. Nothing is published unless all of it passes.
-    /// - Throws: ``PolicyLoadError`` naming the step, plugin, file, line and failing test.
-    public static func load(_ spec: PolicySpec, id: Int) throws(PolicyLoadError) -> PolicyGeneration {
-        let scratch = try PolicyInstance(spec: spec, generationID: id, stats: PolicyStats(), logger: Logger(label: "moongate.policy.load"))
-        let results = try PolicyTestRunner.run(spec, instance: scratch)
-        if let failed = results.first(where: { !$0.passed }) {
-            let plugin = failed.plugin
-            // A fixture case names its own file; a plugin test, its plugin's.
-            let file = failed.file ?? plugin.flatMap { name in spec.plugins.first { $0.name == name }?.path } ?? "-"
-            throw PolicyLoadError(
-                step: plugin == nil ? .fixture : .test, plugin: plugin, file: file, message: failed.failure ?? "",
-                testName: failed.name)
+    let base: PolicyInstance
+    let plugin: LoadedPlugin
+    private var made: [Key: Result<PolicyInstance, PolicyLoadError>] = [:]
+
+    init(base: PolicyInstance, plugin: LoadedPlugin) {
+        self.base = base
+        self.plugin = plugin
+    }
+
+    /// The instance and the plugin's index in it, or why the plugin did not load for this case.
+    mutating func instance(for testCase: DecisionCase) -> Result<(instance: PolicyInstance, index: Int), PolicyLoadError> {
+        if testCase.config == nil && testCase.clusters == nil && testCase.expectError == nil,
+            let index = base.plugins.firstIndex(where: { $0.index == plugin.index })
+        {
+            return .success((base, index))
         }
-        return PolicyGeneration(id: id, spec: spec, testResults: results, loadedAt: wallClockSeconds())
+        let key = Key(config: testCase.config, clusters: testCase.clusters)
+        let loaded: Result<PolicyInstance, PolicyLoadError>
+        if let existing = made[key] {
+            loaded = existing
+        } else {
+            var single = plugin.source
+            if let config = testCase.config { single.config = config }
+            let spec = base.spec
+            let caseSpec = PolicySpec(
+                plugins: [single], memoryCap: spec.memoryCap, instructionBudget: spec.instructionBudget,
+                hookDeadline: spec.hookDeadline, initDeadline: spec.initDeadline, clusters: testCase.clusters ?? spec.clusters)
+            do {
+                loaded = .success(
+                    try PolicyInstance(
+                        spec: caseSpec, generationID: base.generationID, stats: PolicyStats(),
+                        logger: base.faultLogger, scriptLogger: base.scriptLogger))
+            } catch {
+                loaded = .failure(error)
+            }
+            made[key] = loaded
+        }
+        return loaded.map { ($0, 0) }
     }
-
-    /// A new instance for the calling thread (an event loop builds one per generation).
-    public func makeInstance(stats: PolicyStats, logger: Logger = Logger(label: "moongate.policy")) throws(PolicyLoadError) -> PolicyInstance {
-        try PolicyInstance(spec: spec, generationID: id, stats: stats, logger: logger)
-    }
-}
-
-/// Seconds since the Unix epoch.
-func wallClockSeconds() -> Double {
-    Date().timeIntervalSince1970
 }

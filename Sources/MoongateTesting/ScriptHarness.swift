@@ -25,20 +25,23 @@ public final class ScriptHarness {
     }
 
     /// Loads a spec built in Swift.
-    public init(spec: PolicySpec) throws(PolicyLoadError) {
+    /// - Parameter scriptLogger: where the lines scripts log (`moongate.log`, `print`) go.
+    public init(spec: PolicySpec, scriptLogger: Logger = Logger(label: "moongate.script")) throws(PolicyLoadError) {
         self.spec = spec
         self.stats = PolicyStats()
-        self.instance = try PolicyInstance(spec: spec, generationID: 1, stats: stats, logger: Logger(label: "moongate.harness"))
+        self.instance = try PolicyInstance(
+            spec: spec, generationID: 1, stats: stats, logger: Logger(label: "moongate.harness"), scriptLogger: scriptLogger)
     }
 
     /// Loads plugin files with their configs, in the order given.
-    public convenience init(plugins: [(file: String, config: ConfigValue)]) throws {
+    /// - Parameter clusters: the configured cluster names (empty: unknown, nothing is checked).
+    public convenience init(plugins: [(file: String, config: ConfigValue)], clusters: [String] = []) throws {
         var sources: [PluginSource] = []
         for (index, plugin) in plugins.enumerated() {
             let name = String(plugin.file.split(separator: "/").last ?? "plugin").replacingSuffix(".lua")
             sources.append(PluginSource(name: name, path: plugin.file, source: try readFile(plugin.file), priority: index, config: plugin.config))
         }
-        try self.init(spec: PolicySpec(plugins: sources))
+        try self.init(spec: PolicySpec(plugins: sources, clusters: clusters))
     }
 
     // MARK: - Driving hooks
@@ -84,9 +87,9 @@ public final class ScriptHarness {
 
     // MARK: - Tests and fixtures
 
-    /// Runs every plugin's own `tests` table and the spec's fixtures.
-    public func runPluginTests() throws(PolicyLoadError) -> [CaseResult] {
-        try PolicyTestRunner.run(spec, instance: instance)
+    /// Runs every plugin's own `tests` table and the spec's fixtures (malformed cases are failed results).
+    public func runPluginTests() -> [CaseResult] {
+        PolicyTestRunner.run(spec, instance: instance)
     }
 
     /// Replays a JSONL file of recorded requests with their expected decisions.

@@ -25,7 +25,11 @@ struct Decide: ParsableCommand {
     @Option(help: "The client address.")
     var client: String = "127.0.0.1"
 
+    @Option(help: "Level of the lines scripts log, on standard error (print is debug).")
+    var logLevel: String = "info"
+
     func run() throws {
+        logToStandardError(level: logLevel)
         do {
             let loaded = try ConfigLoader.load(path: config)
             let spec = try PolicySpec.read(loaded.policy)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Logging
 import MoongateConfig
 import MoongatePolicy
 
@@ -12,7 +13,20 @@ func printError(_ text: String) {
     _ = line.withCString { write(2, $0, strlen($0)) }
 }
 
-/// `moongate validate --config FILE`: config, scripts and their tests, like `nginx -t`.
+/// Sends every log line (the scripts' `moongate.log` and `print` among them) to standard error at
+/// `level` and above, so standard output keeps only the command's own answer.
+func logToStandardError(level: String) {
+    let threshold = Logger.Level(rawValue: level) ?? .info
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = threshold
+        return handler
+    }
+}
+
+/// `moongate validate --config FILE`: config, scripts and their tests, like `nginx -t`. Every problem
+/// is reported (every plugin that does not load, every failing test, every bad fixture line), each
+/// with its file and line, then a summary line.
 struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check a config file, its scripts and their tests (exit 0 when all is well, 1 otherwise).")
@@ -23,22 +37,29 @@ struct Validate: ParsableCommand {
     @Flag(name: .shortAndLong, help: "List every test case.")
     var verbose = false
 
+    @Option(help: "Level of the lines scripts log while they load and run their tests (print is debug).")
+    var logLevel: String = "warning"
+
     func run() throws {
+        logToStandardError(level: logLevel)
+        let spec: PolicySpec
         do {
-            let loaded = try ConfigLoader.load(path: config)
-            let spec = try PolicySpec.read(loaded.policy)
-            let generation = try PolicyGeneration.load(spec, id: 1)
-            if verbose { for result in generation.testResults { print(result) } }
-            let plugins = spec.plugins.map(\.name).joined(separator: ", ")
-            print("\(config): configuration OK: \(spec.plugins.count) plugins (\(plugins)), \(generation.testResults.count) tests passed")
-        } catch let error as ConfigError {
+            spec = try PolicySpec.read(try ConfigLoader.load(path: config).policy)
+        } catch {
             printError("\(error)")
-            printError("\(config): configuration test failed")
-            throw ExitCode.failure
-        } catch let error as PolicyLoadError {
-            printError("\(error)")
-            printError("\(config): configuration test failed")
-            throw ExitCode.failure
+            fail(nil)
         }
+        let report = PolicyValidation.run(spec)
+        if verbose { for result in report.results { print(result) } }
+        for problem in report.problems { printError("\(problem)") }
+        guard report.passed else { fail(report.summary) }
+        let plugins = spec.plugins.map(\.name).joined(separator: ", ")
+        print("\(config): configuration OK: \(spec.plugins.count) plugins (\(plugins)), \(report.results.count) tests passed")
+    }
+
+    /// Ends with the failure line (and exit status 1).
+    private func fail(_ summary: String?) -> Never {
+        printError("\(config): configuration test failed" + (summary.map { ": \($0)" } ?? ""))
+        Self.exit(withError: ExitCode.failure)
     }
 }

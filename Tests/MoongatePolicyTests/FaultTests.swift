@@ -137,7 +137,7 @@ struct RejectionTests {
         let url = "\(repositoryRoot)/plugins/connect_allowlist.lua"
         let source = try readFile(url)
         let error = try #require(ScriptHarness.rejection(of: PolicySpec(plugins: [
-            PluginSource(name: "connect_allowlist", path: url, source: source, config: .table([("ports", .array([.string("https")]))]))
+            PluginSource(name: "connect_allowlist", path: url, source: source, config: .table([("allow", .array([.string("*")])), ("ports", .array([.string("https")]))]))
         ])))
         #expect(error.message.contains("ports must be integers"))
     }

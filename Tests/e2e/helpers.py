@@ -36,11 +36,12 @@ def config(port, plugins, clusters=None, timeouts=None, allowed_addresses=None, 
 
 
 def allowlist(*targets, via=None):
-    """connect_allowlist allowing exactly these loopback host:port targets."""
+    """connect_allowlist allowing any public host on 443 (`allow: ["*"]`, which the plugin requires)
+    and exactly these special host:port targets (loopback literals)."""
     quoted = ", ".join(f'"{t}"' for t in targets)
-    text = f"name: connect_allowlist\nconfig:\n  allow_addresses: [{quoted}]"
+    text = f"name: connect_allowlist\nconfig:\n  allow: [\"*\"]\n  allow_addresses: [{quoted}]"
     if via:
-        text += f"\n  via: {via}\n  allow: [\"*\"]"
+        text += f"\n  via: {via}"
     return text
 
 

@@ -39,7 +39,7 @@ def test_cx_dis_1_connect_not_enabled_is_403_and_nothing_is_reached(moongate, se
 def test_cx_dis_1_default_config_refuses_loopback_targets_without_connecting(moongate, servers, tmp_path):
     sentinel = servers(echo)
     port = free_port()
-    moongate(config(port, ["name: connect_allowlist"]), port)
+    moongate(config(port, [allowlist()]), port)
     for target in [f"127.0.0.1:{sentinel.port}", f"127.1:{sentinel.port}", f"[::ffff:127.0.0.1]:{sentinel.port}",
                    f"2130706433:{sentinel.port}", f"localhost:{sentinel.port}"]:
         s = connect(port, target)

@@ -521,14 +521,15 @@ def test_g7_os_is_absent(hostile, tmp_path):
 
 def test_g8_io_is_absent(hostile, tmp_path):
     run_probes(hostile, tmp_path, [
-        ("return type(io) .. type(print)", "nilnil"),
+        ("return type(io)", "nil"),
         ("local f = io.open(SENTINEL, 'w'); f:write('pwned'); f:close()", FAULT),
         ("local f = io.open(CREATED, 'w'); f:write('pwned'); f:close()", FAULT),
         ("io.output(CREATED)", FAULT),
         ("io.write('pwned')", FAULT),
         ("return io.popen('touch ' .. CREATED):read('a')", FAULT),
         ("for l in io.lines(SENTINEL) do return l end", FAULT),
-        ("print('pwned')", FAULT),
+        # print is the script log (moongate.log at debug level), never the process's standard output
+        ("return select('#', print('pwned'))", "0"),
         ("return type(load('return io')())", "nil"),
     ])
 

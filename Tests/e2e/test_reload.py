@@ -129,6 +129,8 @@ def test_a_runtime_error_in_init_or_a_failing_test_is_rejected(live):
     assert answer(port) == "v1"
     last = json.loads(admin_get(admin, "/policy"))["last_attempt"]
     assert last["error"]["step"] == "test" and last["error"]["test"] == "says v1"
+    # the failing case's own file and line (its table starts on line 3 of the plugin)
+    assert last["error"]["file"] == str(path) and last["error"]["line"] == 3, last
 
 
 def test_admin_reload_and_policy_endpoint(moongate, tmp_path):

@@ -43,6 +43,7 @@ local STRINGS = {
   "", "a", "A", "%", "%%", "[", "[^", "]", "(", ")", "()", "%b()", "%f[%w]", "%1", ".-.-.-b", "^$",
   "example.org", "*.example.com", "10.0.0.1", "[::1]", "::1", "host:443", "/api/x", "x-fuzz-seed",
   "bad name", "\0", "a\0b", "\r\n", "\255\254", "日本", "%z", "%g+", "[%a-z]", "(a+)+b", "\\", "{}",
+  "debug", "info", "notice", "warning", "error", "api", "origin",
 }
 
 local value  -- forward

@@ -130,6 +130,43 @@ void moon_edits_clear(lua_State *L);
 /// IPv4-mapped IPv6 literals are classed by their IPv4 address.
 const char *moon_ip_class(const char *s, size_t len);
 
+// ---- configured clusters (clusters.c) ------------------------------------------------------------------
+/// Sets the cluster names policy may route to: `n` names, each ended by a NUL byte, in `names`, in the
+/// order `moongate.clusters()` lists them. With n = 0 the list is unknown and nothing is checked;
+/// otherwise `moongate.route(name)` and `moongate.tunnel_via(name)` with another name raise a fault
+/// naming the script's file and line, and so does a hook that returns such a verb. Plain C, never raises.
+void moon_set_clusters(lua_State *L, const char *names, size_t len, int n);
+
+// ---- script log lines (log.c) ------------------------------------------------------------------------
+/// `moongate.log` levels, in order of severity (`print` logs at MOON_LOG_DEBUG).
+enum { MOON_LOG_DEBUG = 0, MOON_LOG_INFO = 1, MOON_LOG_NOTICE = 2, MOON_LOG_WARNING = 3, MOON_LOG_ERROR = 4 };
+/// The kind of a logged field's value (its text is always given).
+enum { MOON_FIELD_STRING = 0, MOON_FIELD_INTEGER = 1, MOON_FIELD_NUMBER = 2, MOON_FIELD_BOOLEAN = 3 };
+
+/// One line a script logged, queued in C memory until Swift drains it after the call. Its strings stay
+/// valid until `moon_log_clear`.
+typedef struct moon_log_entry {
+    int level;
+    int plugin;             // the index given to moon_set_plugin when the line was logged
+    int line;               // the calling script's line (0 when unknown)
+    unsigned dropped;       // lines of this plugin dropped (rate limit, full queue) since its last line
+    int truncated;          // the message or a field value was cut to its bound
+    const char *file;       // the calling script's chunk name ("p.lua")
+    size_t file_len;
+    const char *message;    // control characters escaped (\n, \t, \xHH)
+    size_t message_len;
+    int field_count;
+} moon_log_entry;
+
+/// The plugin whose code runs next (its lines are rate-limited and named by this index). Never raises.
+void moon_set_plugin(lua_State *L, int plugin);
+/// Lines queued since the last `moon_log_clear` (by any call, including one that faulted).
+int moon_log_count(lua_State *L);
+void moon_log_entry_at(lua_State *L, int i, moon_log_entry *out);
+/// Field `f` of line `i`: the key and the value's text; returns the value's MOON_FIELD_* kind.
+int moon_log_field_at(lua_State *L, int i, int f, const char **key, size_t *klen, const char **value, size_t *vlen);
+void moon_log_clear(lua_State *L);
+
 // ---- Lua heap ---------------------------------------------------------------------------------------------
 /// Bytes allocated by this state right now (the allocator's count).
 size_t moon_heap_bytes(lua_State *L);
