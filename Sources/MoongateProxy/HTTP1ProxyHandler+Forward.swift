@@ -76,15 +76,7 @@ extension HTTP1ProxyHandler {
             HTTP1Wire.writeField("host", target, into: &out)
             framing = .none
         case .upgrade, .forward:
-            out.writeString(head.method)
-            out.writeInteger(UInt8(ascii: " "))
-            out.writeString(request.path ?? "/")
-            if let query = request.query {
-                out.writeInteger(UInt8(ascii: "?"))
-                out.writeString(query)
-            }
-            out.writeStaticString(" HTTP/1.1\r\n")
-            HTTP1Wire.writeField("host", request.authority ?? "", into: &out)
+            HTTP1Wire.writeRequestStart(method: head.method, request: request, into: &out)
             switch head.framing {
             case .chunked:
                 framing = .chunked

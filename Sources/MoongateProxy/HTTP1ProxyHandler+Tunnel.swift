@@ -40,19 +40,7 @@ extension HTTP1ProxyHandler {
     func startTunnel(to target: Authority, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, context: ChannelHandlerContext) {
         let attempt = TunnelAttempt(request: request, instance: instance, outcome: outcome, target: target)
         state = .connecting(attempt)
-        let eventLoop = context.eventLoop
-        let timeout = runtime.config.timeouts.upstreamConnect.timeAmount
-        let upstreamGlue = NIOLoopBound(attempt.upstreamGlue, eventLoop: eventLoop)
-        let bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(timeout)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(upstreamGlue.value) }
-            }
-        // An IP literal needs no lookup: no future in between.
-        let dialled = runtime.resolver.literalAddress(target).map { bootstrap.connect(to: $0) }
-            ?? runtime.resolver.resolve(target, allowed: runtime.allowedAddresses, on: eventLoop)
-                .assumeIsolated().flatMap { bootstrap.connect(to: $0) }.nonisolated()
+        let dialled = UpstreamDialer.dialTarget(target, with: attempt.upstreamGlue, runtime: runtime, on: context.eventLoop)
         dialled
             .assumeIsolated()
             .whenComplete { result in

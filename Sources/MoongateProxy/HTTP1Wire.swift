@@ -97,4 +97,18 @@ enum HTTP1Wire {
     static let chunkEnd = ByteBuffer(staticString: "\r\n")
 
     static let lastChunk = ByteBuffer(staticString: "0\r\n\r\n")
+
+    /// An origin-form request line and its Host field (`method path?query HTTP/1.1`, `host:`), as
+    /// every request Moongate sends upstream starts, whatever the client's protocol.
+    static func writeRequestStart(method: String, request: PolicyRequest, into out: inout ByteBuffer) {
+        out.writeString(method)
+        out.writeInteger(UInt8(ascii: " "))
+        out.writeString(request.path ?? "/")
+        if let query = request.query {
+            out.writeInteger(UInt8(ascii: "?"))
+            out.writeString(query)
+        }
+        out.writeStaticString(" HTTP/1.1\r\n")
+        writeField("host", request.authority ?? "", into: &out)
+    }
 }

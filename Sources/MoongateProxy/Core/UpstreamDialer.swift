@@ -48,4 +48,22 @@ enum UpstreamDialer {
         }
     }
 
+
+    /// Dials a tunnel's target (CONNECT terminated here) with `handler` as the connection's only
+    /// handler: the address floor for names, no lookup for IP literals (no future in between).
+    static func dialTarget(
+        _ target: Authority, with handler: some ChannelHandler, runtime: ProxyRuntime, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<any Channel> {
+        let bound = NIOLoopBound(handler, eventLoop: eventLoop)
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(runtime.config.timeouts.upstreamConnect.timeAmount)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(bound.value) }
+            }
+        if let literal = runtime.resolver.literalAddress(target) { return bootstrap.connect(to: literal) }
+        return runtime.resolver.resolve(target, allowed: runtime.allowedAddresses, on: eventLoop)
+            .assumeIsolated().flatMap { bootstrap.connect(to: $0) }.nonisolated()
+    }
 }
+

@@ -311,15 +311,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         _ request: PolicyRequest, headers: [HeaderField], endStream: Bool, allocator: ByteBufferAllocator
     ) -> (ByteBuffer, BodyFraming) {
         var out = allocator.buffer(capacity: 256)
-        out.writeString(request.method)
-        out.writeInteger(UInt8(ascii: " "))
-        out.writeString(request.path ?? "/")
-        if let query = request.query {
-            out.writeInteger(UInt8(ascii: "?"))
-            out.writeString(query)
-        }
-        out.writeStaticString(" HTTP/1.1\r\n")
-        HTTP1Wire.writeField("host", request.authority ?? "", into: &out)
+        HTTP1Wire.writeRequestStart(method: request.method, request: request, into: &out)
         let framing: BodyFraming
         if endStream {
             framing = .none
@@ -428,17 +420,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         dial.clientEnded = endStream
         state = .dialling(dial)
         let tunnel = StreamTunnel(stream: self)
-        let eventLoop = context.eventLoop
-        let side = NIOLoopBound(tunnel.targetSide, eventLoop: eventLoop)
-        let bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(runtime.config.timeouts.upstreamConnect.timeAmount)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(side.value) }
-            }
-        let dialled = runtime.resolver.literalAddress(target).map { bootstrap.connect(to: $0) }
-            ?? runtime.resolver.resolve(target, allowed: runtime.allowedAddresses, on: eventLoop)
-                .assumeIsolated().flatMap { bootstrap.connect(to: $0) }.nonisolated()
+        let dialled = UpstreamDialer.dialTarget(target, with: tunnel.targetSide, runtime: runtime, on: context.eventLoop)
         dialled.assumeIsolated().whenComplete { result in
             guard case .dialling(let current) = self.state, current === dial, let context = self.context else {
                 if case .success(let channel) = result { channel.close(promise: nil) }
