@@ -144,11 +144,11 @@ public final class PolicyInstance {
             }
         }
         guard let allowed else {
-            let reason = request.isConnect && request.protocolName == nil
+            let reason = request.isByteStreamConnect
                 ? "CONNECT is not enabled for this target" : "upgrade to \(request.upgrade ?? "?") is not enabled"
             return PolicyOutcome(decision: .deny(status: 403, reason: reason, headers: []), plugin: nil)
         }
-        if request.isConnect && request.protocolName == nil { return allowed }
+        if request.isByteStreamConnect { return allowed }
         // An upgrade (or extended CONNECT) that policy enables still needs a route.
         return routeStaged()
     }

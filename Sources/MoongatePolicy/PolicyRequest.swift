@@ -64,6 +64,12 @@ public struct PolicyRequest: Sendable {
     /// True for a CONNECT (classic or extended).
     public var isConnect: Bool { method == "CONNECT" }
 
+    /// True for a CONNECT that asks for a byte stream to `target`: a classic CONNECT, or an extended
+    /// CONNECT with `:protocol bytestream`, which is the same thing (RFC 8441; Envoy treats them alike).
+    public var isByteStreamConnect: Bool {
+        isConnect && (protocolName == nil || protocolName?.asciiLowercased == "bytestream")
+    }
+
     /// True when policy's `connect` hooks decide: a CONNECT, or an upgrade to another protocol.
     public var isTunnelRequest: Bool { isConnect || upgrade != nil }
 

@@ -123,4 +123,19 @@ struct CompositionTests {
         }
         #expect(verdict.edits.count == 5)
     }
+
+    @Test("CX-H2-4: an extended CONNECT for bytestream is a tunnel like a classic CONNECT; other protocols still need a route")
+    func bytestreamIsAClassicConnect() throws {
+        let h = try harness([("allow", "return { connect = function(req) return moongate.tunnel() end }")])
+        #expect(try h.extendedConnect(authority: "example.org:443", path: "/", protocolName: "bytestream").decision == .tunnel)
+        #expect(try h.extendedConnect(authority: "example.org:443", path: "/", protocolName: "websocket").decision.localStatus == 404)
+        let closed = try harness([("none", "return {}")])
+        let refused = try closed.extendedConnect(authority: "example.org:443", path: "/", protocolName: "bytestream")
+        guard case .deny(403, let reason, _) = refused.decision else {
+            Issue.record("expected the default 403, got \(refused.decision)")
+            return
+        }
+        #expect(reason == "CONNECT is not enabled for this target")
+    }
 }
+

@@ -237,6 +237,23 @@ def test_cx_h2_3_and_cx_hc_4_a_reset_touches_only_its_stream(h2proxy):
         client.close()
 
 
+def test_cx_h2_4_extended_connect_for_bytestream_is_a_classic_tunnel(h2proxy):
+    port, _, target = h2proxy
+    client = H2Client(port)
+    try:
+        client.pump(lambda: client.conn.remote_settings.enable_connect_protocol == 1)  # RFC 8441 advertised
+        sid = client.request([(":method", "CONNECT"), (":protocol", "bytestream"), (":scheme", "http"), (":path", "/"),
+                              (":authority", f"127.0.0.1:{target.port}")], end_stream=False)
+        client.pump(lambda: sid in client.status)
+        assert client.status[sid] == 200
+        client.send(sid, b"over bytestream", end_stream=True)
+        client.pump(lambda: sid in client.ended)
+        assert client.data[sid] == b"over bytestreambye"
+        assert target.accepted == 1
+    finally:
+        client.close()
+
+
 def test_cx_hc_1_and_2_end_stream_is_a_fin_and_the_way_back_stays_open(h2proxy):
     port, _, target = h2proxy
     client = H2Client(port)

@@ -8,13 +8,15 @@ import NIOHTTP2
 enum HTTP2Pipeline {
     /// The settings Moongate sends, the edge defaults of hardening.md §1.5: 100 concurrent
     /// streams, a 64 KiB stream window (1 MiB for the connection), 16 KiB frames, and a header list
-    /// as large as an HTTP/1.1 head may be (`limits.max_header_bytes`).
+    /// as large as an HTTP/1.1 head may be (`limits.max_header_bytes`), and extended CONNECT.
     static func settings(limits: Limits) -> HTTP2Settings {
         [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: 100),
             HTTP2Setting(parameter: .initialWindowSize, value: 65_535),
             HTTP2Setting(parameter: .maxFrameSize, value: 16_384),
             HTTP2Setting(parameter: .maxHeaderListSize, value: limits.maxHeaderBytes),
+            // Extended CONNECT (RFC 8441): `:protocol bytestream` is a tunnel like a classic CONNECT.
+            HTTP2Setting(parameter: .enableConnectProtocol, value: 1),
         ]
     }
 
