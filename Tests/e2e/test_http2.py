@@ -196,6 +196,18 @@ def test_h2_request_bodies_reach_the_origin_with_and_without_a_length(h2proxy):
     assert bodies == [b"abcdefg", b"hello"]
 
 
+def test_many_concurrent_requests_on_one_connection_are_all_answered(h2proxy):
+    port, origin, _ = h2proxy
+    client = H2Client(port)
+    try:
+        streams = [client.get(f"/c{i}") for i in range(20)]
+        client.pump(lambda: all(sid in client.ended for sid in streams), timeout=30)
+        assert all(client.status[sid] == 200 for sid in streams)
+        assert sorted(request[1] for request in origin.requests) == sorted(f"/c{i}" for i in range(20))
+    finally:
+        client.close()
+
+
 def test_cx_h2_1_and_2_many_connect_streams_each_with_its_own_upstream(h2proxy):
     port, _, target = h2proxy
     client = H2Client(port)

@@ -5,4 +5,5 @@
 #     scripts/bench/run --proxies direct,nio-floor,moongate-base,moongate
 export MOONGATE_BIN=${MOONGATE_BASE_BIN:?set MOONGATE_BASE_BIN to the baseline moongate binary}
 export MOONGATE_PLUGINS=${MOONGATE_BASE_PLUGINS:?set MOONGATE_BASE_PLUGINS to the baseline plugins folder}
+export MOONGATE_NO_H2=${MOONGATE_NO_H2:-1}
 exec "$(dirname "$0")/moongate.sh" "$@"

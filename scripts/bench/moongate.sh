@@ -6,21 +6,26 @@ source "$BENCH_DIR/lib/adapter.sh"
 BIN=${MOONGATE_BIN:?set MOONGATE_BIN to the built moongate binary}
 PLUGINS=${MOONGATE_PLUGINS:?set MOONGATE_PLUGINS to the plugins folder}
 
+# MOONGATE_NO_H2=1 leaves HTTP/2 out (a baseline build from before it had it: moongate-base.sh).
 endpoints() {
     echo "P1 http://$BENCH_HOST:$PROXY_H1_PORT"
+    [ -n "${MOONGATE_NO_H2:-}" ] || echo "P2 http://$BENCH_HOST:$PROXY_H2C_PORT"
     echo "P3 connect://$BENCH_HOST:$PROXY_CONNECT_PORT"
     echo "P4 connect://$BENCH_HOST:$PROXY_CONNECT_PORT"
     echo "P5 connect://$BENCH_HOST:$PROXY_CONNECT_PORT"
 }
 
 start() {
+    local h2c="  - { name: h2c, address: $BENCH_HOST, port: $PROXY_H2C_PORT, protocols: [http2] }"
+    [ -z "${MOONGATE_NO_H2:-}" ] || h2c=""
     cat >"$WORK_DIR/moongate.yaml" <<YAML
 event_loop_threads: $PROXY_WORKERS
 listeners:
   - { name: http, address: $BENCH_HOST, port: $PROXY_H1_PORT }
   - { name: connect, address: $BENCH_HOST, port: $PROXY_CONNECT_PORT }
+$h2c
 clusters:
-  - { name: origin, endpoints: ["$BENCH_HOST:$ORIGIN_H1_PORT"], pool_size: 256 }
+  - { name: origin, endpoints: ["$BENCH_HOST:$ORIGIN_H1_PORT"], pool_size: ${MOONGATE_POOL_SIZE:-256} }
 limits:
   max_tunnels: 20000
   max_connections: 20000
