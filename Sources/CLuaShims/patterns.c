@@ -632,13 +632,11 @@ static int pm_lua_gsub(lua_State *L) {
 }
 
 void moon_install_patterns(lua_State *L, int string_table) {
-    string_table = lua_absindex(L, string_table);
-    lua_pushcfunction(L, pm_lua_find);
-    lua_setfield(L, string_table, "find");
-    lua_pushcfunction(L, pm_lua_match);
-    lua_setfield(L, string_table, "match");
-    lua_pushcfunction(L, pm_lua_gmatch);
-    lua_setfield(L, string_table, "gmatch");
-    lua_pushcfunction(L, pm_lua_gsub);
-    lua_setfield(L, string_table, "gsub");
+    static const luaL_Reg functions[] = {
+        { "find", pm_lua_find }, { "match", pm_lua_match }, { "gmatch", pm_lua_gmatch }, { "gsub", pm_lua_gsub },
+        { NULL, NULL },
+    };
+    lua_pushvalue(L, string_table);
+    luaL_setfuncs(L, functions, 0);
+    lua_pop(L, 1);
 }
