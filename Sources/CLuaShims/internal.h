@@ -111,6 +111,11 @@ void moon_deadline_poll(lua_State *L);
 // installers, each run inside the protected sandbox set-up
 void moon_install_views(lua_State *L, moon_ctx *ctx);
 void moon_install_matchers(lua_State *L, int moongate_table);
+// text_helpers.c: moongate.base64_encode / base64_decode / starts_with / ends_with
+int moon_base64_encode(lua_State *L);
+int moon_base64_decode(lua_State *L);
+int moon_starts_with(lua_State *L);
+int moon_ends_with(lua_State *L);
 /// Registers the metatable `name` of an API object kind (checked with luaL_checkudata): its methods
 /// as `__index`, hidden from scripts (`__metatable = false`). Leaves it on the stack for more fields.
 void moon_register_meta(lua_State *L, const char *name, const luaL_Reg *methods);

@@ -48,7 +48,7 @@ final class Exchange {
 
     init(
         kind: Kind, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, upstreamKey: String,
-        idle: IdleConnections, poolLimit: Int, clientKeepAlive: Bool
+        idle: IdleConnections, poolLimit: Int, clientKeepAlive: Bool, startedAt: NIODeadline
     ) {
         self.idle = idle
         self.kind = kind
@@ -58,7 +58,7 @@ final class Exchange {
         self.upstreamKey = upstreamKey
         self.poolLimit = poolLimit
         self.clientKeepAlive = clientKeepAlive
-        self.startedAt = .now()
+        self.startedAt = startedAt  // the codec read the clock when the head arrived
     }
 
     /// Bytes were written upstream since the last flush.

@@ -13,7 +13,8 @@ extension HTTP1ProxyHandler {
     ) {
         let exchange = Exchange(
             kind: kind, request: request, instance: instance, outcome: outcome, upstreamKey: destination.key,
-            idle: loop.pools.connections(to: destination.key), poolLimit: destination.poolLimit, clientKeepAlive: keepAlive)
+            idle: loop.pools.connections(to: destination.key), poolLimit: destination.poolLimit, clientKeepAlive: keepAlive,
+            startedAt: headStartedAt)
         let (upstreamHeadBytes, requestFraming) = upstreamHead(
             for: request, kind: kind, head: head, headers: headers, allocator: context.channel.allocator)
         exchange.requestFraming = requestFraming
@@ -26,35 +27,20 @@ extension HTTP1ProxyHandler {
             return
         }
         exchange.pending.append(upstreamHeadBytes)
-        dial(destination, context: context).assumeIsolated().whenComplete { result in
+        UpstreamDialer.connect(destination, runtime: runtime, loop: loop, on: context.eventLoop) { result in
             guard case .exchanging(let current) = self.state, current === exchange else {
-                if case .success(let channel) = result { channel.close(promise: nil) }
+                if case .success(let handler) = result { handler.close() }
                 return
             }
             switch result {
-            case .success(let channel):
-                guard let handler = try? channel.pipeline.syncOperations.handler(type: UpstreamHandler.self) else {
-                    channel.close(promise: nil)
-                    self.exchangeFailed(exchange, status: 502, reason: "upstream set-up failed", context: context)
-                    return
-                }
+            case .success(let handler):
                 handler.delegate = self
                 exchange.attach(handler)
                 self.resumeClientReads()
-            case .failure(let error):
-                let (status, reason) = Self.dialFailure(error)
-                self.runtime.logger.info("upstream unreachable", metadata: ["upstream": "\(exchange.upstreamKey)", "error": "\(error)"])
-                self.exchangeFailed(exchange, status: status, reason: reason, context: context)
+            case .failure(let failure):
+                self.exchangeFailed(exchange, status: failure.status, reason: failure.reason, context: context)
             }
         }
-    }
-
-    /// The status for a failed dial (see ``UpstreamDialer/failure(_:)``).
-    static func dialFailure(_ error: any Error) -> (Int, String) { UpstreamDialer.failure(error) }
-
-    /// Connects to a destination on this event loop, with the HTTP client handlers installed.
-    func dial(_ destination: UpstreamDestination, context: ChannelHandlerContext) -> EventLoopFuture<any Channel> {
-        UpstreamDialer.dial(destination, runtime: runtime, loop: loop, on: context.eventLoop)
     }
 
     /// The head sent upstream, as bytes: re-serialised from parsed fields, origin-form, one Host

@@ -54,7 +54,7 @@ extension HTTP1ProxyHandler {
                     if attempt.sawEnd, let context = self.context { self.establishTunnel(attempt, context: context) }
                 case .failure(let error):
                     guard let context = self.context else { return }
-                    let (status, reason) = Self.dialFailure(error)
+                    let (status, reason) = UpstreamDialer.failure(error)
                     self.runtime.logger.info("tunnel target unreachable", metadata: ["target": "\(target)", "error": "\(error)"])
                     self.rawPending.discard()
                     self.respondLocally(status: status, reason: reason, close: true, context: context)

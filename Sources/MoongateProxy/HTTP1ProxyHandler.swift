@@ -51,7 +51,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var closeWhenIdle = false
     /// Set while a final response drains before the close (see ``lingeringClose(context:)``).
     var lingering = false
-    private var headTimer: DeadlineTimer?
+    var headTimer: DeadlineTimer?
     /// A response head (and the body bytes read with it) not yet handed to the channel: written
     /// as one buffer at the end of the upstream read, so a small response is one write, not two.
     var unwrittenResponse: ByteBuffer?
@@ -427,96 +427,5 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.close(mode: .output, promise: nil)
         let channel = context.channel
         context.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
-    }
-
-    // MARK: - Timers
-
-    /// The request-headers timeout: a connection that sends no complete head in time gets a 408
-    /// (or, when it has been served before and is idle, is closed). One timer per connection is
-    /// kept and re-armed lazily from a deadline, so a keep-alive request costs no timer work.
-    func armHeadTimer(context: ChannelHandlerContext) {
-        if headTimer == nil {
-            // Unowned: the timer lives and dies with this handler (no side table, see respondLocally).
-            headTimer = DeadlineTimer(eventLoop: context.eventLoop) { [unowned self] in self.headTimedOut() }
-        }
-        headTimer?.arm(in: runtime.requestHeadersTimeout)
-    }
-
-    private func headTimedOut() {
-        guard let context, case .idle = state else { return }
-        if served == 0 {
-            respondLocally(status: 408, reason: "request headers timed out", close: true, context: context)
-        } else {
-            context.close(promise: nil)
-        }
-        state = .done
-    }
-
-    /// A head arrived: the request-headers timer stands down (it stays scheduled, idle).
-    func disarmHeadTimer() { headTimer?.disarm() }
-
-    /// The upstream-response timeout of the current exchange: 504 when no response head arrives in time.
-    func armResponseTimer(context: ChannelHandlerContext) {
-        if responseTimer == nil {
-            responseTimer = DeadlineTimer(eventLoop: context.eventLoop) { [unowned self] in self.responseTimedOut() }
-        }
-        responseTimer?.arm(in: runtime.upstreamResponseTimeout)
-    }
-
-    private func responseTimedOut() {
-        guard let context, case .exchanging(let exchange) = state, !exchange.responseHeadSent else { return }
-        exchangeFailed(exchange, status: 504, reason: "upstream timed out", context: context)
-    }
-
-    // MARK: - Access log
-
-    func accessLog(
-        method: String, target: String, decision: String, plugin: String?, status: Int, bytesIn: Int, bytesOut: Int,
-        since start: NIODeadline
-    ) {
-        AccessLog.write(
-            runtime.accessLogger, message: "request", client: client, method: method, target: target, decision: decision,
-            plugin: plugin, status: status, bytesIn: bytesIn, bytesOut: bytesOut, since: start)
-    }
-
-    func logExchange(_ exchange: Exchange, status: Int) {
-        runtime.metrics.request(decision: exchange.outcome.decision.verb, status: status)
-        accessLog(
-            method: exchange.request.method,
-            target: exchange.request.target?.description ?? exchange.request.authority ?? "-",
-            decision: exchange.outcome.decision.summary, plugin: exchange.outcome.plugin, status: status,
-            bytesIn: exchange.bytesFromClient, bytesOut: exchange.bytesToClient, since: exchange.startedAt)
-        if exchange.instance.hasLogHooks {
-            exchange.instance.log(request: exchange.request, status: status)
-        }
-    }
-}
-
-extension Duration {
-    /// Nanoseconds, clamped to Int64.
-    var nanosecondsClamped: Int64 {
-        let (seconds, atto) = components
-        let (ns, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        return overflow ? .max : ns + atto / 1_000_000_000
-    }
-
-    var timeAmount: TimeAmount { .nanoseconds(nanosecondsClamped) }
-}
-
-/// One structured access-log line per request or tunnel.
-enum AccessLog {
-    static func write(
-        _ logger: Logger, message: Logger.Message, client: ClientInfo, method: String, target: String, decision: String,
-        plugin: String?, status: Int, bytesIn: Int, bytesOut: Int, since start: NIODeadline
-    ) {
-        guard logger.logLevel <= .info else { return }
-        let ms = Double((NIODeadline.now() - start).nanoseconds) / 1_000_000
-        logger.info(
-            message,
-            metadata: [
-                "client": "\(client.ip):\(client.port)", "method": "\(method)", "target": "\(target)",
-                "decision": "\(decision)", "plugin": "\(plugin ?? "-")", "status": "\(status)",
-                "bytes_in": "\(bytesIn)", "bytes_out": "\(bytesOut)", "duration_ms": "\(ms)",
-            ])
     }
 }

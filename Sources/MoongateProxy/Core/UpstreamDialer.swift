@@ -1,3 +1,4 @@
+import Logging
 import MoongateConfig
 import MoongatePolicy
 import NIOCore
@@ -64,6 +65,38 @@ enum UpstreamDialer {
         if let literal = runtime.resolver.literalAddress(target) { return bootstrap.connect(to: literal) }
         return runtime.resolver.resolve(target, allowed: runtime.allowedAddresses, on: eventLoop)
             .assumeIsolated().flatMap { bootstrap.connect(to: $0) }.nonisolated()
+    }
+
+    /// Why a connection for an exchange could not be had: the status the client gets, its reason,
+    /// and the error behind it.
+    struct Failure: Error {
+        let status: Int
+        let reason: String
+        let error: (any Error)?
+    }
+
+    /// Dials `destination` for an exchange and reports its connection's ``UpstreamHandler``, or
+    /// the failure the client is answered with (403 for the address floor, 503 when unreachable,
+    /// 502 when the connection cannot be set up). Runs `done` on `eventLoop`.
+    static func connect(
+        _ destination: UpstreamDestination, runtime: ProxyRuntime, loop: LoopContext, on eventLoop: any EventLoop,
+        _ done: @escaping (Result<UpstreamHandler, Failure>) -> Void
+    ) {
+        dial(destination, runtime: runtime, loop: loop, on: eventLoop).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let channel):
+                guard let handler = try? channel.pipeline.syncOperations.handler(type: UpstreamHandler.self) else {
+                    channel.close(promise: nil)
+                    done(.failure(Failure(status: 502, reason: "upstream set-up failed", error: nil)))
+                    return
+                }
+                done(.success(handler))
+            case .failure(let error):
+                let (status, reason) = failure(error)
+                runtime.logger.info("upstream unreachable", metadata: ["upstream": "\(destination.key)", "error": "\(error)"])
+                done(.failure(Failure(status: status, reason: reason, error: error)))
+            }
+        }
     }
 }
 

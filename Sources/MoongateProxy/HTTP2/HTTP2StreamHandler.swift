@@ -4,7 +4,6 @@ import MoongatePolicy
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
-import NIOPosix
 
 /// One HTTP/2 stream of a client connection: the HTTP/2 codec in front of the protocol-neutral core.
 ///
@@ -18,7 +17,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     typealias OutboundIn = HTTP2Frame.FramePayload
     typealias OutboundOut = HTTP2Frame.FramePayload
 
-    private enum State {
+    enum State {
         /// Waiting for the request's HEADERS.
         case awaitingHead
         /// Answered locally; what the client still sends is dropped.
@@ -33,7 +32,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     /// What a CONNECT keeps while its target is dialled.
-    private final class TunnelDial {
+    final class TunnelDial {
         let request: PolicyRequest
         let outcome: PolicyOutcome
         let instance: PolicyInstance
@@ -46,12 +45,12 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
     }
 
-    private let runtime: ProxyRuntime
-    private let loop: LoopContext
-    private let client: ClientInfo
-    private var state = State.awaitingHead
-    private var context: ChannelHandlerContext?
-    private var startedAt = NIODeadline.now()
+    let runtime: ProxyRuntime
+    let loop: LoopContext
+    let client: ClientInfo
+    var state = State.awaitingHead
+    var context: ChannelHandlerContext?
+    var startedAt = NIODeadline.now()
     private var pendingRead = false
 
     init(runtime: ProxyRuntime, loop: LoopContext, client: ClientInfo) {
@@ -225,7 +224,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     // MARK: - Local answers
 
-    private func answer(_ local: LocalAnswer, request: PolicyRequest, outcome: PolicyOutcome?, context: ChannelHandlerContext) {
+    func answer(_ local: LocalAnswer, request: PolicyRequest, outcome: PolicyOutcome?, context: ChannelHandlerContext) {
         state = .answered
         let body = local.exact ? (local.body ?? "") : (local.body.map { $0 + "\n" } ?? "")
         var headers = HPACKHeaders([(":status", String(local.status))])
@@ -247,7 +246,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         log(request, outcome: outcome, status: local.status, bytesIn: 0, bytesOut: body.utf8.count)
     }
 
-    private func reset(_ code: HTTP2ErrorCode, context: ChannelHandlerContext) {
+    func reset(_ code: HTTP2ErrorCode, context: ChannelHandlerContext) {
         state = .closed
         context.writeAndFlush(wrapOutboundOut(.rstStream(code)), promise: nil)
     }
@@ -267,7 +266,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     ) {
         let exchange = Exchange(
             kind: .forward, request: request, instance: instance, outcome: outcome, upstreamKey: destination.key,
-            idle: loop.pools.connections(to: destination.key), poolLimit: destination.poolLimit, clientKeepAlive: true)
+            idle: loop.pools.connections(to: destination.key), poolLimit: destination.poolLimit, clientKeepAlive: true,
+            startedAt: startedAt)
         let (head, framing) = Self.upstreamHead(request, headers: headers, endStream: endStream, allocator: context.channel.allocator)
         exchange.requestFraming = framing
         state = .exchanging(exchange, headSent: false)
@@ -276,24 +276,18 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             exchange.attach(handler, first: head)
         } else {
             exchange.pending.append(head)
-            UpstreamDialer.dial(destination, runtime: runtime, loop: loop, on: context.eventLoop).assumeIsolated().whenComplete { result in
+            UpstreamDialer.connect(destination, runtime: runtime, loop: loop, on: context.eventLoop) { result in
                 guard case .exchanging(let current, _) = self.state, current === exchange else {
-                    if case .success(let channel) = result { channel.close(promise: nil) }
+                    if case .success(let handler) = result { handler.close() }
                     return
                 }
                 switch result {
-                case .success(let channel):
-                    guard let handler = try? channel.pipeline.syncOperations.handler(type: UpstreamHandler.self) else {
-                        channel.close(promise: nil)
-                        self.exchangeFailed(exchange, status: 502, reason: "upstream set-up failed")
-                        return
-                    }
+                case .success(let handler):
                     handler.delegate = self
                     exchange.attach(handler)
                     self.resumeClientReads()
-                case .failure(let error):
-                    let (status, reason) = UpstreamDialer.failure(error)
-                    self.exchangeFailed(exchange, status: status, reason: reason)
+                case .failure(let failure):
+                    self.exchangeFailed(exchange, status: failure.status, reason: failure.reason)
                 }
             }
         }
@@ -409,89 +403,6 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
         answer(LocalAnswer(status: status, body: reason, keepAlive: true), request: exchange.request, outcome: exchange.outcome, context: context)
     }
-
-    // MARK: - CONNECT terminated here
-
-    private func startTunnel(
-        to target: Authority, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, endStream: Bool,
-        context: ChannelHandlerContext
-    ) {
-        let dial = TunnelDial(request: request, outcome: outcome, instance: instance)
-        dial.clientEnded = endStream
-        state = .dialling(dial)
-        let tunnel = StreamTunnel(stream: self)
-        let dialled = UpstreamDialer.dialTarget(target, with: tunnel.targetSide, runtime: runtime, on: context.eventLoop)
-        dialled.assumeIsolated().whenComplete { result in
-            guard case .dialling(let current) = self.state, current === dial, let context = self.context else {
-                if case .success(let channel) = result { channel.close(promise: nil) }
-                return
-            }
-            switch result {
-            case .success(let channel):
-                self.tunnelUp(tunnel, channel: channel, dial: dial, context: context)
-            case .failure(let error):
-                let (status, reason) = UpstreamDialer.failure(error)
-                self.runtime.logger.info("tunnel target unreachable", metadata: ["target": "\(target)", "error": "\(error)"])
-                self.answer(LocalAnswer(status: status, body: reason, keepAlive: true), request: request, outcome: outcome, context: context)
-            }
-        }
-    }
-
-    private func tunnelUp(_ tunnel: StreamTunnel, channel: any Channel, dial: TunnelDial, context: ChannelHandlerContext) {
-        tunnel.target = channel
-        state = .relaying(tunnel)
-        // A 2xx to CONNECT carries no content-length (RFC 9110 §9.3.6).
-        context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: HPACKHeaders([(":status", "200")])))), promise: nil)
-        for bytes in dial.early { tunnel.toTarget(bytes) }
-        tunnel.flushTarget()
-        if dial.clientEnded { tunnel.clientEnded() }
-        runtime.tunnels.opened(context.channel, client: client.ip)
-        runtime.metrics.tunnelOpened()
-        let runtime = self.runtime
-        let client = self.client
-        let request = dial.request
-        let outcome = dial.outcome
-        let startedAt = self.startedAt
-        let streamChannel = context.channel
-        let logHooks = dial.instance.hasLogHooks ? dial.instance : nil
-        streamChannel.closeFuture.assumeIsolated().whenComplete { _ in
-            channel.close(promise: nil)
-            runtime.tunnels.closed(streamChannel, client: client.ip)
-            runtime.metrics.tunnelClosed(bytesIn: tunnel.bytesToTarget, bytesOut: tunnel.bytesFromTarget)
-            runtime.metrics.request(decision: outcome.decision.verb, status: 200)
-            AccessLog.write(
-                runtime.accessLogger, message: "tunnel", client: client, method: request.method,
-                target: request.target?.description ?? "-", decision: outcome.decision.summary, plugin: outcome.plugin,
-                status: 200, bytesIn: tunnel.bytesToTarget, bytesOut: tunnel.bytesFromTarget, since: startedAt)
-            logHooks?.log(request: request, status: 200)
-        }
-        tunnel.resumeTargetReads()
-    }
-
-    // MARK: - What the tunnel's TCP side reports
-
-    /// Bytes from the target go out as DATA (flushed at the end of each read batch).
-    func targetData(_ bytes: ByteBuffer) {
-        context?.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes), endStream: false))), promise: nil)
-    }
-
-    func targetReadComplete() { context?.flush() }
-
-    /// The target half-closed: END_STREAM.
-    func targetEnded() {
-        guard let context else { return }
-        let empty = context.channel.allocator.buffer(capacity: 0)
-        context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(empty), endStream: true))), promise: nil)
-    }
-
-    /// The target connection failed or closed without a FIN: the stream is reset.
-    func targetFailed() {
-        guard let context, case .relaying = state else { return }
-        reset(.connectError, context: context)
-    }
-
-    /// This stream can take more DATA.
-    var streamIsWritable: Bool { context?.channel.isWritable ?? false }
 
     private func abort() {
         switch state {

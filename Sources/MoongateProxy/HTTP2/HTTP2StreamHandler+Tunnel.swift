@@ -1,0 +1,90 @@
+import Logging
+import MoongatePolicy
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+
+/// A CONNECT stream terminated here (RFC 9113 §8.5): the target is dialled, `200`, then the stream
+/// and the target's connection relay bytes through a ``StreamTunnel``.
+extension HTTP2StreamHandler {
+    func startTunnel(
+        to target: Authority, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, endStream: Bool,
+        context: ChannelHandlerContext
+    ) {
+        let dial = TunnelDial(request: request, outcome: outcome, instance: instance)
+        dial.clientEnded = endStream
+        state = .dialling(dial)
+        let tunnel = StreamTunnel(stream: self)
+        let dialled = UpstreamDialer.dialTarget(target, with: tunnel.targetSide, runtime: runtime, on: context.eventLoop)
+        dialled.assumeIsolated().whenComplete { result in
+            guard case .dialling(let current) = self.state, current === dial, let context = self.context else {
+                if case .success(let channel) = result { channel.close(promise: nil) }
+                return
+            }
+            switch result {
+            case .success(let channel):
+                self.tunnelUp(tunnel, channel: channel, dial: dial, context: context)
+            case .failure(let error):
+                let (status, reason) = UpstreamDialer.failure(error)
+                self.runtime.logger.info("tunnel target unreachable", metadata: ["target": "\(target)", "error": "\(error)"])
+                self.answer(LocalAnswer(status: status, body: reason, keepAlive: true), request: request, outcome: outcome, context: context)
+            }
+        }
+    }
+
+    private func tunnelUp(_ tunnel: StreamTunnel, channel: any Channel, dial: TunnelDial, context: ChannelHandlerContext) {
+        tunnel.target = channel
+        state = .relaying(tunnel)
+        // A 2xx to CONNECT carries no content-length (RFC 9110 §9.3.6).
+        context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: HPACKHeaders([(":status", "200")])))), promise: nil)
+        for bytes in dial.early { tunnel.toTarget(bytes) }
+        tunnel.flushTarget()
+        if dial.clientEnded { tunnel.clientEnded() }
+        runtime.tunnels.opened(context.channel, client: client.ip)
+        runtime.metrics.tunnelOpened()
+        let runtime = self.runtime
+        let client = self.client
+        let request = dial.request
+        let outcome = dial.outcome
+        let startedAt = self.startedAt
+        let streamChannel = context.channel
+        let logHooks = dial.instance.hasLogHooks ? dial.instance : nil
+        streamChannel.closeFuture.assumeIsolated().whenComplete { _ in
+            channel.close(promise: nil)
+            runtime.tunnels.closed(streamChannel, client: client.ip)
+            runtime.metrics.tunnelClosed(bytesIn: tunnel.bytesToTarget, bytesOut: tunnel.bytesFromTarget)
+            runtime.metrics.request(decision: outcome.decision.verb, status: 200)
+            AccessLog.write(
+                runtime.accessLogger, message: "tunnel", client: client, method: request.method,
+                target: request.target?.description ?? "-", decision: outcome.decision.summary, plugin: outcome.plugin,
+                status: 200, bytesIn: tunnel.bytesToTarget, bytesOut: tunnel.bytesFromTarget, since: startedAt)
+            logHooks?.log(request: request, status: 200)
+        }
+        tunnel.resumeTargetReads()
+    }
+
+    // MARK: - What the tunnel's TCP side reports
+
+    /// Bytes from the target go out as DATA (flushed at the end of each read batch).
+    func targetData(_ bytes: ByteBuffer) {
+        context?.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes), endStream: false))), promise: nil)
+    }
+
+    func targetReadComplete() { context?.flush() }
+
+    /// The target half-closed: END_STREAM.
+    func targetEnded() {
+        guard let context else { return }
+        let empty = context.channel.allocator.buffer(capacity: 0)
+        context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(empty), endStream: true))), promise: nil)
+    }
+
+    /// The target connection failed or closed without a FIN: the stream is reset.
+    func targetFailed() {
+        guard let context, case .relaying = state else { return }
+        reset(.connectError, context: context)
+    }
+
+    /// This stream can take more DATA.
+    var streamIsWritable: Bool { context?.channel.isWritable ?? false }
+}
