@@ -25,7 +25,7 @@ public enum ListenerProtocol: String, Sendable, CaseIterable {
 }
 
 /// One listening socket.
-public struct ListenerConfig: Sendable {
+public struct ListenerConfig: Sendable, Equatable {
     public var name: String
     public var address: String
     public var port: Int
@@ -53,7 +53,7 @@ public struct ClusterConfig: Sendable {
 }
 
 /// The admin listener (readiness, policy state, metrics, reload).
-public struct AdminConfig: Sendable {
+public struct AdminConfig: Sendable, Equatable {
     public var address: String
     public var port: Int
 }

@@ -10,7 +10,7 @@ extension HTTP1ProxyHandler {
             // Unowned: the timer lives and dies with this handler (no side table, see respondLocally).
             headTimer = DeadlineTimer(eventLoop: context.eventLoop) { [unowned self] in self.headTimedOut() }
         }
-        headTimer?.arm(in: runtime.requestHeadersTimeout)
+        headTimer?.arm(in: loop.policy.settings.requestHeadersTimeout)
     }
 
     func headTimedOut() {
@@ -31,7 +31,7 @@ extension HTTP1ProxyHandler {
         if responseTimer == nil {
             responseTimer = DeadlineTimer(eventLoop: context.eventLoop) { [unowned self] in self.responseTimedOut() }
         }
-        responseTimer?.arm(in: runtime.upstreamResponseTimeout)
+        responseTimer?.arm(in: loop.policy.settings.upstreamResponseTimeout)
     }
 
     func responseTimedOut() {

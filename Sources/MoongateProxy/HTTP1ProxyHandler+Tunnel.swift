@@ -40,7 +40,7 @@ extension HTTP1ProxyHandler {
     func startTunnel(to target: Authority, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, context: ChannelHandlerContext) {
         let attempt = TunnelAttempt(request: request, instance: instance, outcome: outcome, target: target)
         state = .connecting(attempt)
-        let dialled = UpstreamDialer.dialTarget(target, with: attempt.upstreamGlue, runtime: runtime, on: context.eventLoop)
+        let dialled = UpstreamDialer.dialTarget(target, with: attempt.upstreamGlue, runtime: runtime, loop: loop, on: context.eventLoop)
         dialled
             .assumeIsolated()
             .whenComplete { result in
@@ -152,7 +152,7 @@ extension HTTP1ProxyHandler {
         upstreamKeeper: (any RemovableChannelHandler)?
     ) {
         let (clientGlue, upstreamGlue) = pair
-        let timeouts = runtime.config.timeouts
+        let timeouts = loop.policy.settings.timeouts
         do {
             try context.pipeline.syncOperations.addHandler(clientGlue)
             if upstreamKeeper != nil { try upstream.pipeline.syncOperations.addHandler(upstreamGlue) }

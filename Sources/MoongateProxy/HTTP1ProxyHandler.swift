@@ -65,7 +65,9 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     init(runtime: ProxyRuntime, loop: LoopContext) {
         self.runtime = runtime
         self.loop = loop
-        self.parser = ClientRequestParser(limits: runtime.config.limits)
+        // The limits of the live generation (a reload's new limits apply from the next connection).
+        _ = runtime.policy.instance(in: loop.policy)
+        self.parser = ClientRequestParser(limits: loop.policy.settings.limits)
     }
 
     // MARK: - Lifecycle
@@ -326,10 +328,11 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let outcome = verdict.outcome
         // After a CONNECT or an upgrade request the connection carries no more HTTP.
         let keepAlive = head.isKeepAlive && !head.isCONNECT && !head.isUpgrade
+        let settings = loop.policy.settings
         let action = RequestPlanner.plan(
             request, verdict, keepAlive: keepAlive,
-            tunnelRefusal: { runtime.tunnels.refusal(client: client.ip, limits: runtime.config.limits) },
-            cluster: { runtime.clusters[$0] })
+            tunnelRefusal: { runtime.tunnels.refusal(client: client.ip, limits: settings.limits) },
+            cluster: { settings.clusters[$0] })
         switch action {
         case .answer(let answer):
             if let problem = answer.problem {

@@ -8,13 +8,15 @@ import NIOPosix
 /// Everything a connection's handlers share with the other connections of its event loop: the
 /// loop's policy instance and its upstream pools. Created lazily on the loop, never touched off it.
 final class LoopContext {
-    let policy = LoopPolicySlot()
+    let policy: LoopPolicySlot
     let pools: UpstreamPools
     let sweeper: TunnelSweeper
     private var roundRobin: [String: Int] = [:]
 
-    init(eventLoop: any EventLoop) {
-        self.pools = UpstreamPools()
+    init(eventLoop: any EventLoop, settings: LiveSettings) {
+        let pools = UpstreamPools()
+        self.pools = pools
+        self.policy = LoopPolicySlot(settings: settings, pools: pools)
         self.sweeper = TunnelSweeper(eventLoop: eventLoop)
     }
 
@@ -26,19 +28,9 @@ final class LoopContext {
     }
 }
 
-/// A configured cluster as the forwarding path uses it: its settings and its pool key.
-final class ClusterTarget: Sendable {
-    let config: ClusterConfig
-    /// The key of its idle connections in each loop's pools.
-    let poolKey: String
-
-    init(_ config: ClusterConfig) {
-        self.config = config
-        self.poolKey = "cluster:\(config.name)"
-    }
-}
-
-/// The shared, immutable set-up of a running proxy, handed to every connection.
+/// The shared, immutable set-up of a running proxy, handed to every connection. `config` is the
+/// configuration the process started with: its listeners, admin and threads. What reloads
+/// (clusters, limits, timeouts) is read from each loop's ``LoopPolicySlot/settings``.
 final class ProxyRuntime: Sendable {
     let config: MoongateConfiguration
     let policy: PolicyHost
@@ -47,13 +39,6 @@ final class ProxyRuntime: Sendable {
     let accessLogger: Logger
     let resolver: TargetResolver
     let tunnels: TunnelRegistry
-    /// Special addresses a target name may resolve to (`policy.allowed_addresses`).
-    let allowedAddresses: Set<String>
-    /// The per-request timeouts, converted once.
-    let requestHeadersTimeout: TimeAmount
-    let upstreamResponseTimeout: TimeAmount
-    /// The configured clusters by name, each with its pool key made once.
-    let clusters: [String: ClusterTarget]
     private let loops: [ObjectIdentifier: NIOLoopBoundBox<LoopContext?>]
 
     init(
@@ -69,10 +54,6 @@ final class ProxyRuntime: Sendable {
         self.accessLogger = access
         self.resolver = TargetResolver(threadPool: threadPool)
         self.tunnels = TunnelRegistry()
-        self.allowedAddresses = Set(config.policy.allowedAddresses)
-        self.requestHeadersTimeout = config.timeouts.requestHeaders.timeAmount
-        self.upstreamResponseTimeout = config.timeouts.upstreamResponse.timeAmount
-        self.clusters = Dictionary(config.clusters.map { ($0.name, ClusterTarget($0)) }, uniquingKeysWith: { first, _ in first })
         var loops: [ObjectIdentifier: NIOLoopBoundBox<LoopContext?>] = [:]
         for loop in group.makeIterator() {
             loops[ObjectIdentifier(loop)] = NIOLoopBoundBox.makeEmptyBox(valueType: LoopContext.self, eventLoop: loop)
@@ -86,7 +67,7 @@ final class ProxyRuntime: Sendable {
             preconditionFailure("event loop not part of the proxy's group")
         }
         if let context = box.value { return context }
-        let context = LoopContext(eventLoop: loop)
+        let context = LoopContext(eventLoop: loop, settings: policy.liveSettings ?? LiveSettings(config))
         box.value = context
         return context
     }

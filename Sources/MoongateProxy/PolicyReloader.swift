@@ -56,6 +56,8 @@ public final class PolicyReloader: Service, Sendable {
     }
 
     private let configPath: String
+    /// The configuration the process started with: listeners, admin and threads stay as it says.
+    private let running: MoongateConfiguration?
     private let policy: PolicyHost
     private let metrics: ProxyMetrics
     private let logger: Logger
@@ -65,11 +67,14 @@ public final class PolicyReloader: Service, Sendable {
     private let reloading = Mutex(false)
 
     /// Creates the reloader for the policy of `configPath` (the generation already published is 1).
+    /// With `running`, a reload that changes what only a restart applies (listeners, admin,
+    /// threads: ``RestartCheck``) is refused.
     public init(
-        configPath: String, policy: PolicyHost, metrics: ProxyMetrics, logger: Logger, watch: Bool,
-        interval: Duration = .milliseconds(100)
+        configPath: String, running: MoongateConfiguration? = nil, policy: PolicyHost, metrics: ProxyMetrics,
+        logger: Logger, watch: Bool, interval: Duration = .milliseconds(100)
     ) {
         self.configPath = configPath
+        self.running = running
         self.policy = policy
         self.metrics = metrics
         self.logger = logger
@@ -173,9 +178,12 @@ public final class PolicyReloader: Service, Sendable {
         let id = state.withLock { $0.nextID }
         do {
             let config = try ConfigLoader.load(path: configPath)
+            if let running, case let changes = RestartCheck.changes(from: running, to: config), !changes.isEmpty {
+                throw RestartRequired(message: RestartCheck.message(changes))
+            }
             let spec = try PolicySpec.read(config.policy)
             let generation = try PolicyGeneration.load(spec, id: id)
-            policy.publish(generation)
+            policy.publish(generation, config: config)
             state.withLock {
                 $0.nextID += 1
                 $0.lastLoadedReason = reason
@@ -185,7 +193,10 @@ public final class PolicyReloader: Service, Sendable {
             let ms = elapsed()
             logger.info(
                 "policy reloaded",
-                metadata: ["generation": "\(id)", "reason": "\(reason)", "ms": "\(ms)", "tests": "\(generation.testResults.count)"])
+                metadata: [
+                    "generation": "\(id)", "reason": "\(reason)", "ms": "\(ms)", "tests": "\(generation.testResults.count)",
+                    "clusters": "\(config.clusters.count)",
+                ])
             return ReloadAttempt(result: "loaded", reason: reason, at: wallClock(), generation: id, error: nil, configError: nil, milliseconds: ms)
         } catch let error as PolicyLoadError {
             watchConfiguredFiles()
@@ -243,4 +254,10 @@ public final class PolicyReloader: Service, Sendable {
         clock_gettime(CLOCK_REALTIME, &now)
         return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
     }
+}
+
+/// A reload refused because it changes what only a restart applies.
+struct RestartRequired: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
 }

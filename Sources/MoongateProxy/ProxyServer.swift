@@ -73,7 +73,7 @@ public final class ProxyServer: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    guard connections.count < runtime.config.limits.maxConnections else {
+                    guard connections.count < runtime.loopContext(channel.eventLoop).policy.settings.limits.maxConnections else {
                         throw ChannelError.ioOnClosedChannel
                     }
                     connections.opened(channel)

@@ -14,6 +14,14 @@ final class UpstreamPools {
         byKey[key] = idle
         return idle
     }
+
+    /// Closes and forgets the idle connections of every key that `stale` accepts.
+    func closeIdle(where stale: (String) -> Bool) {
+        for (key, idle) in byKey where stale(key) {
+            idle.closeAll()
+            byKey[key] = nil
+        }
+    }
 }
 
 /// The idle connections to one upstream, kept as their handlers (no pipeline lookup per request).
@@ -37,6 +45,16 @@ final class IdleConnections {
         }
         handler.idlePool = self
         handlers.append(handler)
+    }
+
+    /// Closes every idle connection.
+    func closeAll() {
+        let idle = handlers
+        handlers = []
+        for handler in idle {
+            handler.idlePool = nil
+            handler.close()
+        }
     }
 
     /// Forgets a connection that closed while idle.

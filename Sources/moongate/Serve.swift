@@ -47,7 +47,7 @@ struct Serve: AsyncParsableCommand {
         let metrics = ProxyMetrics()
         let stats = PolicyStats { fault in metrics.fault(plugin: fault.plugin, hook: fault.hook, kind: fault.kind.description) }
         let policy = PolicyHost(stats: stats, logger: Logger(label: "moongate.policy"))
-        policy.publish(generation)
+        policy.publish(generation, config: loaded)
         metrics.reload(result: "loaded")
         logger.info(
             "policy loaded",
@@ -59,7 +59,7 @@ struct Serve: AsyncParsableCommand {
         threadPool.start()
         let server = ProxyServer(config: loaded, policy: policy, metrics: metrics, logger: logger, group: group, threadPool: threadPool)
         let reloader = PolicyReloader(
-            configPath: config, policy: policy, metrics: metrics, logger: Logger(label: "moongate.reload"),
+            configPath: config, running: loaded, policy: policy, metrics: metrics, logger: Logger(label: "moongate.reload"),
             watch: loaded.policy.watch && watch)
         var services: [any Service] = [server, reloader]
         if let admin = loaded.admin {

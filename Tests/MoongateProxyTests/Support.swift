@@ -109,7 +109,7 @@ func startProxy(group: any EventLoopGroup, pool: NIOThreadPool, yaml: String) as
     let config = try ConfigLoader.parse(yaml, path: "\(repositoryRoot)/configs/test.yaml")
     let generation = try PolicyGeneration.load(try PolicySpec.read(config.policy), id: 1)
     let policy = PolicyHost(stats: PolicyStats(), logger: Logger(label: "test"))
-    policy.publish(generation)
+    policy.publish(generation, config: config)
     let server = ProxyServer(config: config, policy: policy, metrics: ProxyMetrics(), logger: Logger(label: "test"), group: group, threadPool: pool)
     let addresses = try await server.start()
     return (server, addresses[0].port ?? 0)

@@ -21,6 +21,7 @@ enum UpstreamDialer {
         _ destination: UpstreamDestination, runtime: ProxyRuntime, loop: LoopContext, on eventLoop: any EventLoop
     ) -> EventLoopFuture<any Channel> {
         let key = destination.key
+        let settings = loop.policy.settings
         let address: EventLoopFuture<SocketAddress>
         let connectTimeout: Duration
         switch destination {
@@ -32,10 +33,10 @@ enum UpstreamDialer {
                 Authority(host: endpoint.host.contains(":") ? "[\(endpoint.host)]" : endpoint.host, port: endpoint.port),
                 allowed: [], on: eventLoop, floor: false)
         case .authority(let authority):
-            connectTimeout = runtime.config.timeouts.upstreamConnect
-            address = runtime.resolver.resolve(authority, allowed: runtime.allowedAddresses, on: eventLoop, floor: true)
+            connectTimeout = settings.timeouts.upstreamConnect
+            address = runtime.resolver.resolve(authority, allowed: settings.allowedAddresses, on: eventLoop, floor: true)
         }
-        let limits = runtime.config.limits
+        let limits = settings.limits
         return address.flatMap { address in
             ClientBootstrap(group: eventLoop)
                 .connectTimeout(connectTimeout.timeAmount)
@@ -53,17 +54,19 @@ enum UpstreamDialer {
     /// Dials a tunnel's target (CONNECT terminated here) with `handler` as the connection's only
     /// handler: the address floor for names, no lookup for IP literals (no future in between).
     static func dialTarget(
-        _ target: Authority, with handler: some ChannelHandler, runtime: ProxyRuntime, on eventLoop: any EventLoop
+        _ target: Authority, with handler: some ChannelHandler, runtime: ProxyRuntime, loop: LoopContext,
+        on eventLoop: any EventLoop
     ) -> EventLoopFuture<any Channel> {
+        let settings = loop.policy.settings
         let bound = NIOLoopBound(handler, eventLoop: eventLoop)
         let bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(runtime.config.timeouts.upstreamConnect.timeAmount)
+            .connectTimeout(settings.timeouts.upstreamConnect.timeAmount)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(bound.value) }
             }
         if let literal = runtime.resolver.literalAddress(target) { return bootstrap.connect(to: literal) }
-        return runtime.resolver.resolve(target, allowed: runtime.allowedAddresses, on: eventLoop)
+        return runtime.resolver.resolve(target, allowed: settings.allowedAddresses, on: eventLoop)
             .assumeIsolated().flatMap { bootstrap.connect(to: $0) }.nonisolated()
     }
 

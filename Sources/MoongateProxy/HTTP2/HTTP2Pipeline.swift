@@ -22,7 +22,7 @@ enum HTTP2Pipeline {
 
     static func configureServer(_ channel: any Channel, runtime: ProxyRuntime) throws {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
-        connection.initialSettings = settings(limits: runtime.config.limits)
+        connection.initialSettings = settings(limits: runtime.loopContext(channel.eventLoop).policy.settings.limits)
         connection.targetWindowSize = 1 << 20
         var stream = NIOHTTP2Handler.StreamConfiguration()
         stream.targetWindowSize = 65_535

@@ -15,7 +15,7 @@ extension HTTP2StreamHandler {
         dial.clientEnded = endStream
         state = .dialling(dial)
         let tunnel = StreamTunnel(stream: self)
-        let dialled = UpstreamDialer.dialTarget(target, with: tunnel.targetSide, runtime: runtime, on: context.eventLoop)
+        let dialled = UpstreamDialer.dialTarget(target, with: tunnel.targetSide, runtime: runtime, loop: loop, on: context.eventLoop)
         dialled.assumeIsolated().whenComplete { result in
             guard case .dialling(let current) = self.state, current === dial, let context = self.context else {
                 if case .success(let channel) = result { channel.close(promise: nil) }

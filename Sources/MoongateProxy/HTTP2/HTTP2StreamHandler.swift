@@ -198,10 +198,11 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             return
         }
         let verdict = instance.evaluate(request)
+        let settings = loop.policy.settings
         let action = RequestPlanner.plan(
             request, verdict, keepAlive: true,
-            tunnelRefusal: { runtime.tunnels.refusal(client: client.ip, limits: runtime.config.limits) },
-            cluster: { runtime.clusters[$0] })
+            tunnelRefusal: { runtime.tunnels.refusal(client: client.ip, limits: settings.limits) },
+            cluster: { settings.clusters[$0] })
         switch action {
         case .answer(let local):
             if let problem = local.problem {
