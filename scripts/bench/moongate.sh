@@ -10,13 +10,15 @@ PLUGINS=${MOONGATE_PLUGINS:?set MOONGATE_PLUGINS to the plugins folder}
 endpoints() {
     echo "P1 http://$BENCH_HOST:$PROXY_H1_PORT"
     [ -n "${MOONGATE_NO_H2:-}" ] || echo "P2 http://$BENCH_HOST:$PROXY_H2C_PORT"
+    [ -n "${MOONGATE_NO_H2:-}" ] || echo "P6 h2connect://$BENCH_HOST:$PROXY_H2CONNECT_PORT"
     echo "P3 connect://$BENCH_HOST:$PROXY_CONNECT_PORT"
     echo "P4 connect://$BENCH_HOST:$PROXY_CONNECT_PORT"
     echo "P5 connect://$BENCH_HOST:$PROXY_CONNECT_PORT"
 }
 
 start() {
-    local h2c="  - { name: h2c, address: $BENCH_HOST, port: $PROXY_H2C_PORT, protocols: [http2] }"
+    local h2c="  - { name: h2c, address: $BENCH_HOST, port: $PROXY_H2C_PORT, protocols: [http2] }
+  - { name: h2connect, address: $BENCH_HOST, port: $PROXY_H2CONNECT_PORT, protocols: [http2] }"
     [ -z "${MOONGATE_NO_H2:-}" ] || h2c=""
     cat >"$WORK_DIR/moongate.yaml" <<YAML
 event_loop_threads: $PROXY_WORKERS
