@@ -3,6 +3,7 @@ clusters), limits, timeouts and allowed addresses go live with the scripts that 
 and without a failed request; what only a restart applies (listeners, admin, threads) is refused
 with "restart required", never dropped silently."""
 import http.client
+import os
 import statistics
 import threading
 import time
@@ -96,7 +97,8 @@ def test_cluster_endpoint_change_under_load_fails_nothing(moongate, tmp_path, se
     load = Load(port)
     time.sleep(0.5)
     switches = []
-    for i in range(6):
+    # CLUSTER_SWITCHES=50 measures more changes (the figures in the README); each takes about 0.7 s.
+    for i in range(int(os.environ.get("CLUSTER_SWITCHES", "6"))):
         target, name = (b, "b") if i % 2 == 0 else (a, "a")
         written = time.time()
         write_config(path, port, admin, {"app": f"127.0.0.1:{target.port}"}, "app")
@@ -113,8 +115,10 @@ def test_cluster_endpoint_change_under_load_fails_nothing(moongate, tmp_path, se
         late = [body for t, _, body in list(load.results) if t > settled]
         assert late and all(body == name for body in late), late[:10]
     load.finish()
-    print(f"\ncluster change, write to first request served by the new endpoint: "
-          f"p50 {statistics.median(switches) * 1000:.0f} ms, max {max(switches) * 1000:.0f} ms, "
+    ordered = sorted(switches)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    print(f"\n{len(switches)} cluster changes, write to first request served by the new endpoint: "
+          f"p50 {statistics.median(switches) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
           f"{len(load.results)} requests, 0 failed")
 
 
