@@ -111,6 +111,62 @@ def test_an_upload_that_keeps_sending_is_not_cut_by_the_idle_deadline(moongate, 
     assert origin.received().endswith(b"\r\n\r\nabcdefgh")
 
 
+def test_a_stalled_upload_whose_response_has_started_is_just_closed(moongate, servers):
+    """The origin answers at once, before the body: when the client then stalls, the response it
+    is getting cannot become a 408; the connection closes, the response visibly truncated."""
+    def early(server, conn):
+        head, _ = recv_head(conn)
+        server.received.append(head)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+        time.sleep(6)
+
+    upstream = servers(early)
+    port = free_port()
+    moongate(config(port, [router([("*", "/", "origin")])], clusters={"origin": f"127.0.0.1:{upstream.port}"},
+                    timeouts={"request_body_idle": "1s"}), port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+    data, took = time_to_eof(s, timeout=6)
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"\r\n\r\npartial"), data
+    assert b"408" not in data
+    assert 0.8 < took < 3.0, took
+
+
+def test_an_upstream_that_stops_taking_the_body_is_a_504_not_the_clients_408(moongate, servers):
+    """The origin reads the head and nothing more: the proxy stops reading the client (TCP
+    back-pressure), and after request_body_idle the upstream is the one blamed."""
+    def deaf(server, conn):
+        head, _ = recv_head(conn)
+        server.received.append(head)
+        time.sleep(8)
+
+    upstream = servers(deaf)
+    port = free_port()
+    moongate(config(port, [router([("*", "/", "origin")])], clusters={"origin": f"127.0.0.1:{upstream.port}"},
+                    timeouts={"request_body_idle": "1s", "request_body": "60s"}), port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"POST /deaf HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (256 * MIB))
+    s.setblocking(False)
+    chunk, answer, started = b"z" * 65536, b"", time.time()
+    while time.time() - started < 10:
+        try:
+            s.send(chunk)
+        except BlockingIOError:
+            readable, _, _ = select.select([s], [], [], 0.1)
+            if readable:
+                try:
+                    data = s.recv(65536)
+                except OSError:
+                    break
+                answer += data
+                if not data or b"\r\n\r\n" in answer:
+                    break
+        except OSError:
+            break
+    assert answer.startswith(b"HTTP/1.1 504"), answer[:80]
+    assert time.time() - started < 8
+
+
 # --- request headers and keep-alive --------------------------------------------------------
 
 def test_a_new_connection_that_sends_nothing_is_closed_without_an_answer(moongate, origin):
