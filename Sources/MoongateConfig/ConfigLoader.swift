@@ -184,11 +184,12 @@ public enum ConfigLoader {
     }
 
     private static func parseTimeouts(_ node: ConfigNode) throws(ConfigError) -> Timeouts {
-        let map = try node.mapping(allowed: [
+        let map = try node.mapping(allowed: Set<String>([
             "request_headers", "stream_idle", "upstream_connect", "upstream_response", "tunnel_idle",
             "tunnel_max_duration", "drain",
-        ])
+        ]).union(clientTimeoutKeys))
         var t = Timeouts()
+        t.client = try parseClientTimeouts(map)
         if let n = map["request_headers"] { t.requestHeaders = try n.duration() }
         if let n = map["stream_idle"] { t.streamIdle = try n.duration() }
         if let n = map["upstream_connect"] { t.upstreamConnect = try n.duration() }

@@ -117,5 +117,7 @@ public struct Timeouts: Sendable {
     public var tunnelIdle: Duration = .seconds(300)
     public var tunnelMaxDuration: Duration? = nil
     public var drain: Duration = .seconds(30)
+    /// The request body, keep-alive and slow-reader deadlines of client connections.
+    public var client = ClientTimeouts()
     public init() {}
 }

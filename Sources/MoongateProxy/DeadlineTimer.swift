@@ -1,13 +1,15 @@
 import NIOCore
 
 /// A timeout re-armed by moving its deadline, not by scheduling: at most one task is scheduled,
-/// and it is rescheduled only when it fires before the current deadline. Re-arming per request
-/// (keep-alive heads, upstream responses) thus costs a clock read, no timer-queue work.
-/// Confined to its event loop.
+/// and it is rescheduled only when it fires before the current deadline, or when the deadline moves
+/// before it. Re-arming with deadlines that only move later (keep-alive heads, upstream responses,
+/// body reads) thus costs a clock read, no timer-queue work. Confined to its event loop.
 final class DeadlineTimer {
     private let eventLoop: any EventLoop
     private let onExpiry: () -> Void
     private var task: Scheduled<Void>?
+    /// When the scheduled task runs (meaningful while `task` is set).
+    private var scheduledFor = NIODeadline.uptimeNanoseconds(0)
     private var deadline: NIODeadline?
 
     /// Creates a disarmed timer; `onExpiry` runs on `eventLoop` when an armed deadline passes.
@@ -16,11 +18,21 @@ final class DeadlineTimer {
         self.onExpiry = onExpiry
     }
 
+    /// Whether a deadline is set.
+    var isArmed: Bool { deadline != nil }
+
     /// Arms (or re-arms) the timer to expire `amount` from now.
-    func arm(in amount: TimeAmount) {
-        let due = NIODeadline.now() + amount
+    func arm(in amount: TimeAmount) { arm(at: NIODeadline.now() + amount) }
+
+    /// Arms (or re-arms) the timer to expire at `due`.
+    func arm(at due: NIODeadline) {
         deadline = due
-        if task == nil { schedule(at: due) }
+        if let scheduled = task {
+            guard due < scheduledFor else { return }
+            // The deadline moved before the scheduled task (a shorter timeout follows a longer one).
+            scheduled.cancel()
+        }
+        schedule(at: due)
     }
 
     /// Stands the timer down; the scheduled task, if any, stays and finds nothing to do.
@@ -37,6 +49,7 @@ final class DeadlineTimer {
     /// handler leaves its pipeline). Not weakly: a weak reference would give the timer a side
     /// table, and every retain and release of it (several per request) would take the slow path.
     private func schedule(at due: NIODeadline) {
+        scheduledFor = due
         task = eventLoop.assumeIsolated().scheduleTask(deadline: due) { self.fire() }
     }
 

@@ -96,14 +96,18 @@ final class Exchange {
         }
     }
 
-    /// Ends the request (the last chunk when chunked; client trailers are dropped) and flushes.
-    func sendEnd() {
+    /// Ends the request (the last chunk when chunked; client trailers are dropped) and, unless
+    /// `flush` is false (the caller flushes once the rest of its input is parsed), flushes.
+    func sendEnd(flush: Bool = true) {
         if requestFraming == .chunked { send(HTTP1Wire.lastChunk) }
-        flushUpstream()
+        if flush { flushUpstream() }
     }
 
-    /// Attaches the connection and writes `first` (a request head not yet kept) and what was waiting.
-    func attach(_ handler: UpstreamHandler, first: ByteBuffer? = nil) {
+    /// Attaches the connection and writes `first` (a request head not yet kept) and what was
+    /// waiting; flushes unless `flush` is false (then the caller flushes with ``flushUpstream()``,
+    /// after parsing the rest of what it has read: nothing of a request that turns out malformed
+    /// leaves before then, and the connection is closed with the unflushed bytes).
+    func attach(_ handler: UpstreamHandler, first: ByteBuffer? = nil, flush: Bool = true) {
         upstream = handler
         switch kind {
         case .forward: handler.expectResponse(.response(head: request.method == "HEAD"))
@@ -116,6 +120,6 @@ final class Exchange {
             pending = []
         }
         unflushed = true
-        flushUpstream()
+        if flush { flushUpstream() }
     }
 }

@@ -22,7 +22,10 @@ extension HTTP1ProxyHandler {
 
         if kind == .forward, let handler = exchange.idle.acquire() {
             handler.delegate = self
-            exchange.attach(handler, first: upstreamHeadBytes)
+            // Not flushed yet: the rest of what was read is parsed first (a request refused for its
+            // framing later in this read must not reach the upstream). The read batch's end, or
+            // the queue drain that got here, flushes.
+            exchange.attach(handler, first: upstreamHeadBytes, flush: false)
             resumeClientReads()
             return
         }
@@ -112,7 +115,6 @@ extension HTTP1ProxyHandler {
         respondLocally(status: status, reason: reason, close: close, context: context)
         if exchange.requestComplete && !close {
             state = .idle
-            armHeadTimer(context: context)
             drainQueue(context: context)
         }
     }
@@ -138,7 +140,7 @@ extension HTTP1ProxyHandler {
         }
         logExchange(exchange, status: exchange.status)
         state = .idle
-        if exchange.clientKeepAlive { armHeadTimer(context: context) }
+        if exchange.clientKeepAlive { armIdleTimer(context: context) }
     }
 }
 
@@ -159,6 +161,18 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
     /// Body bytes up to this size are copied behind a response head not yet written (one write
     /// instead of two); larger ones go as they are.
     static let coalescedBodyLimit = 16_384
+
+    /// An informational (1xx) answer — `100 Continue`, `103 Early Hints` — goes to the client at
+    /// once with its fields, hop-by-hop ones and those its `Connection` names removed; scripts'
+    /// `sanitize_response` sees final responses only. An HTTP/1.0 client gets none (RFC 9110 §15.2).
+    func relayInformational(_ head: UpstreamResponseHead, exchange: Exchange, context: ChannelHandlerContext) {
+        guard exchange.request.version != "HTTP/1.0" else { return }
+        var out = context.channel.allocator.buffer(capacity: head.raw.readableBytes + 16)
+        HTTP1Wire.writeStatusLine(head.status, into: &out)
+        head.writeFields(into: &out, dropContentLength: true)
+        out.writeStaticString("\r\n")
+        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+    }
 
     /// Hands a response head kept back for coalescing (and what was added to it) to the channel.
     func writeUnwrittenResponse(context: ChannelHandlerContext) {
@@ -181,11 +195,7 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
         switch part {
         case .head(let head):
             if head.code < 200 && head.code != 101 {
-                // 100 Continue and other informational answers are relayed as they are.
-                var line = context.channel.allocator.buffer(capacity: 40)
-                HTTP1Wire.writeStatusLine(head.status, into: &line)
-                line.writeStaticString("\r\n")
-                context.writeAndFlush(wrapOutboundOut(line), promise: nil)
+                relayInformational(head, exchange: exchange, context: context)
                 return
             }
             responseTimer?.disarm()
@@ -282,6 +292,7 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
             if closeAfter {
                 let written = context.eventLoop.makePromise(of: Void.self)
                 context.writeAndFlush(wrapOutboundOut(end), promise: written)
+                watchFinalWrite(context: context)
                 written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
             } else {
                 if end.readableBytes > 0 { context.write(wrapOutboundOut(end), promise: nil) }

@@ -11,6 +11,11 @@ import NIOHTTP1
 /// policy instance once, then:
 /// answers locally (deny, respond, fault), forwards to an upstream (route, forward, upgrades,
 /// tunnel_via), or turns the connection into a tunnel (CONNECT terminated here).
+///
+/// Nothing of a request goes upstream before every byte already read has been parsed: upstream
+/// writes are flushed at the end of a read batch (or of a queue drain), so a request refused for
+/// its framing later in the same batch never reaches any upstream. Every stage a client can stall
+/// has a deadline (``HTTP1Deadlines``); a refused request waits for the responses ahead of it.
 final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -34,7 +39,6 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var state: State = .idle
     var context: ChannelHandlerContext?
     var client = ClientInfo(ip: "0.0.0.0")
-    var served = 0
     /// The request being answered is a HEAD: its response carries no body.
     var answeringHead = false
     var pendingRead = false
@@ -45,13 +49,41 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Pipelined request parts waiting for the current response (at most `queueLimit` are read ahead).
     var queued: [ClientRequestPart] = []
     static let queueLimit = 64
+    /// A request refused (malformed, or too slow) while responses ahead of it were still due: it is
+    /// answered, and the connection closed, once they are complete. Nothing more is read meanwhile.
+    var deferredRefusal: ClientRequestError?
     /// The client half-closed: close once the last queued request is answered.
     var clientInputClosed = false
     /// Graceful shutdown asked this connection to close once it is idle.
     var closeWhenIdle = false
     /// Set while a final response drains before the close (see ``lingeringClose(context:)``).
     var lingering = false
-    var headTimer: DeadlineTimer?
+    let deadlines: HTTP1Deadlines
+    /// Where reading requests stands (which reading deadline runs).
+    var readPhase: ClientReadPhase = .fresh
+    /// The first bytes of a head came in this read: its deadline starts after the read, unless the
+    /// head completed in it (most do, and then no clock is read for it).
+    var headStarting = false
+    /// Body bytes came in this read: the body deadline moves once, after the read.
+    var bodyProgress = false
+    /// A body started in this read: its total deadline is set after the read.
+    var bodyStarting = false
+    /// When the body being read must be complete (`timeouts.request_body` after its head).
+    var bodyDeadline = NIODeadline.uptimeNanoseconds(0)
+    /// A request ended in this read (see ``bytesFollowLastRequest(in:)``).
+    var endedInRead = false
+    /// The request read last has a Content-Length body, and where its last body bytes lay in
+    /// memory (compared, never read).
+    var lengthBody = false
+    var lastBodyEnd: UnsafeRawPointer?
+    /// Request headers and body (see ``ClientReadPhase``); created with the connection.
+    var readTimer: DeadlineTimer?
+    /// Keep-alive idle; created when a connection first goes idle.
+    var idleTimer: DeadlineTimer?
+    /// A client that stopped reading; created when a write first stalls.
+    var writeTimer: DeadlineTimer?
+    /// The bytes buffered toward the client when write progress was last seen.
+    var writeMark = 0
     /// A response head (and the body bytes read with it) not yet handed to the channel: written
     /// as one buffer at the end of the upstream read, so a small response is one write, not two.
     var unwrittenResponse: ByteBuffer?
@@ -65,9 +97,11 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     init(runtime: ProxyRuntime, loop: LoopContext) {
         self.runtime = runtime
         self.loop = loop
-        // The limits of the live generation (a reload's new limits apply from the next connection).
+        // The limits and deadlines of the live generation (a reload's apply from the next connection).
         _ = runtime.policy.instance(in: loop.policy)
-        self.parser = ClientRequestParser(limits: loop.policy.settings.limits)
+        let settings = loop.policy.settings
+        self.parser = ClientRequestParser(limits: settings.limits)
+        self.deadlines = settings.http1Deadlines
     }
 
     // MARK: - Lifecycle
@@ -77,11 +111,11 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let remote = context.channel.remoteAddress {
             client = ClientInfo(ip: remote.ipAddress ?? "0.0.0.0", port: remote.port ?? 0, tls: false)
         }
-        if context.channel.isActive { armHeadTimer(context: context) }
+        if context.channel.isActive { armFreshTimer(context: context) }
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        armHeadTimer(context: context)
+        armFreshTimer(context: context)
         context.fireChannelActive()
     }
 
@@ -92,15 +126,13 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        headTimer?.cancel()
-        responseTimer?.cancel()
+        cancelTimers()
         if case .exchanging(let exchange) = state { exchange.upstream?.delegate = nil }
         self.context = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        headTimer?.cancel()
-        responseTimer?.cancel()
+        cancelTimers()
         switch state {
         case .exchanging(let exchange):
             // The client went away mid-exchange: the upstream connection cannot be reused.
@@ -142,7 +174,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: - Reads (back-pressure)
 
     func read(context: ChannelHandlerContext) {
-        if queued.count >= Self.queueLimit {
+        if queued.count >= Self.queueLimit || deferredRefusal != nil {
             pendingRead = true
             return
         }
@@ -180,19 +212,80 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             rawPending.append(data)
             return
         }
+        // Refused, waiting for the responses ahead: nothing more from the client is used.
+        if deferredRefusal != nil { return }
+        switch readPhase {
+        case .fresh: readPhase = .head  // its deadline runs from the accept
+        case .between:
+            readPhase = .head
+            headStarting = true
+            idleTimer?.disarm()
+        case .head, .body: break
+        }
         var buffer = unwrapInboundIn(data)
         do {
             let rest = try parser.feed(&buffer) { part in self.accept(part, context: context) }
             // Bytes after a CONNECT or upgrade head: kept for the relay, unless the request was refused.
             if let rest, rest.readableBytes > 0, !isFinished { rawPending.append(NIOAny(rest)) }
         } catch {
-            requestRefused(error, context: context)
+            refuseRequest(error, context: context)
+            return
         }
+        if endedInRead {
+            endedInRead = false
+            if case .between = readPhase, bytesFollowLastRequest(in: buffer) {
+                // The next request began in this read: its head's deadline starts now.
+                readPhase = .head
+                headStarting = true
+                idleTimer?.disarm()
+            }
+        }
+        moveReadDeadline()
+    }
+
+    /// Whether bytes of another request followed the end of the last one in this read: the parser
+    /// keeps them (a head's beginning) and hands nothing back, so the end of what it consumed
+    /// (`consumed`, read to its end) is compared with where that request ended — its last body
+    /// bytes (a Content-Length body), or else the blank line ending its head or chunked body.
+    private func bytesFollowLastRequest(in consumed: ByteBuffer) -> Bool {
+        if lengthBody {
+            return consumed.withUnsafeReadableBytes { UnsafeRawPointer($0.baseAddress) } != lastBodyEnd
+        }
+        let count = min(4, consumed.readerIndex)
+        var tail = consumed
+        tail.moveReaderIndex(to: consumed.readerIndex - count)
+        return !tail.readableBytesView.elementsEqual("\r\n\r\n".utf8.suffix(count))
     }
 
     /// Pipelined requests wait, in order, until the current response is complete. Reading goes
     /// on meanwhile (no read interest toggled per request) up to `queueLimit` parts.
     private func accept(_ part: ClientRequestPart, context: ChannelHandlerContext) {
+        switch part {
+        case .head(let head):
+            headStarting = false
+            idleTimer?.disarm()
+            switch head.framing {
+            case .none, .length(0):
+                lengthBody = false
+                readTimer?.disarm()  // its `.end` follows at once
+            case .length, .chunked:
+                lengthBody = head.framing != .chunked
+                readPhase = .body
+                bodyStarting = true
+                bodyProgress = true
+            }
+        case .body(let bytes):
+            bodyProgress = true
+            if lengthBody {
+                lastBodyEnd = bytes.withUnsafeReadableBytes { bytes in UnsafeRawPointer(bytes.baseAddress.map { $0 + bytes.count }) }
+            }
+        case .end:
+            endedInRead = true
+            readPhase = .between
+            readTimer?.disarm()
+            bodyProgress = false
+            bodyStarting = false
+        }
         if lingering { return }
         if !queued.isEmpty || busyWithCompleteRequest {
             queued.append(part)
@@ -201,48 +294,14 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         handle(part, context: context)
     }
 
-    /// Answered and closing: nothing more from the client is used.
-    private var isFinished: Bool {
-        switch state {
-        case .done, .discarding: return !rawMode
-        default: return false
-        }
-    }
-
-    /// Strict parsing: every malformed head gets an answer and a closed connection, and nothing
-    /// is forwarded.
-    private func requestRefused(_ error: ClientRequestError, context: ChannelHandlerContext) {
-        if lingering { return }
-        switch state {
-        case .idle, .discarding:
-            respondLocally(status: error.status, reason: "malformed request: \(error.reason)", close: true, context: context)
-        case .exchanging(let exchange) where !exchange.responseHeadSent:
-            exchange.upstream?.delegate = nil
-            exchange.upstream?.channel?.close(promise: nil)
-            respondLocally(status: error.status, reason: "malformed request: \(error.reason)", close: true, context: context)
-        default:
-            context.close(promise: nil)
-        }
-        state = .done
-        queued = []
-    }
-
-    /// True while a request that has fully arrived is still being answered.
-    private var busyWithCompleteRequest: Bool {
-        if case .exchanging(let exchange) = state { return exchange.requestComplete }
-        return false
-    }
-
-    private func handle(_ part: ClientRequestPart, context: ChannelHandlerContext) {
+    func handle(_ part: ClientRequestPart, context: ChannelHandlerContext) {
         switch (state, part) {
         case (.idle, .head(let head)):
-            disarmHeadTimer()
-            served += 1
             answeringHead = head.isHEAD
             handleHead(head, context: context)
         case (.discarding(let close), .end):
             state = .idle
-            if close || closeWhenIdle { context.close(promise: nil) } else { armHeadTimer(context: context) }
+            if close || closeWhenIdle { context.close(promise: nil) } else { armIdleTimer(context: context) }
         case (.discarding, _):
             break
         case (.exchanging(let exchange), .body(let buffer)):
@@ -250,7 +309,8 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             exchange.sendBody(buffer, allocator: context.channel.allocator)
         case (.exchanging(let exchange), .end):
             exchange.requestComplete = true
-            exchange.sendEnd()
+            // Flushed at the end of the read batch (or queue drain), once every byte read is parsed.
+            exchange.sendEnd(flush: false)
             startResponseTimer(exchange, context: context)
             finishIfComplete(exchange, context: context)
         case (.connecting(let attempt), .end):
@@ -265,32 +325,17 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Hands queued pipelined requests on once the connection is free, then resumes reading.
-    func drainQueue(context: ChannelHandlerContext) {
-        while !queued.isEmpty && !busyWithCompleteRequest {
-            switch state {
-            case .done:
-                queued = []
-            case .connecting:
-                return
-            default:
-                handle(queued.removeFirst(), context: context)
-            }
-        }
-        if queued.isEmpty, case .idle = state, clientInputClosed || closeWhenIdle {
-            context.close(promise: nil)
-            return
-        }
-        if queued.count < Self.queueLimit { resumeClientReads() }
-    }
-
     func channelReadComplete(context: ChannelHandlerContext) {
         if case .exchanging(let exchange) = state { exchange.flushUpstream() }
         context.fireChannelReadComplete()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, case .exchanging(let exchange) = state {
+        if !context.channel.isWritable {
+            // The client is not taking bytes as fast as they come: upstream reads wait (see
+            // ``UpstreamHandler``), and the connection goes if no progress is made in time.
+            watchWriteProgress(context: context)
+        } else if case .exchanging(let exchange) = state {
             exchange.upstream?.resumeReading()
         }
         context.fireChannelWritabilityChanged()
@@ -366,69 +411,5 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
         }
         return nil
-    }
-
-    // MARK: - Local responses
-
-    func finishLocally(
-        _ request: PolicyRequest, _ outcome: PolicyOutcome, status: Int, body: String?, extra: [HeaderField],
-        keepAlive: Bool, exact: Bool = false, context: ChannelHandlerContext
-    ) {
-        let close = !keepAlive || request.isConnect
-        respondLocally(status: status, reason: body, extra: extra, close: close, exact: exact, context: context)
-        runtime.metrics.request(decision: outcome.decision.verb, status: status)
-        accessLog(
-            method: request.method, target: request.target?.description ?? request.authority ?? "-",
-            decision: outcome.decision.summary, plugin: outcome.plugin, status: status, bytesIn: 0,
-            bytesOut: body?.utf8.count ?? 0, since: headStartedAt)
-        if request.isConnect {
-            state = .done  // nothing after a refused CONNECT is processed
-        }
-    }
-
-    /// Writes a complete local response; `close` ends the connection after it. A reason is sent
-    /// as a line of text; `exact` sends it as it is (a script's `respond` body), and a script's
-    /// own content-type stands.
-    func respondLocally(
-        status: Int, reason: String?, extra: [HeaderField] = [], close: Bool, exact: Bool = false,
-        context: ChannelHandlerContext
-    ) {
-        let body = exact ? (reason ?? "") : (reason.map { $0 + "\n" } ?? "")
-        var buffer = context.channel.allocator.buffer(capacity: 128 + body.utf8.count)
-        HTTP1Wire.writeStatusLine(HTTPResponseStatus(statusCode: status), into: &buffer)
-        var typed = false
-        for field in extra where !HTTP1Wire.isContentLength(field.name) && !SanitizationFloor.isHopByHop(field.name) {
-            typed = typed || field.hasName("content-type")
-            HTTP1Wire.writeField(field.name, field.value, into: &buffer)
-        }
-        if !typed { buffer.writeStaticString("content-type: text/plain; charset=utf-8\r\n") }
-        HTTP1Wire.writeField("content-length", String(body.utf8.count), into: &buffer)
-        HTTP1Wire.finishHead(framing: .length, close: close, into: &buffer)
-        if !answeringHead { buffer.writeString(body) }
-        guard close else {
-            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
-            if case .idle = state { state = .discarding(close: false) }
-            return
-        }
-        let done = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(wrapOutboundOut(buffer), promise: done)
-        do {
-            // Strong captures here and in other one-shot callbacks: a weak reference would give this
-            // handler a side table, and every retain and release of it would take the slow path.
-            done.futureResult.assumeIsolated().whenComplete { _ in self.lingeringClose(context: context) }
-            if case .idle = state { state = .discarding(close: true) }
-        }
-    }
-
-    /// Closes after a final response without destroying it: a close with unread input makes the
-    /// kernel send a reset, which can discard the response before the client reads it. So the
-    /// output is shut down first, input is drained, and the socket closes at the client's EOF or
-    /// after a second.
-    func lingeringClose(context: ChannelHandlerContext) {
-        guard context.channel.isActive, !lingering else { return }
-        lingering = true
-        context.close(mode: .output, promise: nil)
-        let channel = context.channel
-        context.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
     }
 }

@@ -16,9 +16,8 @@ final class LiveSettings: Sendable {
     let timeouts: Timeouts
     /// Special addresses a target name may resolve to (`policy.allowed_addresses`).
     let allowedAddresses: Set<String>
-    /// The per-request timeouts, converted once.
-    let requestHeadersTimeout: TimeAmount
-    let upstreamResponseTimeout: TimeAmount
+    /// The deadlines of an HTTP/1.1 client connection, converted once.
+    let http1Deadlines: HTTP1Deadlines
     /// The pool keys of ``clusters``: idle connections under any other cluster key are stale.
     let clusterPoolKeys: Set<String>
 
@@ -28,8 +27,7 @@ final class LiveSettings: Sendable {
         self.limits = config.limits
         self.timeouts = config.timeouts
         self.allowedAddresses = Set(config.policy.allowedAddresses)
-        self.requestHeadersTimeout = config.timeouts.requestHeaders.timeAmount
-        self.upstreamResponseTimeout = config.timeouts.upstreamResponse.timeAmount
+        self.http1Deadlines = HTTP1Deadlines(config.timeouts)
         self.clusterPoolKeys = Set(clusters.values.map(\.poolKey))
     }
 }
