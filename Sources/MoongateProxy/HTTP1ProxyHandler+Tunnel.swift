@@ -59,10 +59,9 @@ extension HTTP1ProxyHandler {
                     self.rawPending.discard()
                     self.respondLocally(status: status, reason: reason, close: true, context: context)
                     self.state = .done
-                    self.runtime.metrics.request(decision: outcome.decision.verb, status: status)
-                    self.accessLog(
-                        method: "CONNECT", target: target.description, decision: outcome.decision.summary,
-                        plugin: outcome.plugin, status: status, bytesIn: 0, bytesOut: 0, since: attempt.startedAt)
+                    self.logLocal(
+                        request, outcome, status: status, bytesOut: localBodyLength(reason, exact: false), detail: reason,
+                        since: attempt.startedAt)
                 }
             }
     }
@@ -172,8 +171,6 @@ extension HTTP1ProxyHandler {
         }
         let runtime = self.runtime
         let client = self.client
-        let target = request.target?.description ?? request.authority ?? "-"
-        let method = request.method
         let logHooks = instance.hasLogHooks ? (instance, request) : nil
         clientChannel.closeFuture.assumeIsolated().whenComplete { _ in
             upstream.close(promise: nil)
@@ -181,12 +178,10 @@ extension HTTP1ProxyHandler {
             let bytesIn = clientGlue.bytesRead
             let bytesOut = upstreamGlue.bytesRead
             runtime.tunnels.closed(clientChannel, client: client.ip)
-            runtime.metrics.tunnelClosed(bytesIn: bytesIn, bytesOut: bytesOut)
-            runtime.metrics.request(decision: outcome.decision.verb, status: status)
-            AccessLog.write(
-                runtime.accessLogger, message: "tunnel", client: client, method: method, target: target,
-                decision: outcome.decision.summary, plugin: outcome.plugin, status: status, bytesIn: bytesIn,
-                bytesOut: bytesOut, since: startedAt)
+            runtime.metrics.tunnelClosed()
+            runtime.requestEnded(
+                request, outcome: outcome, status: status, local: false, client: client, bytesIn: bytesIn, bytesOut: bytesOut,
+                since: startedAt, tunnel: true)
             // The log hook runs under the generation that admitted the tunnel.
             if let (instance, request) = logHooks { instance.log(request: request, status: status) }
         }

@@ -211,6 +211,8 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// is forwarded.
     private func requestRefused(_ error: ClientRequestError, context: ChannelHandlerContext) {
         if lingering { return }
+        if case .idle = state { headStartedAt = .now() }
+        logRefused(status: error.status, reason: .malformed, detail: error.reason)
         switch state {
         case .idle, .discarding:
             respondLocally(status: error.status, reason: "malformed request: \(error.reason)", close: true, context: context)
@@ -304,24 +306,28 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func handleHead(_ head: ClientRequestHead, context: ChannelHandlerContext) {
         let fields = head.fields
+        headStartedAt = .now()
         if let problem = framingProblem(head) {
+            logRefused(status: problem.status, reason: .malformed, detail: problem.reason, method: head.method, target: head.uri)
             respondLocally(status: problem.status, reason: problem.reason, close: true, context: context)
             state = .done
             return
         }
-        let request: PolicyRequest
+        var request: PolicyRequest
         do {
             request = try PolicyRequest.http1(method: head.method, uri: head.uri, version: head.version, headers: fields, client: client)
         } catch {
+            logRefused(status: error.status, reason: .malformed, detail: error.reason, method: head.method, target: head.uri)
             respondLocally(status: error.status, reason: error.reason, close: true, context: context)
             state = .done
             return
         }
-        headStartedAt = .now()
         guard let instance = runtime.policy.instance(in: loop.policy) else {
+            logRefused(status: 503, reason: .unloaded, detail: "no policy has loaded", method: head.method, target: head.uri)
             respondLocally(status: 503, reason: "no policy has loaded", close: head.isCONNECT || head.isUpgrade, context: context)
             return
         }
+        if runtime.metrics.tracing.isActive { runtime.metrics.tracing.begin(&request) }
         let verdict = instance.evaluate(request)
         let outcome = verdict.outcome
         // After a CONNECT or an upgrade request the connection carries no more HTTP.
@@ -337,7 +343,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             finishLocally(
                 request, outcome, status: answer.status, body: answer.body, extra: answer.headers, keepAlive: answer.keepAlive,
-                exact: answer.exact, context: context)
+                exact: answer.exact, reason: answer.refusal(after: outcome), context: context)
             if answer.endsConnection { state = .done }
         case .terminateTunnel(let target):
             startTunnel(to: target, request: request, instance: instance, outcome: outcome, context: context)
@@ -369,15 +375,13 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func finishLocally(
         _ request: PolicyRequest, _ outcome: PolicyOutcome, status: Int, body: String?, extra: [HeaderField],
-        keepAlive: Bool, exact: Bool = false, context: ChannelHandlerContext
+        keepAlive: Bool, exact: Bool = false, reason: RefusalReason? = nil, context: ChannelHandlerContext
     ) {
         let close = !keepAlive || request.isConnect
         respondLocally(status: status, reason: body, extra: extra, close: close, exact: exact, context: context)
-        runtime.metrics.request(decision: outcome.decision.verb, status: status)
-        accessLog(
-            method: request.method, target: request.target?.description ?? request.authority ?? "-",
-            decision: outcome.decision.summary, plugin: outcome.plugin, status: status, bytesIn: 0,
-            bytesOut: body?.utf8.count ?? 0, since: headStartedAt)
+        logLocal(
+            request, outcome, status: status, reason: reason, bytesOut: localBodyLength(body, exact: exact, head: answeringHead),
+            since: headStartedAt)
         if request.isConnect {
             state = .done  // nothing after a refused CONNECT is processed
         }
