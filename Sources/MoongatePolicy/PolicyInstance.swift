@@ -174,7 +174,9 @@ public final class PolicyInstance {
                 if allowed == nil { allowed = outcome }
             case .route, .forward:
                 return invalidVerb(outcome, slot: slot, hook: .connect, allowed: "tunnel, tunnel_via, deny, respond or nil")
-            case .deny, .respond, .fault:
+            case .fault:
+                return outcome  // the call's own step says it fails closed
+            case .deny, .respond:
                 trace?.step("connect: \(outcome.decision.verb) from plugin \(outcome.plugin ?? "?") wins over any tunnel; later hooks not called")
                 return outcome
             }
@@ -201,6 +203,8 @@ public final class PolicyInstance {
             case .noOpinion: continue
             case .tunnel, .tunnelVia:
                 return invalidVerb(outcome, slot: slot, hook: .route, allowed: "route, forward, deny, respond or nil")
+            case .fault:
+                return outcome  // the call's own step says it fails closed
             default:
                 trace?.step("route: the first answer wins: \(outcome.decision.summary) from plugin \(outcome.plugin ?? "?"); later hooks not called")
                 return outcome

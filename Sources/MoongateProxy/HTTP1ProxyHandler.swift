@@ -307,7 +307,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func handleHead(_ head: ClientRequestHead, context: ChannelHandlerContext) {
         let fields = head.fields
         headStartedAt = .now()
-        if let problem = framingProblem(head) {
+        if let problem = Self.framingProblem(head) {
             logRefused(status: problem.status, reason: .malformed, detail: problem.reason, method: head.method, target: head.uri)
             respondLocally(status: problem.status, reason: problem.reason, close: true, context: context)
             state = .done
@@ -355,7 +355,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Framing rules that are protocol correctness, not policy (CX-BAD-*, hardening §A).
-    private func framingProblem(_ head: ClientRequestHead) -> RequestError? {
+    static func framingProblem(_ head: ClientRequestHead) -> RequestError? {
         var hosts = 0
         for field in head.fields where field.name.utf8.count == 4 && field.hasName("host") { hosts += 1 }
         if hosts > 1 {
