@@ -91,17 +91,14 @@ struct Decide: ParsableCommand {
             out.append("edits:")
             for edit in verdict.edits { out.append("  \(edit)") }
         }
-        if report.upstreamRequest.count > 1 {
-            // The fields of the head that goes upstream (Host and framing are the proxy's).
+        if let requestLine = report.upstreamRequest.first {
+            // The head that goes upstream, as the proxy writes it (Host and framing are the proxy's).
+            out.append("upstream request: \(requestLine)")
             out.append("upstream headers:")
             for line in report.upstreamRequest.dropFirst() { out.append("  \(line)") }
         } else if let upstream = verdict.upstreamHeaders {
             out.append("upstream headers:")
             for field in upstream { out.append("  \(field)") }
-        }
-        if !report.upstreamRequest.isEmpty {
-            out.append("upstream request:")
-            for line in report.upstreamRequest { out.append("  \(line)") }
         }
         if let trace = report.request.trace {
             out.append("trace:")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import free_port, recv_all, recv_exactly, recv_head
+from conftest import free_port, recv_all, recv_exactly, recv_head, wait_port
 from helpers import config, router
 from origin import Origin
 
@@ -49,6 +49,7 @@ def proxy(moongate, origin, servers):
         "name: header_sanitizer",
     ], clusters={"origin": f"127.0.0.1:{origin.port}"}, admin_port=admin, limits={"max_tunnels_per_client": 1})
     moongate(text, port)
+    wait_port(admin)
     return port, admin, target
 
 
