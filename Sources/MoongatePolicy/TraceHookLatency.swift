@@ -6,8 +6,8 @@ import Synchronization
 /// Hook latency histograms per plugin and hook, with fixed buckets.
 ///
 /// Each thread (each event loop) records into histograms of its own, so a call costs two clock
-/// reads and three uncontended relaxed atomic adds, never a lock; a scrape adds the threads'
-/// histograms up. A ``PolicyInstance`` records only when its ``PolicyStats`` carries one of these
+/// reads and two relaxed atomic loads and stores (plain moves on x86-64), never a lock or a locked
+/// instruction; a scrape adds the threads' histograms up. A ``PolicyInstance`` records only when its ``PolicyStats`` carries one of these
 /// (the proxy's does; test runs and `moongate decide` do not).
 public final class HookLatencies: Sendable {
     /// Upper bounds of the buckets, in nanoseconds (a last bucket, +Inf, takes the rest).
@@ -90,8 +90,9 @@ final class HookHistogram: Sendable {
         let bounds = HookLatencies.bounds
         var i = 0
         while i < bounds.count && ns > bounds[i] { i += 1 }
-        buckets[i].wrappingAdd(1, ordering: .relaxed)
-        total.wrappingAdd(ns, ordering: .relaxed)
+        // One writer per histogram (its thread): a relaxed load and store, no locked instruction.
+        buckets[i].store(buckets[i].load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+        total.store(total.load(ordering: .relaxed) &+ ns, ordering: .relaxed)
     }
 
     func bucket(_ i: Int) -> UInt64 { buckets[i].load(ordering: .relaxed) }
