@@ -25,6 +25,8 @@ public final class PolicyInstance {
         let deadline: UInt64
         /// The plugin's index in the spec (names its log lines).
         let logIndex: Int32
+        /// This thread's latency histogram of the hook (nil when latencies are not recorded).
+        let histogram: HookHistogram?
     }
 
     /// The id of the generation this instance belongs to.
@@ -43,6 +45,10 @@ public final class PolicyInstance {
     private let scriptLog: ScriptLog
     /// Cluster names seen in decisions, so a route decision reuses one String.
     private var clusterNames: [String] = []
+    /// The trace of the request being decided, while it is decided (nil unless it is traced).
+    private var trace: PolicyTrace?
+    /// How long the last hook call took (read only when it was timed).
+    private var lastCallNanoseconds: UInt64 = 0
 
     /// Loads every plugin of `spec` into a fresh state (module bodies, hooks, `init`, frozen globals).
     /// - Parameters:
@@ -71,10 +77,13 @@ public final class PolicyInstance {
         self.stats = stats
         self.logger = logger
         self.scriptLog = scriptLog
+        let latencies = stats.hookLatencies
         func slots(_ hook: Hook) -> [Slot] {
             plugins.enumerated().compactMap { index, plugin in
                 plugin.hooks[hook].map {
-                    Slot(plugin: index, ref: $0.rawValue, deadline: plugin.hookDeadline, logIndex: Int32(plugin.index))
+                    Slot(
+                        plugin: index, ref: $0.rawValue, deadline: plugin.hookDeadline, logIndex: Int32(plugin.index),
+                        histogram: latencies?.histogram(plugin: plugin.name, hook: hook.rawValue))
                 }
             }
         }
@@ -104,17 +113,25 @@ public final class PolicyInstance {
 
     /// Decides a request and prepares its upstream headers. This is the call the proxy makes once
     /// per request head.
+    ///
+    /// A request that carries a ``PolicyRequest/trace`` gets every hook call, composition step,
+    /// edit and the floor's effect recorded there.
     public func evaluate(_ request: PolicyRequest) -> PolicyVerdict {
         RequestStaging.stage(request, into: lua.pointer)
+        trace = request.trace
+        defer { trace = nil }
         let outcome = decideStaged(request)
         switch outcome.decision {
         case .route, .forward, .tunnelVia:
             var headers = request.headers
             var edits: [HeaderEdit] = []
             if let fault = runSanitize(sanitizeRequestSlots, hook: .sanitizeRequest, kind: Int32(MOON_HOOK_SANITIZE_REQUEST), into: &edits) {
+                trace?.step("sanitize_request: fault in plugin \(fault.plugin) overrides '\(outcome.decision.summary)': 500")
                 return PolicyVerdict(outcome: PolicyOutcome(decision: .fault(fault), plugin: fault.plugin), upstreamHeaders: nil, edits: edits)
             }
-            SanitizationFloor.apply(edits, to: &headers, keeping: request.upgrade != nil ? ["connection", "upgrade"] : [])
+            let kept: Set<String> = request.upgrade != nil ? ["connection", "upgrade"] : []
+            SanitizationFloor.apply(edits, to: &headers, keeping: kept)
+            if let trace { trace.sanitized(edits: edits, floorRemoved: Self.floorRemoved(request.headers, edits, headers)) }
             return PolicyVerdict(outcome: outcome, upstreamHeaders: headers, edits: edits)
         default:
             return PolicyVerdict(outcome: outcome, upstreamHeaders: nil, edits: [])
@@ -124,7 +141,25 @@ public final class PolicyInstance {
     /// The decision alone (composition of `connect` or `route` hooks, with the defaults).
     public func decide(_ request: PolicyRequest) -> PolicyOutcome {
         RequestStaging.stage(request, into: lua.pointer)
+        trace = request.trace
+        defer { trace = nil }
         return decideStaged(request)
+    }
+
+    /// The names of fields the scripts' edits left in but the floor took out (traces only).
+    private static func floorRemoved(_ original: [HeaderField], _ edits: [HeaderEdit], _ final: [HeaderField]) -> [String] {
+        var edited = original
+        for edit in edits { edit.apply(to: &edited) }
+        var remaining = final
+        var removed: [String] = []
+        for field in edited {
+            if let i = remaining.firstIndex(where: { $0.name == field.name && $0.value == field.value }) {
+                remaining.remove(at: i)
+            } else {
+                removed.append(field.name.asciiLowercased)
+            }
+        }
+        return removed
     }
 
     private func decideStaged(_ request: PolicyRequest) -> PolicyOutcome {
@@ -139,17 +174,25 @@ public final class PolicyInstance {
                 if allowed == nil { allowed = outcome }
             case .route, .forward:
                 return invalidVerb(outcome, slot: slot, hook: .connect, allowed: "tunnel, tunnel_via, deny, respond or nil")
-            case .deny, .respond, .fault:
+            case .fault:
+                return outcome  // the call's own step says it fails closed
+            case .deny, .respond:
+                trace?.step("connect: \(outcome.decision.verb) from plugin \(outcome.plugin ?? "?") wins over any tunnel; later hooks not called")
                 return outcome
             }
         }
         guard let allowed else {
             let reason = request.isByteStreamConnect
                 ? "CONNECT is not enabled for this target" : "upgrade to \(request.upgrade ?? "?") is not enabled"
+            trace?.step("connect: no plugin enabled it; default deny 403 (\(reason))")
             return PolicyOutcome(decision: .deny(status: 403, reason: reason, headers: []), plugin: nil)
         }
-        if request.isByteStreamConnect { return allowed }
+        if request.isByteStreamConnect {
+            trace?.step("connect: no deny; the first tunnel wins: \(allowed.decision.summary) from plugin \(allowed.plugin ?? "?")")
+            return allowed
+        }
         // An upgrade (or extended CONNECT) that policy enables still needs a route.
+        trace?.step("connect: upgrade enabled by plugin \(allowed.plugin ?? "?"); route hooks decide where it goes")
         return routeStaged()
     }
 
@@ -160,9 +203,14 @@ public final class PolicyInstance {
             case .noOpinion: continue
             case .tunnel, .tunnelVia:
                 return invalidVerb(outcome, slot: slot, hook: .route, allowed: "route, forward, deny, respond or nil")
-            default: return outcome
+            case .fault:
+                return outcome  // the call's own step says it fails closed
+            default:
+                trace?.step("route: the first answer wins: \(outcome.decision.summary) from plugin \(outcome.plugin ?? "?"); later hooks not called")
+                return outcome
             }
         }
+        trace?.step("route: no plugin answered; default deny 404")
         return PolicyOutcome(decision: .deny(status: 404, reason: "no route for this request", headers: []), plugin: nil)
     }
 
@@ -172,17 +220,33 @@ public final class PolicyInstance {
             plugin: plugin.name, hook: hook.rawValue, kind: .invalidReturn,
             message: "\(plugin.path): \(hook.rawValue) returned '\(outcome.decision.verb)'; it may return \(allowed)")
         record(fault)
+        trace?.step("\(hook.rawValue): invalid return from plugin \(plugin.name) is a fault: 500")
         return PolicyOutcome(decision: .fault(fault), plugin: plugin.name)
     }
 
     /// Calls one hook under its plugin's index and deadline, then logs what the call logged (also
     /// when it faulted). The decision's strings stay valid until `moon_call_end`.
+    /// When the hook's latency is recorded, or the request is traced, the call is timed (two clock
+    /// reads); otherwise no clock is read.
     private func invoke(_ slot: Slot, kind: Int32, _ raw: inout moon_decision) -> Int32 {
         let L = lua.pointer
         moon_set_plugin(L, slot.logIndex)
+        let timed = slot.histogram != nil || trace != nil
+        let start = timed ? monotonicNanoseconds() : 0
         let status = moon_call_hook_within(L, slot.ref, kind, slot.deadline, &raw)
+        if timed {
+            let elapsed = monotonicNanoseconds() &- start
+            slot.histogram?.record(elapsed)
+            lastCallNanoseconds = elapsed
+        }
         scriptLog.drain(L)
         return status
+    }
+
+    /// Records one call in the request's trace.
+    private func traceCall(_ slot: Slot, hook: Hook, answer: String, edits: [HeaderEdit] = []) {
+        trace?.add(
+            PolicyTrace.Call(plugin: plugins[slot.plugin].name, hook: hook.rawValue, answer: answer, nanoseconds: lastCallNanoseconds, edits: edits))
     }
 
     /// Calls one plugin's hook on the staged request and reads its decision.
@@ -194,6 +258,10 @@ public final class PolicyInstance {
         let plugin = plugins[slot.plugin].name
         guard status == 0 else {
             let fault = makeFault(status: status, plugin: plugin, hook: hook)
+            if trace != nil {
+                traceCall(slot, hook: hook, answer: "fault \(fault.kind): \(fault.message)")
+                trace?.step("\(hook.rawValue): fault in plugin \(plugin) fails the request closed: 500")
+            }
             return PolicyOutcome(decision: .fault(fault), plugin: plugin)
         }
         defer { moon_call_end(L) }
@@ -208,6 +276,14 @@ public final class PolicyInstance {
             decision = .deny(status: Int(raw.status), reason: string(raw.arg, raw.arg_len), headers: decisionHeaders())
         default:
             decision = .respond(status: Int(raw.status), body: string(raw.arg, raw.arg_len), headers: decisionHeaders())
+        }
+        if trace != nil {
+            var headers: [HeaderEdit] = []
+            switch decision {
+            case .deny(_, _, let extra), .respond(_, _, let extra): headers = extra.map { HeaderEdit(.set, $0.name, $0.value) }
+            default: break
+            }
+            traceCall(slot, hook: hook, answer: decision == .noOpinion ? "nil" : decision.summary, edits: headers)
         }
         return PolicyOutcome(decision: decision, plugin: plugin)
     }
@@ -277,8 +353,14 @@ public final class PolicyInstance {
         moon_edits_clear(L)
         for slot in slots {
             var raw = moon_decision()
+            let before = trace != nil ? Int(moon_edits_count(L)) : 0
             let status = invoke(slot, kind: kind, &raw)
-            guard status == 0 else { return makeFault(status: status, plugin: plugins[slot.plugin].name, hook: hook) }
+            guard status == 0 else {
+                let fault = makeFault(status: status, plugin: plugins[slot.plugin].name, hook: hook)
+                traceCall(slot, hook: hook, answer: "fault \(fault.kind): \(fault.message)")
+                return fault
+            }
+            if trace != nil { traceCall(slot, hook: hook, answer: "ok", edits: Array(readEdits().dropFirst(before))) }
             moon_call_end(L)
         }
         edits = readEdits()
@@ -334,7 +416,8 @@ public final class PolicyInstance {
         guard let ref = plugins[index].hooks[hook] else {
             return (PolicyOutcome(decision: .noOpinion, plugin: plugins[index].name), [])
         }
-        let slot = Slot(plugin: index, ref: ref.rawValue, deadline: plugins[index].hookDeadline, logIndex: Int32(plugins[index].index))
+        let slot = Slot(
+            plugin: index, ref: ref.rawValue, deadline: plugins[index].hookDeadline, logIndex: Int32(plugins[index].index), histogram: nil)
         switch hook {
         case .sanitizeRequest, .sanitizeResponse:
             var edits: [HeaderEdit] = []

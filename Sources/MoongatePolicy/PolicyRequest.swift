@@ -52,6 +52,8 @@ public struct PolicyRequest: Sendable {
     public var headers: [HeaderField]
     /// True for `GET http://host/path` (forward-proxy form).
     public var isAbsoluteForm: Bool
+    /// Set when this request is traced (`moongate decide --trace`, the admin `/trace`): policy records its steps there.
+    public var trace: PolicyTrace? = nil
 
     /// The request-target's form: `absolute` (forward proxying), `origin`, `authority` (CONNECT) or
     /// `asterisk`. HTTP/2 requests are `origin`, and `authority` for a classic CONNECT.

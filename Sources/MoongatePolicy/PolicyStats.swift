@@ -14,10 +14,13 @@ public final class PolicyStats: Sendable {
 
     private let counts = Mutex<[Key: Int]>([:])
     private let observer: (@Sendable (PolicyFault) -> Void)?
+    /// Where instances record their hooks' latencies (the proxy's metrics); nil records nothing.
+    public let hookLatencies: HookLatencies?
 
     /// Creates the counters; `onFault` is called once per fault (for metrics and logs).
-    public init(onFault: (@Sendable (PolicyFault) -> Void)? = nil) {
+    public init(hookLatencies: HookLatencies? = nil, onFault: (@Sendable (PolicyFault) -> Void)? = nil) {
         self.observer = onFault
+        self.hookLatencies = hookLatencies
     }
 
     func record(_ fault: PolicyFault) {

@@ -9,7 +9,7 @@ import ServiceLifecycle
 import Synchronization
 
 /// The admin listener (loopback by default): `GET /ready`, `GET /policy`, `GET /metrics`,
-/// `POST /reload`.
+/// `GET /trace` (live decision traces), `POST /reload`.
 public final class AdminServer: Service, Sendable {
     private let config: AdminConfig
     private let state: AdminState
@@ -17,13 +17,14 @@ public final class AdminServer: Service, Sendable {
     private let logger: Logger
     private let channel = Mutex<(any Channel)?>(nil)
 
-    /// Creates the admin server; `reloader` serves `POST /reload`.
+    /// Creates the admin server; `reloader` serves `POST /reload`, `metrics` adds the per-loop
+    /// counters to `/metrics` and serves `/trace`.
     public init(
         config: AdminConfig, policy: PolicyHost, registry: PrometheusCollectorRegistry, reloader: PolicyReloader?,
-        group: any EventLoopGroup, logger: Logger
+        group: any EventLoopGroup, logger: Logger, metrics: ProxyMetrics? = nil
     ) {
         self.config = config
-        self.state = AdminState(policy: policy, registry: registry, reloader: reloader)
+        self.state = AdminState(policy: policy, registry: registry, reloader: reloader, metrics: metrics)
         self.group = group
         self.logger = logger
     }
@@ -60,11 +61,13 @@ final class AdminState: Sendable {
     let policy: PolicyHost
     let registry: PrometheusCollectorRegistry
     let reloader: PolicyReloader?
+    let metrics: ProxyMetrics?
 
-    init(policy: PolicyHost, registry: PrometheusCollectorRegistry, reloader: PolicyReloader?) {
+    init(policy: PolicyHost, registry: PrometheusCollectorRegistry, reloader: PolicyReloader?, metrics: ProxyMetrics? = nil) {
         self.policy = policy
         self.registry = registry
         self.reloader = reloader
+        self.metrics = metrics
     }
 
     func respond(method: HTTPMethod, path: String) -> (HTTPResponseStatus, String, String) {
@@ -73,7 +76,7 @@ final class AdminState: Sendable {
             return policy.generation == nil
                 ? (.serviceUnavailable, "text/plain", "no policy loaded\n") : (.ok, "text/plain", "ready\n")
         case (.GET, "/metrics"):
-            return (.ok, "text/plain; version=0.0.4", registry.emitToString())
+            return (.ok, "text/plain; version=0.0.4", registry.emitToString() + (metrics?.exposition() ?? ""))
         case (.GET, "/policy"):
             return (.ok, "application/json", policyJSON())
         case (_, "/reload"):
@@ -172,6 +175,7 @@ final class AdminHandler: ChannelInboundHandler {
             self.head = nil
             let path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "/")
             let keepAlive = head.isKeepAlive
+            if head.method == .GET && path == "/trace" { return TraceStream.start(uri: head.uri, hub: state.metrics?.tracing, context: context) }
             if head.method == .POST && path == "/reload" {
                 // Compiling and testing scripts must not block the event loop.
                 let promise = context.eventLoop.makePromise(of: AdminAnswer.self)

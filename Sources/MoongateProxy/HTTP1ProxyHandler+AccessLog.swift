@@ -2,24 +2,32 @@ import Logging
 import MoongatePolicy
 import NIOCore
 
-/// The access-log line and the request metrics of each request an HTTP/1.1 connection answers.
+/// The access-log line, the request metrics and the trace of each request an HTTP/1.1 connection
+/// answers (all through ``ProxyRuntime/requestEnded(_:outcome:status:reason:local:client:bytesIn:bytesOut:since:tunnel:)``).
 extension HTTP1ProxyHandler {
-    func accessLog(
-        method: String, target: String, decision: String, plugin: String?, status: Int, bytesIn: Int, bytesOut: Int,
-        since start: NIODeadline
+    /// A request answered locally (policy's answer, a cap, a failed dial).
+    func logLocal(
+        _ request: PolicyRequest, _ outcome: PolicyOutcome, status: Int, reason: RefusalReason? = nil, bytesOut: Int,
+        detail: String? = nil, since start: NIODeadline
     ) {
-        AccessLog.write(
-            runtime.accessLogger, message: "request", client: client, method: method, target: target, decision: decision,
-            plugin: plugin, status: status, bytesIn: bytesIn, bytesOut: bytesOut, since: start)
+        runtime.requestEnded(
+            request, outcome: outcome, status: status, reason: reason, local: true, client: client, bytesIn: 0, bytesOut: bytesOut,
+            since: start, detail: detail)
     }
 
-    func logExchange(_ exchange: Exchange, status: Int) {
-        runtime.metrics.request(decision: exchange.outcome.decision.verb, status: status)
-        accessLog(
-            method: exchange.request.method,
-            target: exchange.request.target?.description ?? exchange.request.authority ?? "-",
-            decision: exchange.outcome.decision.summary, plugin: exchange.outcome.plugin, status: status,
-            bytesIn: exchange.bytesFromClient, bytesOut: exchange.bytesToClient, since: exchange.startedAt)
+    /// A request refused before policy (malformed, or no policy loaded).
+    func logRefused(status: Int, reason: RefusalReason, detail: String, method: String? = nil, target: String? = nil) {
+        runtime.requestRefused(
+            status: status, reason: reason, detail: detail, client: client, method: method, target: target, since: headStartedAt)
+    }
+
+    func logExchange(_ exchange: Exchange, status: Int, localBytes: Int = 0, detail: String? = nil) {
+        // Before the upstream's head is out, the status is the proxy's own (a failed dial, the floor).
+        let local = !exchange.responseHeadSent
+        runtime.requestEnded(
+            exchange.request, outcome: exchange.outcome, status: status, local: local, client: client,
+            bytesIn: exchange.bytesFromClient, bytesOut: local ? localBytes : exchange.bytesToClient, since: exchange.startedAt,
+            detail: detail)
         if exchange.instance.hasLogHooks {
             exchange.instance.log(request: exchange.request, status: status)
         }

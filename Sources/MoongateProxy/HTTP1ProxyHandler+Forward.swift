@@ -15,7 +15,7 @@ extension HTTP1ProxyHandler {
             kind: kind, request: request, instance: instance, outcome: outcome, upstreamKey: destination.key,
             idle: loop.pools.connections(to: destination.key), poolLimit: destination.poolLimit, clientKeepAlive: keepAlive,
             startedAt: headStartedAt)
-        let (upstreamHeadBytes, requestFraming) = upstreamHead(
+        let (upstreamHeadBytes, requestFraming) = Self.upstreamHead(
             for: request, kind: kind, head: head, headers: headers, allocator: context.channel.allocator)
         exchange.requestFraming = requestFraming
         state = .exchanging(exchange)
@@ -50,7 +50,7 @@ extension HTTP1ProxyHandler {
     /// (the absolute-form authority wins), sanitised headers, and framing restated by the proxy —
     /// the client's own Content-Length, or chunked when the client sent Transfer-Encoding; a
     /// script never sets either (a Content-Length edit could desynchronise the upstream).
-    func upstreamHead(
+    static func upstreamHead(
         for request: PolicyRequest, kind: Exchange.Kind, head: ClientRequestHead, headers: [HeaderField],
         allocator: ByteBufferAllocator
     ) -> (ByteBuffer, BodyFraming) {
@@ -109,7 +109,7 @@ extension HTTP1ProxyHandler {
             context.close(promise: nil)
             return
         }
-        logExchange(exchange, status: status)
+        logExchange(exchange, status: status, localBytes: localBodyLength(reason, exact: false, head: answeringHead), detail: reason)
         let close = !exchange.clientKeepAlive || !exchange.requestComplete || exchange.kind != .forward
         state = .idle
         respondLocally(status: status, reason: reason, close: close, context: context)

@@ -7,15 +7,13 @@ import NIOHTTP1
 extension HTTP1ProxyHandler {
     func finishLocally(
         _ request: PolicyRequest, _ outcome: PolicyOutcome, status: Int, body: String?, extra: [HeaderField],
-        keepAlive: Bool, exact: Bool = false, context: ChannelHandlerContext
+        keepAlive: Bool, exact: Bool = false, reason: RefusalReason? = nil, context: ChannelHandlerContext
     ) {
         let close = !keepAlive || request.isConnect
         respondLocally(status: status, reason: body, extra: extra, close: close, exact: exact, context: context)
-        runtime.metrics.request(decision: outcome.decision.verb, status: status)
-        accessLog(
-            method: request.method, target: request.target?.description ?? request.authority ?? "-",
-            decision: outcome.decision.summary, plugin: outcome.plugin, status: status, bytesIn: 0,
-            bytesOut: body?.utf8.count ?? 0, since: headStartedAt)
+        logLocal(
+            request, outcome, status: status, reason: reason, bytesOut: localBodyLength(body, exact: exact, head: answeringHead),
+            since: headStartedAt)
         if request.isConnect {
             state = .done  // nothing after a refused CONNECT is processed
         }

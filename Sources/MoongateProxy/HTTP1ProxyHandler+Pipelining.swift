@@ -33,6 +33,8 @@ extension HTTP1ProxyHandler {
         let reason = error.status == 408 ? error.reason : "malformed request: \(error.reason)"
         switch state {
         case .idle:
+            headStartedAt = .now()
+            logRefused(status: error.status, reason: error.status == 408 ? .timeout : .malformed, detail: error.reason)
             respondLocally(status: error.status, reason: reason, close: true, context: context)
         case .exchanging(let exchange):
             // The refused request is the one being forwarded: its upstream connection is dropped,

@@ -59,10 +59,9 @@ extension HTTP1ProxyHandler {
                     self.rawPending.discard()
                     self.respondLocally(status: status, reason: reason, close: true, context: context)
                     self.state = .done
-                    self.runtime.metrics.request(decision: outcome.decision.verb, status: status)
-                    self.accessLog(
-                        method: "CONNECT", target: target.description, decision: outcome.decision.summary,
-                        plugin: outcome.plugin, status: status, bytesIn: 0, bytesOut: 0, since: attempt.startedAt)
+                    self.logLocal(
+                        request, outcome, status: status, bytesOut: localBodyLength(reason, exact: false), detail: reason,
+                        since: attempt.startedAt)
                 }
             }
     }
@@ -81,6 +80,7 @@ extension HTTP1ProxyHandler {
         // A 2xx to CONNECT has no Content-Length and no Transfer-Encoding (RFC 9110 §9.3.6).
         var head = context.channel.allocator.buffer(capacity: 40)
         head.writeStaticString("HTTP/1.1 200 Connection established\r\n\r\n")
+        countTunnel(context.channel)
         context.writeAndFlush(wrapOutboundOut(head), promise: nil)
         glue(context: context, upstream: upstream, request: attempt.request, instance: attempt.instance,
              outcome: attempt.outcome, status: 200, startedAt: attempt.startedAt,
@@ -106,6 +106,7 @@ extension HTTP1ProxyHandler {
         upstream.delegate = nil
         upstream.rawMode = true
         rawMode = true
+        countTunnel(context.channel)
         context.writeAndFlush(wrapOutboundOut(out), promise: nil)
         glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: 101, upstreamHandler: upstream)
     }
@@ -121,8 +122,19 @@ extension HTTP1ProxyHandler {
         var line = context.channel.allocator.buffer(capacity: 64)
         HTTP1Wire.writeStatusLine(head.status, into: &line)
         line.writeStaticString("\r\n")
+        countTunnel(context.channel)
         context.writeAndFlush(wrapOutboundOut(line), promise: nil)
         glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: head.code, upstreamHandler: upstream)
+    }
+
+    /// Counts the tunnel against the caps before its status line goes out: a client that opens its
+    /// next tunnel as soon as it reads this one's 200 must find it counted. The count ends when the
+    /// client's connection closes, whether or not the relay was ever set up.
+    private func countTunnel(_ channel: any Channel) {
+        runtime.tunnels.opened(channel, client: client.ip)
+        let tunnels = runtime.tunnels
+        let ip = client.ip
+        channel.closeFuture.whenComplete { _ in tunnels.closed(channel, client: ip) }
     }
 
     /// The upstream handler is still inside its parse loop (this runs from its `.end`), so
@@ -172,8 +184,6 @@ extension HTTP1ProxyHandler {
         }
         let runtime = self.runtime
         let client = self.client
-        let target = request.target?.description ?? request.authority ?? "-"
-        let method = request.method
         let logHooks = instance.hasLogHooks ? (instance, request) : nil
         clientChannel.closeFuture.assumeIsolated().whenComplete { _ in
             upstream.close(promise: nil)
@@ -181,12 +191,10 @@ extension HTTP1ProxyHandler {
             let bytesIn = clientGlue.bytesRead
             let bytesOut = upstreamGlue.bytesRead
             runtime.tunnels.closed(clientChannel, client: client.ip)
-            runtime.metrics.tunnelClosed(bytesIn: bytesIn, bytesOut: bytesOut)
-            runtime.metrics.request(decision: outcome.decision.verb, status: status)
-            AccessLog.write(
-                runtime.accessLogger, message: "tunnel", client: client, method: method, target: target,
-                decision: outcome.decision.summary, plugin: outcome.plugin, status: status, bytesIn: bytesIn,
-                bytesOut: bytesOut, since: startedAt)
+            runtime.metrics.tunnelClosed()
+            runtime.requestEnded(
+                request, outcome: outcome, status: status, local: false, client: client, bytesIn: bytesIn, bytesOut: bytesOut,
+                since: startedAt, tunnel: true)
             // The log hook runs under the generation that admitted the tunnel.
             if let (instance, request) = logHooks { instance.log(request: request, status: status) }
         }

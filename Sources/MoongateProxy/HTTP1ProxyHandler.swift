@@ -351,24 +351,28 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func handleHead(_ head: ClientRequestHead, context: ChannelHandlerContext) {
         let fields = head.fields
-        if let problem = framingProblem(head) {
+        headStartedAt = .now()
+        if let problem = Self.framingProblem(head) {
+            logRefused(status: problem.status, reason: .malformed, detail: problem.reason, method: head.method, target: head.uri)
             respondLocally(status: problem.status, reason: problem.reason, close: true, context: context)
             state = .done
             return
         }
-        let request: PolicyRequest
+        var request: PolicyRequest
         do {
             request = try PolicyRequest.http1(method: head.method, uri: head.uri, version: head.version, headers: fields, client: client)
         } catch {
+            logRefused(status: error.status, reason: .malformed, detail: error.reason, method: head.method, target: head.uri)
             respondLocally(status: error.status, reason: error.reason, close: true, context: context)
             state = .done
             return
         }
-        headStartedAt = .now()
         guard let instance = runtime.policy.instance(in: loop.policy) else {
+            logRefused(status: 503, reason: .unloaded, detail: "no policy has loaded", method: head.method, target: head.uri)
             respondLocally(status: 503, reason: "no policy has loaded", close: head.isCONNECT || head.isUpgrade, context: context)
             return
         }
+        if runtime.metrics.tracing.isActive { runtime.metrics.tracing.begin(&request) }
         let verdict = instance.evaluate(request)
         let outcome = verdict.outcome
         // After a CONNECT or an upgrade request the connection carries no more HTTP.
@@ -385,7 +389,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             finishLocally(
                 request, outcome, status: answer.status, body: answer.body, extra: answer.headers, keepAlive: answer.keepAlive,
-                exact: answer.exact, context: context)
+                exact: answer.exact, reason: answer.refusal(after: outcome), context: context)
             if answer.endsConnection { state = .done }
         case .terminateTunnel(let target):
             startTunnel(to: target, request: request, instance: instance, outcome: outcome, context: context)
@@ -397,7 +401,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Framing rules that are protocol correctness, not policy (CX-BAD-*, hardening §A).
-    private func framingProblem(_ head: ClientRequestHead) -> RequestError? {
+    static func framingProblem(_ head: ClientRequestHead) -> RequestError? {
         var hosts = 0
         for field in head.fields where field.name.utf8.count == 4 && field.hasName("host") { hosts += 1 }
         if hosts > 1 {

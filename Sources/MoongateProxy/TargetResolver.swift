@@ -54,21 +54,26 @@ final class TargetResolver: Sendable {
             return eventLoop.makeSucceededFuture(address)
         }
         return threadPool.runIfActive(eventLoop: eventLoop) { () throws -> SocketAddress in
-            let addresses = try Self.lookup(host, port: port)
-            var refusedClass = "special"
-            for address in addresses {
-                guard let ip = address.ipAddress else { continue }
-                if floor, let cls = AddressClass.of(ip), cls != "public", !allowed.contains(ip) {
-                    refusedClass = cls
-                    continue
-                }
-                return address
-            }
-            throw DialError.refusedAddress(host, refusedClass)
+            try Self.pick(try Self.lookup(host, port: port), for: host, allowed: allowed, floor: floor)
         }
     }
 
-    private static func lookup(_ host: String, port: Int) throws -> [SocketAddress] {
+    /// The address floor: the first of a name's addresses that is public or allowed exactly
+    /// (`moongate decide` applies the same choice).
+    static func pick(_ addresses: [SocketAddress], for host: String, allowed: Set<String>, floor: Bool) throws(DialError) -> SocketAddress {
+        var refusedClass = "special"
+        for address in addresses {
+            guard let ip = address.ipAddress else { continue }
+            if floor, let cls = AddressClass.of(ip), cls != "public", !allowed.contains(ip) {
+                refusedClass = cls
+                continue
+            }
+            return address
+        }
+        throw DialError.refusedAddress(host, refusedClass)
+    }
+
+    static func lookup(_ host: String, port: Int) throws -> [SocketAddress] {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         hints.ai_family = AF_UNSPEC

@@ -28,9 +28,10 @@ final class TunnelRegistry: Sendable {
     /// Open tunnels of one client address.
     func count(client: String) -> Int { state.withLock { $0.perClient[client, default: 0] } }
 
+    /// Counts a tunnel (once per channel, however often it is called).
     func opened(_ channel: any Channel, client: String) {
         state.withLock { state in
-            state.channels[ObjectIdentifier(channel)] = channel
+            guard state.channels.updateValue(channel, forKey: ObjectIdentifier(channel)) == nil else { return }
             state.perClient[client, default: 0] += 1
         }
     }

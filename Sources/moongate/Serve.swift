@@ -45,7 +45,9 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode.failure
         }
         let metrics = ProxyMetrics()
-        let stats = PolicyStats { fault in metrics.fault(plugin: fault.plugin, hook: fault.hook, kind: fault.kind.description) }
+        let stats = PolicyStats(hookLatencies: metrics.hookLatencies) { fault in
+            metrics.fault(plugin: fault.plugin, hook: fault.hook, kind: fault.kind.description)
+        }
         let policy = PolicyHost(stats: stats, logger: Logger(label: "moongate.policy"))
         policy.publish(generation, config: loaded)
         metrics.reload(result: "loaded")
@@ -63,7 +65,7 @@ struct Serve: AsyncParsableCommand {
             watch: loaded.policy.watch && watch)
         var services: [any Service] = [server, reloader]
         if let admin = loaded.admin {
-            services.append(AdminServer(config: admin, policy: policy, registry: registry, reloader: reloader, group: group, logger: logger))
+            services.append(AdminServer(config: admin, policy: policy, registry: registry, reloader: reloader, group: group, logger: logger, metrics: metrics))
         }
         do {
             try await server.start()

@@ -234,7 +234,7 @@ def test_script_fault_is_500_and_counted(moongate, tmp_path, origin):
     assert curl("-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/fine").stdout == "200"
     metrics = curl(f"http://127.0.0.1:{admin}/metrics").stdout
     assert 'moongate_policy_faults_total{plugin="broken",hook="route",kind="runtime"} 1' in metrics
-    assert 'moongate_requests_total{decision="fault",status="500"} 1' in metrics
+    assert 'moongate_requests_total{decision="fault",status="500",cluster="-"} 1' in metrics
     logs = mg.logs()
     assert "broken.lua:1: boom" in logs
     assert len(origin.requests) == 1  # nothing forwarded for the faulting request

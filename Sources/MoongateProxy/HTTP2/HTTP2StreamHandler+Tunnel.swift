@@ -52,12 +52,10 @@ extension HTTP2StreamHandler {
         streamChannel.closeFuture.assumeIsolated().whenComplete { _ in
             channel.close(promise: nil)
             runtime.tunnels.closed(streamChannel, client: client.ip)
-            runtime.metrics.tunnelClosed(bytesIn: tunnel.bytesToTarget, bytesOut: tunnel.bytesFromTarget)
-            runtime.metrics.request(decision: outcome.decision.verb, status: 200)
-            AccessLog.write(
-                runtime.accessLogger, message: "tunnel", client: client, method: request.method,
-                target: request.target?.description ?? "-", decision: outcome.decision.summary, plugin: outcome.plugin,
-                status: 200, bytesIn: tunnel.bytesToTarget, bytesOut: tunnel.bytesFromTarget, since: startedAt)
+            runtime.metrics.tunnelClosed()
+            runtime.requestEnded(
+                request, outcome: outcome, status: 200, local: false, client: client, bytesIn: tunnel.bytesToTarget,
+                bytesOut: tunnel.bytesFromTarget, since: startedAt, tunnel: true)
             logHooks?.log(request: request, status: 200)
         }
         tunnel.resumeTargetReads()

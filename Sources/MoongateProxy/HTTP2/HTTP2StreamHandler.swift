@@ -181,7 +181,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             default: headers.append(HeaderField(name, value))
             }
         }
-        let request: PolicyRequest
+        var request: PolicyRequest
         do throws(RequestError) {
             guard let method else { throw RequestError(status: 400, reason: "no :method") }
             request = try PolicyRequest.http2(
@@ -190,6 +190,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         } catch {
             // A malformed request is a stream error (RFC 9113 §8.1.1), never a tunnel (CX-BAD-6).
             runtime.logger.debug("malformed HTTP/2 request", metadata: ["reason": "\(error.reason)"])
+            runtime.requestRefused(
+                status: error.status, reason: .malformed, detail: error.reason, client: client, method: method, target: authority,
+                since: startedAt)
             reset(.protocolError, context: context)
             return
         }
@@ -197,6 +200,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             answer(LocalAnswer(status: 503, body: "no policy has loaded", keepAlive: true), request: request, outcome: nil, context: context)
             return
         }
+        if runtime.metrics.tracing.isActive { runtime.metrics.tracing.begin(&request) }
         let verdict = instance.evaluate(request)
         let settings = loop.policy.settings
         let action = RequestPlanner.plan(
@@ -243,8 +247,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(buffer), endStream: true))), promise: nil)
         }
         context.flush()
-        runtime.metrics.request(decision: outcome?.decision.verb ?? "none", status: local.status)
-        log(request, outcome: outcome, status: local.status, bytesIn: 0, bytesOut: body.utf8.count)
+        log(request, outcome: outcome, status: local.status, bytesIn: 0, bytesOut: withBody ? body.utf8.count : 0, local: true)
     }
 
     func reset(_ code: HTTP2ErrorCode, context: ChannelHandlerContext) {
@@ -252,11 +255,10 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         context.writeAndFlush(wrapOutboundOut(.rstStream(code)), promise: nil)
     }
 
-    private func log(_ request: PolicyRequest, outcome: PolicyOutcome?, status: Int, bytesIn: Int, bytesOut: Int) {
-        AccessLog.write(
-            runtime.accessLogger, message: "request", client: client, method: request.method,
-            target: request.target?.description ?? request.authority ?? "-", decision: outcome?.decision.summary ?? "-",
-            plugin: outcome?.plugin, status: status, bytesIn: bytesIn, bytesOut: bytesOut, since: startedAt)
+    private func log(_ request: PolicyRequest, outcome: PolicyOutcome?, status: Int, bytesIn: Int, bytesOut: Int, local: Bool = false) {
+        runtime.requestEnded(
+            request, outcome: outcome, status: status, reason: outcome == nil ? .unloaded : nil, local: local, client: client,
+            bytesIn: bytesIn, bytesOut: bytesOut, since: startedAt)
     }
 
     // MARK: - Exchanges with HTTP/1.1 upstreams
@@ -387,7 +389,6 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             upstream.close()
         }
         state = .closed
-        runtime.metrics.request(decision: exchange.outcome.decision.verb, status: exchange.status)
         log(exchange.request, outcome: exchange.outcome, status: exchange.status, bytesIn: exchange.bytesFromClient, bytesOut: exchange.bytesToClient)
         if exchange.instance.hasLogHooks { exchange.instance.log(request: exchange.request, status: exchange.status) }
     }
