@@ -3,6 +3,7 @@ mid-response), stall or half-close; clients that vanish mid-upload or mid-downlo
 every few seconds (plugin rewrites, config rewrites with POST /reload) with broken-script windows
 during which the old generation must keep serving."""
 import http.client
+import itertools
 import random
 import socket
 import struct
@@ -11,10 +12,12 @@ import time
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 
 from origins import BLOCK, HALF_CLOSE_BODY
 from proxy import BROKEN_PLUGIN, TAG_PLUGIN, UPSTREAM_RESPONSE_TIMEOUT
+from traffic import open_tunnel
 
 
 def reset_close(sock):
@@ -164,45 +167,122 @@ def h2_upstream_stall(ctx):
                         f"status {status}, stream {end} after {elapsed:.1f}s")
 
 
+LET_GO = 10.0   # seconds Moongate may take to close an upstream once its client has vanished
+_keys = itertools.count(1)
+
+
+def new_key():
+    return f"k{next(_keys)}-{random.getrandbits(32):08x}"
+
+
+def reached_upstream(ctx, key):
+    holds = ctx.origins.holds
+    return holds.wait(holds.opened, key, 3) is not None
+
+
+def let_go(ctx, kind, key, what, vanished):
+    """The upstream side of `key` must close within LET_GO seconds of the client vanishing."""
+    holds = ctx.origins.holds
+    closed = holds.wait(holds.closed, key, LET_GO)
+    if closed is None:
+        ctx.rec.failure(kind, f"upstream still open {LET_GO:.0f}s after the client vanished", what)
+        holds.mark(holds.released, key)   # counted once: the origin lets go, not Moongate
+    else:
+        ctx.rec.failure(kind, f"{what}; upstream closed", f"{max(0.0, closed - vanished):.2f}s", injected=True)
+
+
+def vanish(sock, rng):
+    """Closes with RST or FIN (at random); returns which and when."""
+    if rng.random() < 0.5:
+        reset_close(sock)
+        return "RST", time.time()
+    sock.close()
+    return "FIN", time.time()
+
+
 def client_vanish_upload(ctx, rng):
-    """A client starts a 2 MiB upload (Content-Length or chunked), sends 256 KiB and vanishes
-    (FIN or RST)."""
+    """A client starts a 2 MiB upload (Content-Length or chunked), sends 256 KiB and vanishes."""
     kind = "fault:client_vanish_mid_upload"
+    key = new_key()
     sock = socket.create_connection(("127.0.0.1", ctx.port), timeout=10)
+    head = f"POST /fault/hold/{key} HTTP/1.1\r\nHost: fault.soak\r\n".encode()
     if rng.random() < 0.5:
         framing = "chunked"
-        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: web.soak\r\nTransfer-Encoding: chunked\r\n\r\n"
+        sock.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n"
                      + b"".join(b"10000\r\n" + BLOCK + b"\r\n" for _ in range(4)))
     else:
         framing = "Content-Length"
-        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: web.soak\r\nContent-Length: 2097152\r\n\r\n" + BLOCK * 4)
-    time.sleep(0.05)
-    if rng.random() < 0.5:
-        reset_close(sock)
-        ctx.rec.failure(kind, f"client reset mid-body ({framing})", "", injected=True)
-    else:
-        sock.close()
-        ctx.rec.failure(kind, f"client closed mid-body ({framing})", "", injected=True)
+        sock.sendall(head + b"Content-Length: 2097152\r\n\r\n" + BLOCK * 4)
+    reached = reached_upstream(ctx, key)
+    how, when = vanish(sock, rng)
+    if not reached:
+        ctx.rec.failure(kind, "upload never reached the upstream", f"{framing}, {how}")
+        return
+    let_go(ctx, kind, key, f"client {how} mid-body ({framing})", when)
 
 
 def client_vanish_download(ctx, rng):
-    """A client asks for 8 MiB, reads 64 KiB and resets."""
+    """A client asks for 8 MiB, reads 64 KiB and vanishes."""
     kind = "fault:client_vanish_mid_download"
+    key = new_key()
     sock = socket.create_connection(("127.0.0.1", ctx.port), timeout=10)
-    sock.sendall(b"GET /data/8388608 HTTP/1.1\r\nHost: web.soak\r\n\r\n")
+    sock.sendall(f"GET /fault/hold-download/{key} HTTP/1.1\r\nHost: fault.soak\r\n\r\n".encode())
     got = 0
     while got < 65536:
         chunk = sock.recv(65536)
         if not chunk:
             break
         got += len(chunk)
-    reset_close(sock)
-    ctx.rec.failure(kind, "client reset mid-download", f"after {got} bytes", injected=True)
+    how, when = vanish(sock, rng)
+    if got < 65536:
+        ctx.rec.failure(kind, "download ended early", f"{got} bytes")
+        return
+    let_go(ctx, kind, key, f"client {how} mid-download", when)
+
+
+def client_vanish_mid_tunnel(ctx, rng):
+    """A client opens a tunnel, sends 64 KiB and vanishes: the target side must close too."""
+    kind = "fault:client_vanish_mid_tunnel"
+    key = new_key()
+    sock, _ = open_tunnel(ctx.port, f"127.0.0.1:{ctx.origins.tunnel_hold.port}")
+    sock.sendall(key.encode() + b"\n" + BLOCK)
+    reached = reached_upstream(ctx, key)
+    how, when = vanish(sock, rng)
+    if not reached:
+        ctx.rec.failure(kind, "tunnel bytes never reached the target", how)
+        return
+    let_go(ctx, kind, key, f"client {how} mid-tunnel", when)
+
+
+def h2_client_reset_mid_upload(ctx, rng):
+    """Over h2c, a client announces 1 MiB, sends 48 KiB of DATA and resets the stream (CANCEL) while
+    its connection stays open: the stream's upstream must close."""
+    kind = "fault:h2_client_reset_mid_upload"
+    key = new_key()
+    sock = socket.create_connection(("127.0.0.1", ctx.port), timeout=10)
+    try:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        conn.send_headers(1, [(":method", "POST"), (":path", f"/fault/hold/{key}"), (":scheme", "http"),
+                              (":authority", "fault.soak"), ("content-length", str(1 << 20))])
+        for i in range(3):
+            conn.send_data(1, BLOCK[i * 16384:(i + 1) * 16384])
+        sock.sendall(conn.data_to_send())
+        reached = reached_upstream(ctx, key)
+        conn.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+        sock.sendall(conn.data_to_send())
+        if not reached:
+            ctx.rec.failure(kind, "upload never reached the upstream", "")
+            return
+        let_go(ctx, kind, key, "client RST_STREAM mid-body", time.time())
+    finally:
+        sock.close()
 
 
 FAULTS = [upstream_reset, upstream_stall, client_vanish_upload, upstream_half_close, upstream_reset_chunked,
-          h2_upstream_reset, upstream_reset_before_head, client_vanish_download, upstream_half_close_short,
-          upstream_reset_close_delimited, h2_upstream_stall]
+          h2_upstream_reset, client_vanish_mid_tunnel, upstream_reset_before_head, client_vanish_download,
+          upstream_half_close_short, h2_client_reset_mid_upload, upstream_reset_close_delimited, h2_upstream_stall]
+WITH_RNG = {client_vanish_upload, client_vanish_download, client_vanish_mid_tunnel, h2_client_reset_mid_upload}
 NAMES = [f.__name__ for f in FAULTS]
 
 
@@ -216,7 +296,7 @@ def fault_loop(ctx, skip=(), every=1.5):
         fault = played[i % len(played)]
         i += 1
         try:
-            if fault in (client_vanish_upload, client_vanish_download):
+            if fault in WITH_RNG:
                 fault(ctx, rng)
             else:
                 fault(ctx)

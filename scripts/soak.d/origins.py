@@ -1,6 +1,6 @@
 """The soak's own upstreams, all on 127.0.0.1 in this process: an HTTP/1.1 origin (downloads and
-upload digests), a faulty origin (resets, stalls, half-closes), a TCP echo server (CONNECT target)
-and a WebSocket echo origin."""
+upload digests), a faulty origin (resets, stalls, half-closes, held connections), a TCP echo server
+and a holding server (CONNECT targets) and a WebSocket echo origin."""
 import hashlib
 import http.server
 import json
@@ -29,6 +29,7 @@ class WebOrigin:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             timeout = 60
+            disable_nagle_algorithm = True   # the head and the body are separate writes
 
             def do_GET(self):
                 if not self.path.startswith("/data/"):
@@ -120,6 +121,7 @@ class RawServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(target=self._run, args=(conn,), daemon=True).start()
 
     def _run(self, conn):
@@ -184,13 +186,82 @@ RESET_SENT = 64 * 1024     # bytes sent before the reset
 HALF_CLOSE_BODY = b"half-closed body " * 300
 
 
-def faulty(conn):
+class Holds:
+    """When the upstream side of each labelled connection opened and closed, for the faults that
+    check that Moongate lets go of an upstream once its client has vanished."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.opened, self.closed, self.released = {}, {}, {}
+
+    def mark(self, table, key):
+        with self.cond:
+            table[key] = time.time()
+            self.cond.notify_all()
+
+    def wait(self, table, key, timeout):
+        """The time `key` reached `table`, or None after `timeout` s."""
+        with self.cond:
+            self.cond.wait_for(lambda: key in table, timeout)
+            return table.get(key)
+
+
+def hold(holds, conn, key):
+    """Reads and drops whatever comes until the peer closes (or the soak releases `key`, having
+    counted a connection Moongate kept open), then notes the close."""
+    holds.mark(holds.opened, key)
+    conn.settimeout(0.5)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and key not in holds.released:
+            try:
+                if not conn.recv(65536):
+                    break
+            except socket.timeout:
+                pass
+    except OSError:
+        pass
+    holds.mark(holds.closed, key)
+
+
+def hold_download(holds, conn, key):
+    """Sends an 8 MiB body in 64 KiB writes; notes the close when a write fails (or all is sent
+    and the peer closes)."""
+    holds.mark(holds.opened, key)
+    try:
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {128 * len(BLOCK)}\r\n\r\n".encode())
+        for _ in range(128):
+            conn.sendall(BLOCK)
+        wait_for_close(conn, 120)
+    except OSError:
+        pass
+    holds.mark(holds.closed, key)
+
+
+def tunnel_hold(holds):
+    """A CONNECT target: the first line is the key, then bytes are dropped until the peer closes."""
+    def handle(conn):
+        data = b""
+        while b"\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        hold(holds, conn, data.split(b"\n", 1)[0].decode("latin-1"))
+    return handle
+
+
+def faulty(holds, conn):
     """One request per connection; the path says which fault to play."""
     line = read_head(conn)
     if line is None:
         return
     path = line.split(" ")[1] if " " in line else ""
-    if path.startswith("/fault/reset-before-head"):
+    if path.startswith("/fault/hold-download/"):
+        hold_download(holds, conn, path.rsplit("/", 1)[1])
+    elif path.startswith("/fault/hold/"):
+        hold(holds, conn, path.rsplit("/", 1)[1])
+    elif path.startswith("/fault/reset-before-head"):
         reset(conn)
     elif path.startswith("/fault/reset-chunked"):
         conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -237,16 +308,18 @@ class WebSocketOrigin:
 
 
 class Origins:
-    """All four upstreams, started together."""
+    """All the upstreams, started together."""
 
     def __init__(self):
+        self.holds = Holds()
         self.web = WebOrigin()
-        self.faulty = RawServer(faulty)
+        self.faulty = RawServer(lambda conn: faulty(self.holds, conn))
         self.echo = RawServer(echo)
+        self.tunnel_hold = RawServer(tunnel_hold(self.holds))
         self.ws = WebSocketOrigin()
 
     def close(self):
-        for server in (self.web, self.faulty, self.echo, self.ws):
+        for server in (self.web, self.faulty, self.echo, self.tunnel_hold, self.ws):
             try:
                 server.close()
             except Exception:

@@ -63,7 +63,7 @@ policy:
     - name: connect_allowlist
       config:
         allow: ["*"]
-        allow_addresses: ["127.0.0.1:{origins.echo.port}"]
+        allow_addresses: ["127.0.0.1:{origins.echo.port}", "127.0.0.1:{origins.tunnel_hold.port}"]
     - name: host_router
       config:
         upgrades: ["websocket"]

@@ -58,8 +58,12 @@ class PolicyWatch:
 
 
 class Context:
-    def __init__(self, port, rec, policy):
+    """What every generator and fault shares: the proxy's port, the recorder, the policy watch,
+    the origins and the stop flag."""
+
+    def __init__(self, port, rec, policy, origins):
         self.port = port
+        self.origins = origins
         self.rec = rec
         self.policy = policy
         self.stop = threading.Event()
@@ -162,6 +166,7 @@ def recv_exactly(sock, n):
 def open_tunnel(port, target):
     """CONNECT through the proxy; returns the socket after a 200 (and any bytes after its head)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
     head = b""
     while b"\r\n\r\n" not in head:
@@ -275,6 +280,7 @@ def h2_worker(ctx, wid):
         broken = False
         try:
             sock = socket.create_connection(("127.0.0.1", ctx.port), timeout=15)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
             conn.initiate_connection()
             sock.sendall(conn.data_to_send())
