@@ -1,7 +1,8 @@
 """Injected faults, each labelled, on connections of their own: upstreams that reset (before and
-mid-response), stall or half-close; clients that vanish mid-upload or mid-download; and reloads
-every few seconds (plugin rewrites, config rewrites with POST /reload) with broken-script windows
-during which the old generation must keep serving."""
+mid-response, over HTTP/1.1 and h2c), stall or half-close; clients that vanish mid-upload,
+mid-download or mid-tunnel, or reset an h2c stream mid-upload (Moongate must then close the
+upstream side); and reloads every few seconds (plugin rewrites, config rewrites with POST /reload)
+with broken-script windows during which the old generation must keep serving."""
 import http.client
 import itertools
 import random
