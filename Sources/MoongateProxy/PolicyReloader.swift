@@ -231,6 +231,10 @@ public final class PolicyReloader: Service, Sendable {
             prints[fixture.path] = Self.fingerprint(fixture.path)
             digests[fixture.path] = SHA256.hex(Array(fixture.text.utf8))
         }
+        for file in spec.dataFiles {  // files plugins loaded (htpasswd): watched like scripts
+            prints[file.path] = Self.fingerprint(file.path)
+            digests[file.path] = SHA256.hex(file.bytes)
+        }
         if let text = try? readFile(configPath) { digests[configPath] = SHA256.hex(Array(text.utf8)) }
         state.withLock {
             $0.fingerprints = prints
