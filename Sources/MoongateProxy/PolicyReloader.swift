@@ -180,7 +180,7 @@ public final class PolicyReloader: Service, Sendable {
                 $0.nextID += 1
                 $0.lastLoadedReason = reason
             }
-            remember(spec)
+            remember(generation.spec)  // with the data files its plugins loaded
             metrics.reload(result: "loaded")
             let ms = elapsed()
             logger.info(
