@@ -3,7 +3,7 @@
 // Swift never calls a Lua API that can raise (allocate under the memory cap, run a metamethod,
 // throw). Every such step happens here, inside lua_pcall, and Swift sees plain status codes,
 // error text copied into a C buffer, and pointer/length pairs into values kept alive on the stack.
-// See ../shared/reference/lua-embedding.md for why.
+// A Lua error is a longjmp: raised through a Swift frame it would skip Swift cleanup and corrupt state.
 #ifndef MOONGATE_CLUA_SHIMS_H
 #define MOONGATE_CLUA_SHIMS_H
 
