@@ -50,7 +50,9 @@ let package = Package(
         .target(
             name: "CLuaShims",
             dependencies: ["CLua", "CRE2Bridge"],
-            cSettings: [.unsafeFlags(["-O2", "-Wall", "-Wextra"] + (strict ? ["-Werror"] : []))]
+            cSettings: [.unsafeFlags(["-O2", "-Wall", "-Wextra"] + (strict ? ["-Werror"] : []))],
+            // crypt(3) for moongate.htpasswd: libxcrypt (Debian's libcrypt-dev) with bcrypt and SHA-crypt
+            linkerSettings: [.linkedLibrary("crypt")]
         ),
         .target(name: "LuaKit", dependencies: ["CLuaShims"], swiftSettings: swiftSettings),
         .target(

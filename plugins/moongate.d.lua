@@ -157,6 +157,24 @@ function Regex:find(s, init) end
 ---@return boolean
 function Regex:test(s) end
 
+---Users and password hashes from an htpasswd file (moongate.htpasswd).
+---@class moongate.Htpasswd
+local Htpasswd = {}
+
+---Whether `password` is the password of `user`. An unknown user is false at once (no hashing); a
+---credential checked before (right or wrong) is answered from a cache of 1,024 without hashing;
+---otherwise crypt(3) runs once (bcrypt cost 10: tens of ms), and only if its estimated time fits in
+---what is left of the hook's deadline (else a deadline fault, before any work).
+---@param user string
+---@param password string
+---@return boolean
+function Htpasswd:check(user, password) end
+
+---Counters of this object (each event loop has its own): the users of the file, the credentials in
+---the cache, and the checks of known users answered from the cache (`hits`) or by crypt(3) (`misses`).
+---@return { users: integer, cached: integer, hits: integer, misses: integer }
+function Htpasswd:stats() end
+
 ---@alias moongate.Verb "route"|"forward"|"tunnel"|"tunnel_via"|"deny"|"respond"
 
 ---@class moongate
@@ -277,3 +295,14 @@ function moongate.starts_with(s, prefix) end
 ---@param suffix string
 ---@return boolean
 function moongate.ends_with(s, suffix) end
+
+---Loads an htpasswd file (`name:hash` lines; blank lines and `#` comments skipped) whose hashes are
+---bcrypt (`$2y$`, `$2b$`) or SHA-crypt (`$5$`, `$6$`); MD5 (`$apr1$`), SHA-1 (`{SHA}`) and DES are
+---refused. Call it when the plugin loads (module body or init; in a hook it is an error). A relative
+---path is relative to the config file's folder. The file is read once per generation and watched
+---like a script: a change reloads the policy. A malformed line is an error naming the file and line
+---(never the hash); so is a hash slower to verify on this machine than the plugin's hook deadline
+---(the message gives the `hook_deadline` to set). At most 4 MiB; counted against the memory cap.
+---@param path string
+---@return moongate.Htpasswd
+function moongate.htpasswd(path) end

@@ -76,6 +76,7 @@ typedef struct moon_ctx {
     moon_arena log_arena;
     struct moon_bucket *buckets;  // one rate-limit bucket per plugin index
     int nbuckets;
+    struct moon_data_files *data_files;  // files plugins loaded (data_files.c), NULL until one is
 } moon_ctx;
 
 moon_ctx *moon_ctx_of(lua_State *L);
@@ -137,6 +138,9 @@ void moon_install_log(lua_State *L, int moongate_table, int template_table);
 /// Frees the log queue and the rate-limit buckets (log.c), and the cluster list (clusters.c).
 void moon_free_log(moon_ctx *ctx);
 void moon_free_clusters(moon_ctx *ctx);
+/// Sets `htpasswd` on the host module table (htpasswd.c); frees the data files (data_files.c).
+void moon_install_htpasswd(lua_State *L, int moongate_table);
+void moon_free_data_files(moon_ctx *ctx);
 int moon_is_token(const char *p, size_t len);
 int moon_value_ok(const char *p, size_t len);
 int moon_add_edit(lua_State *L, moon_ctx *ctx, int op, const char *n, size_t nlen, const char *v, size_t vlen);

@@ -273,6 +273,7 @@ static int open_sandbox(lua_State *L) {
     moon_install_matchers(L, mg);
     moon_install_regex(L, mg);
     moon_install_clusters(L, mg);
+    moon_install_htpasswd(L, mg);
     moon_install_log(L, mg, template);
     push_readonly_proxy(L, mg);
     lua_setfield(L, template, "moongate");

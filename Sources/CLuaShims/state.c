@@ -323,6 +323,7 @@ void moon_close(lua_State *L) {
     free(ctx->edit_arena.bytes);
     moon_free_log(ctx);
     moon_free_clusters(ctx);
+    moon_free_data_files(ctx);
     free(ctx);
 }
 

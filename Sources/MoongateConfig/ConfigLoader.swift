@@ -131,6 +131,7 @@ public enum ConfigLoader {
             instructionBudget: try map["instruction_budget"]?.int(in: 1000...1_000_000_000) ?? 1_000_000,
             watch: try map["watch"]?.bool() ?? true,
             fixtures: try map["fixtures"]?.stringList().map { resolve($0, against: folder) } ?? [])
+        policy.folder = folder
         if let list = map["allowed_addresses"] { policy.allowedAddresses = try list.stringList() }
         if let node = map["hook_deadline"] { policy.hookDeadline = try deadline(node, in: .microseconds(100)...(.seconds(10))) }
         if let node = map["init_deadline"] { policy.initDeadline = try deadline(node, in: .milliseconds(1)...(.seconds(60))) }

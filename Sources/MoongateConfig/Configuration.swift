@@ -91,6 +91,8 @@ public struct PolicyConfig: Sendable {
     /// The names of the configured clusters (``MoongateConfiguration/clusters``), which policy
     /// checks the clusters scripts name against. Empty: unknown, nothing is checked.
     public var clusterNames: [String] = []
+    /// The config file's folder: relative paths in plugin configs (`users_file`) resolve against it.
+    public var folder: String = "."
 }
 
 /// Size and count limits (the edge defaults of hardening.md §1.5).

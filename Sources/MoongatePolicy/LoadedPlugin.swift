@@ -24,6 +24,7 @@ struct LoadedPlugin {
         _ source: PluginSource, index: Int, hookDeadline: Duration, into lua: LuaState, log: ScriptLog
     ) throws(PolicyLoadError) -> LoadedPlugin {
         moon_set_plugin(lua.pointer, Int32(index))
+        moon_set_plugin_deadline(lua.pointer, LuaState.nanoseconds(hookDeadline))
         defer { log.drain(lua.pointer) }
         func failure(_ step: PolicyLoadError.Step, _ error: LuaError) -> PolicyLoadError {
             PolicyLoadError(step: error.kind == .syntax ? .compile : step, plugin: source.name, file: source.path, message: error.message)

@@ -32,7 +32,9 @@ public final class PolicyGeneration: Sendable {
         let scratch = try PolicyInstance(spec: spec, generationID: id, stats: PolicyStats(), logger: Logger(label: "moongate.policy.load"))
         let results = PolicyTestRunner.run(spec, instance: scratch)
         if let failed = results.first(where: { !$0.passed }), let error = failed.loadError { throw error }
-        return PolicyGeneration(id: id, spec: spec, testResults: results, loadedAt: wallClockSeconds())
+        var checked = spec
+        checked.dataFiles = scratch.dataFiles  // every instance serves the files that were checked
+        return PolicyGeneration(id: id, spec: checked, testResults: results, loadedAt: wallClockSeconds())
     }
 
     /// A new instance for the calling thread (an event loop builds one per generation).

@@ -40,6 +40,7 @@ extension PolicyInstance {
                 moon_set_clusters(lua.pointer, chars.baseAddress, chars.count, Int32(spec.clusters.count))
             }
         }
+        lua.installDataFiles(folder: spec.dataFolder, files: spec.dataFiles)
         let log = ScriptLog(logger: scriptLogger, plugins: spec.plugins)
         var plugins: [LoadedPlugin] = []
         var failures: [PolicyLoadError] = []

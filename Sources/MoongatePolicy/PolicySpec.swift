@@ -54,6 +54,10 @@ public struct PolicySpec: Sendable {
     /// `moongate.route`, `moongate.tunnel_via` and the clusters tests expect are checked against.
     /// Empty means unknown (a spec built by hand): nothing is checked.
     public var clusters: [String]
+    /// The folder relative data-file paths resolve against (the config file's), and the data files
+    /// the generation loaded (filled by ``PolicyGeneration/load(_:id:)``; read from disk when empty).
+    public var dataFolder: String = "."
+    public var dataFiles: [PolicyDataFile] = []
 
     /// Creates a spec.
     public init(
@@ -93,10 +97,12 @@ public struct PolicySpec: Sendable {
                 throw PolicyLoadError(step: .read, plugin: nil, file: path, message: error.message)
             }
         }
-        return PolicySpec(
+        var spec = PolicySpec(
             plugins: plugins, memoryCap: config.memoryCap, instructionBudget: config.instructionBudget,
             hookDeadline: config.hookDeadline, initDeadline: config.initDeadline, fixtures: fixtures,
             clusters: config.clusterNames)
+        spec.dataFolder = config.folder
+        return spec
     }
 }
 

@@ -143,9 +143,10 @@ private struct CaseInstances {
             var single = plugin.source
             if let config = testCase.config { single.config = config }
             let spec = base.spec
-            let caseSpec = PolicySpec(
+            var caseSpec = PolicySpec(
                 plugins: [single], memoryCap: spec.memoryCap, instructionBudget: spec.instructionBudget,
                 hookDeadline: spec.hookDeadline, initDeadline: spec.initDeadline, clusters: testCase.clusters ?? spec.clusters)
+            caseSpec.dataFolder = spec.dataFolder
             do {
                 loaded = .success(
                     try PolicyInstance(

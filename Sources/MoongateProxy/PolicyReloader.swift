@@ -188,7 +188,7 @@ public final class PolicyReloader: Service, Sendable {
                 $0.nextID += 1
                 $0.lastLoadedReason = reason
             }
-            remember(spec)
+            remember(generation.spec)  // with the data files its plugins loaded
             metrics.reload(result: "loaded")
             let ms = elapsed()
             logger.info(
@@ -241,6 +241,10 @@ public final class PolicyReloader: Service, Sendable {
         for fixture in spec.fixtures {
             prints[fixture.path] = Self.fingerprint(fixture.path)
             digests[fixture.path] = SHA256.hex(Array(fixture.text.utf8))
+        }
+        for file in spec.dataFiles {  // files plugins loaded (htpasswd): watched like scripts
+            prints[file.path] = Self.fingerprint(file.path)
+            digests[file.path] = SHA256.hex(file.bytes)
         }
         if let text = try? readFile(configPath) { digests[configPath] = SHA256.hex(Array(text.utf8)) }
         state.withLock {

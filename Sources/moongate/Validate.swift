@@ -44,7 +44,9 @@ struct Validate: ParsableCommand {
         logToStandardError(level: logLevel)
         let spec: PolicySpec
         do {
-            spec = try PolicySpec.read(try ConfigLoader.load(path: config).policy)
+            let loaded = try ConfigLoader.load(path: config)
+            for warning in Self.plainTextPasswordWarnings(loaded.policy, configPath: config) { printError(warning) }
+            spec = try PolicySpec.read(loaded.policy)
         } catch {
             printError("\(error)")
             fail(nil)
@@ -55,6 +57,22 @@ struct Validate: ParsableCommand {
         guard report.passed else { fail(report.summary) }
         let plugins = spec.plugins.map(\.name).joined(separator: ", ")
         print("\(config): configuration OK: \(spec.plugins.count) plugins (\(plugins)), \(report.results.count) tests passed")
+    }
+
+    /// One warning line per `proxy_auth` plugin whose config holds passwords in plain text (`users:`),
+    /// with the config file's line of that key when it can be found. Warnings do not fail the check.
+    static func plainTextPasswordWarnings(_ policy: PolicyConfig, configPath: String) -> [String] {
+        let lines = ((try? readFile(configPath)) ?? "").split(separator: "\n", omittingEmptySubsequences: false)
+        return policy.plugins.compactMap { plugin in
+            guard plugin.file.hasSuffix("proxy_auth.lua"), plugin.config["users"] != nil else { return nil }
+            // The `users:` line after the plugin's `name:` line, if the file is laid out that way.
+            var line: Int?
+            if let start = lines.firstIndex(where: { $0.contains("name: \(plugin.name)") }) {
+                line = lines[start...].firstIndex { $0.drop(while: { $0 == " " }).hasPrefix("users:") }.map { $0 + 1 }
+            }
+            return "\(configPath)\(line.map { ":\($0)" } ?? ""): warning: plugin \(plugin.name): passwords in plain text "
+                + "(config.users); give users_file: an htpasswd file of bcrypt or SHA-crypt hashes instead"
+        }
     }
 
     /// Ends with the failure line (and exit status 1).

@@ -23,7 +23,7 @@ struct ShippedPluginTests {
     func proxyAuthTestsPass() throws {
         let auth = try ScriptHarness(plugins: [(file: "\(repositoryRoot)/plugins/proxy_auth.lua", config: .table([("users", .table([("u", .string("p"))]))]))])
         let results = auth.runPluginTests()
-        #expect(results.count == 7)
+        #expect(results.count == 10)
         #expect(results.filter { !$0.passed }.isEmpty, "\(results.filter { !$0.passed })")
     }
 

@@ -27,7 +27,7 @@ ensure_packages() {
 
 # The build needs Debian's Lua 5.4 and pkg-config's .pc file for it, and RE2 (moongate.regex).
 ensure_build_deps() {
-    ensure_packages /usr/include/lua5.4/lua.h:liblua5.4-dev pkg-config:pkg-config /usr/include/re2/re2.h:libre2-dev
+    ensure_packages /usr/include/lua5.4/lua.h:liblua5.4-dev pkg-config:pkg-config /usr/include/re2/re2.h:libre2-dev /usr/include/crypt.h:libcrypt-dev
 }
 
 # Release builds of the proxy turn dynamic exclusivity checks off in every module, SwiftNIO's

@@ -3,7 +3,7 @@
 // Swift never calls a Lua API that can raise (allocate under the memory cap, run a metamethod,
 // throw). Every such step happens here, inside lua_pcall, and Swift sees plain status codes,
 // error text copied into a C buffer, and pointer/length pairs into values kept alive on the stack.
-// See ../shared/reference/lua-embedding.md for why.
+// A Lua error is a longjmp: raised through a Swift frame it would skip Swift cleanup and corrupt state.
 #ifndef MOONGATE_CLUA_SHIMS_H
 #define MOONGATE_CLUA_SHIMS_H
 
@@ -166,6 +166,21 @@ void moon_log_entry_at(lua_State *L, int i, moon_log_entry *out);
 /// Field `f` of line `i`: the key and the value's text; returns the value's MOON_FIELD_* kind.
 int moon_log_field_at(lua_State *L, int i, int f, const char **key, size_t *klen, const char **value, size_t *vlen);
 void moon_log_clear(lua_State *L);
+
+// ---- data files plugins load (data_files.c; moongate.htpasswd) ---------------------------------------
+/// The folder relative data-file paths are resolved against (the config file's; NULL or "." for the
+/// working directory). Plain C, never raises.
+void moon_set_data_folder(lua_State *L, const char *folder);
+/// Gives the state its copy of the data file at `path` (as resolved): a plugin that loads it uses these
+/// bytes and never reads the disk. Returns 0, or -1 when out of memory. Never raises.
+int moon_preload_data_file(lua_State *L, const char *path, const char *bytes, size_t len);
+/// The data files plugins of this state loaded (preloaded or read), and the `index`-th of them: its
+/// resolved path and bytes, valid while the state lives. Returns 0 past the end.
+int moon_data_file_count(lua_State *L);
+int moon_data_file_at(lua_State *L, int index, const char **path, const char **bytes, size_t *len);
+/// The hook deadline, in nanoseconds, of the plugin that loads next (0: the state's hook deadline):
+/// `moongate.htpasswd` refuses hashes slower than it. Never raises.
+void moon_set_plugin_deadline(lua_State *L, uint64_t ns);
 
 // ---- Lua heap ---------------------------------------------------------------------------------------------
 /// Bytes allocated by this state right now (the allocator's count).
