@@ -189,10 +189,20 @@ def test_a_new_connection_that_sends_nothing_is_closed_without_an_answer(moongat
     assert get(port).startswith(b"HTTP/1.1 200")
 
 
-def test_an_idle_keep_alive_connection_closes_after_keepalive_idle_and_sends_nothing(moongate, origin):
+LAST_REQUEST = {
+    "no body": b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n",
+    "a Content-Length body": b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    "a chunked body": b"POST /one HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("last", sorted(LAST_REQUEST))
+def test_an_idle_keep_alive_connection_closes_after_keepalive_idle_and_sends_nothing(moongate, origin, last):
+    """Whatever the last request's framing, the proxy sees where it ended: no head has begun, so
+    the keep-alive timer runs (1 s, silent), not the headers one (10 s, 408)."""
     port, _ = start(moongate, origin, request_headers="10s", keepalive_idle="1s")
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(LAST_REQUEST[last])
     head, rest = recv_head(s)
     assert head.startswith("HTTP/1.1 200") and rest + recv_exactly(s, 4 - len(rest)) == b"/one"
     data, took = time_to_eof(s, timeout=6)
