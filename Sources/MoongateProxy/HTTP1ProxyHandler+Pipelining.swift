@@ -33,6 +33,9 @@ extension HTTP1ProxyHandler {
         let reason = error.status == 408 ? error.reason : "malformed request: \(error.reason)"
         switch state {
         case .idle:
+            // A request whose head was never handled: its answer has a body even if the one
+            // before it answered a HEAD.
+            answeringHead = false
             respondLocally(status: error.status, reason: reason, close: true, context: context)
         case .exchanging(let exchange):
             // The refused request is the one being forwarded: its upstream connection is dropped,

@@ -112,6 +112,23 @@ def test_a_locally_answered_request_then_a_head_that_never_ends_gets_408(moongat
         origin.close()
 
 
+def test_a_refusal_after_a_head_request_carries_its_body(moongate):
+    """The 400 that follows the answer to a HEAD has the body its Content-Length announces."""
+    origin = RecordingOrigin(slow_first)
+    try:
+        port = start(moongate, origin)
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"HEAD /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\nX@A: 1\r\n\r\n")
+        data = recv_all(s, timeout=5)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")  # no body: it answers a HEAD
+        refusal = responses(rest)
+        assert [a[0].split(" ")[1] for a in refusal] == ["400"], rest
+        assert len(refusal[0][2]) == int(refusal[0][1]["content-length"][0]) > 0
+    finally:
+        origin.close()
+
+
 def test_good_pipelined_requests_behind_a_slow_one_are_all_answered_in_order(moongate):
     origin = RecordingOrigin(slow_first)
     try:
