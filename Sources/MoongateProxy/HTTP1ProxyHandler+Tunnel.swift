@@ -78,6 +78,9 @@ extension HTTP1ProxyHandler {
             return
         }
         state = .done
+        // Counted before the client can see the 200: a CONNECT it sends next must find this tunnel
+        // counted (the caps of hardening.md §C.12), whichever loop takes it.
+        runtime.tunnels.opened(context.channel, client: client.ip)
         // A 2xx to CONNECT has no Content-Length and no Transfer-Encoding (RFC 9110 §9.3.6).
         var head = context.channel.allocator.buffer(capacity: 40)
         head.writeStaticString("HTTP/1.1 200 Connection established\r\n\r\n")
@@ -106,6 +109,7 @@ extension HTTP1ProxyHandler {
         upstream.delegate = nil
         upstream.rawMode = true
         rawMode = true
+        runtime.tunnels.opened(context.channel, client: client.ip)  // before the 101 (see establishTunnel)
         context.writeAndFlush(wrapOutboundOut(out), promise: nil)
         glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: 101, upstreamHandler: upstream)
     }
@@ -121,6 +125,7 @@ extension HTTP1ProxyHandler {
         var line = context.channel.allocator.buffer(capacity: 64)
         HTTP1Wire.writeStatusLine(head.status, into: &line)
         line.writeStaticString("\r\n")
+        runtime.tunnels.opened(context.channel, client: client.ip)  // before the 2xx (see establishTunnel)
         context.writeAndFlush(wrapOutboundOut(line), promise: nil)
         glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: head.code, upstreamHandler: upstream)
     }
@@ -133,6 +138,7 @@ extension HTTP1ProxyHandler {
     ) {
         context.eventLoop.assumeIsolated().execute {
             guard context.channel.isActive, upstream.isActive else {
+                self.runtime.tunnels.closed(context.channel, client: self.client.ip)
                 context.close(promise: nil)
                 upstream.close(promise: nil)
                 return
@@ -143,7 +149,8 @@ extension HTTP1ProxyHandler {
         }
     }
 
-    /// Replaces HTTP on both channels with a byte relay, with the tunnel timers, then leaves.
+    /// Replaces HTTP on both channels with a byte relay, with the tunnel timers, then leaves. The
+    /// tunnel was counted (``TunnelRegistry/opened(_:client:)``) before its status line went out.
     /// `upstreamKeeper` is the handler that kept the upstream's bytes (an upgrade or a forwarded
     /// CONNECT); without one, the upstream's end of the relay is already in place (a terminated CONNECT).
     private func glue(
@@ -157,6 +164,7 @@ extension HTTP1ProxyHandler {
             try context.pipeline.syncOperations.addHandler(clientGlue)
             if upstreamKeeper != nil { try upstream.pipeline.syncOperations.addHandler(upstreamGlue) }
         } catch {
+            runtime.tunnels.closed(context.channel, client: client.ip)
             context.close(promise: nil)
             upstream.close(promise: nil)
             return
@@ -164,7 +172,6 @@ extension HTTP1ProxyHandler {
         let clientChannel = context.channel
         let sweeper = loop.sweeper
         sweeper.add(clientGlue, idle: timeouts.tunnelIdle.timeAmount)
-        runtime.tunnels.opened(clientChannel, client: client.ip)
         runtime.metrics.tunnelOpened()
         if let maxDuration = timeouts.tunnelMaxDuration {
             let task = context.eventLoop.scheduleTask(in: maxDuration.timeAmount) { clientChannel.close(promise: nil) }
