@@ -35,6 +35,9 @@ extension HTTP1ProxyHandler {
         case .idle:
             headStartedAt = .now()
             logRefused(status: error.status, reason: error.status == 408 ? .timeout : .malformed, detail: error.reason)
+            // A request whose head was never handled: its answer has a body even if the one
+            // before it answered a HEAD.
+            answeringHead = false
             respondLocally(status: error.status, reason: reason, close: true, context: context)
         case .exchanging(let exchange):
             // The refused request is the one being forwarded: its upstream connection is dropped,

@@ -136,8 +136,10 @@ extension HTTP1ProxyHandler {
         writeTimer?.arm(in: deadlines.responseWriteIdle)
     }
 
-    /// A final response was written before a close: the close waits for it, but not forever.
+    /// A final response was written and flushed before a close: the close waits for it, but not
+    /// forever. Most are in the kernel already, and then nothing is watched (no timer is made).
     func watchFinalWrite(context: ChannelHandlerContext) {
+        guard bufferedTowardClient(context) > 0 else { return }
         watchWriteProgress(context: context)
     }
 

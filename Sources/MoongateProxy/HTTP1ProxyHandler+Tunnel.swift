@@ -127,8 +127,9 @@ extension HTTP1ProxyHandler {
         glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: head.code, upstreamHandler: upstream)
     }
 
-    /// Counts the tunnel against the caps before its status line goes out: a client that opens its
-    /// next tunnel as soon as it reads this one's 200 must find it counted. The count ends when the
+    /// Counts the tunnel against the caps before its status line goes out: a CONNECT the client
+    /// sends as soon as it reads this one's 200 must find it counted, whichever loop takes it
+    /// (the caps of hardening.md §C.12). The count ends when the
     /// client's connection closes, whether or not the relay was ever set up.
     private func countTunnel(_ channel: any Channel) {
         runtime.tunnels.opened(channel, client: client.ip)
@@ -145,6 +146,7 @@ extension HTTP1ProxyHandler {
     ) {
         context.eventLoop.assumeIsolated().execute {
             guard context.channel.isActive, upstream.isActive else {
+                self.runtime.tunnels.closed(context.channel, client: self.client.ip)
                 context.close(promise: nil)
                 upstream.close(promise: nil)
                 return
@@ -155,7 +157,8 @@ extension HTTP1ProxyHandler {
         }
     }
 
-    /// Replaces HTTP on both channels with a byte relay, with the tunnel timers, then leaves.
+    /// Replaces HTTP on both channels with a byte relay, with the tunnel timers, then leaves. The
+    /// tunnel was counted (``TunnelRegistry/opened(_:client:)``) before its status line went out.
     /// `upstreamKeeper` is the handler that kept the upstream's bytes (an upgrade or a forwarded
     /// CONNECT); without one, the upstream's end of the relay is already in place (a terminated CONNECT).
     private func glue(
@@ -169,6 +172,7 @@ extension HTTP1ProxyHandler {
             try context.pipeline.syncOperations.addHandler(clientGlue)
             if upstreamKeeper != nil { try upstream.pipeline.syncOperations.addHandler(upstreamGlue) }
         } catch {
+            runtime.tunnels.closed(context.channel, client: client.ip)
             context.close(promise: nil)
             upstream.close(promise: nil)
             return
@@ -176,7 +180,6 @@ extension HTTP1ProxyHandler {
         let clientChannel = context.channel
         let sweeper = loop.sweeper
         sweeper.add(clientGlue, idle: timeouts.tunnelIdle.timeAmount)
-        runtime.tunnels.opened(clientChannel, client: client.ip)
         runtime.metrics.tunnelOpened()
         if let maxDuration = timeouts.tunnelMaxDuration {
             let task = context.eventLoop.scheduleTask(in: maxDuration.timeAmount) { clientChannel.close(promise: nil) }

@@ -251,10 +251,17 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if lengthBody {
             return consumed.withUnsafeReadableBytes { UnsafeRawPointer($0.baseAddress) } != lastBodyEnd
         }
-        let count = min(4, consumed.readerIndex)
-        var tail = consumed
-        tail.moveReaderIndex(to: consumed.readerIndex - count)
-        return !tail.readableBytesView.elementsEqual("\r\n\r\n".utf8.suffix(count))
+        // The bytes just before the reader index were read (initialised): at most the four of
+        // the blank line, which a partial head can never end with.
+        let end = consumed.readerIndex
+        return consumed.withVeryUnsafeBytes { bytes in
+            var k = end - 1
+            while k >= max(0, end - 4) {
+                if bytes[k] != ((end - k) % 2 == 1 ? 10 : 13) { return true }
+                k -= 1
+            }
+            return false
+        }
     }
 
     /// Pipelined requests wait, in order, until the current response is complete. Reading goes

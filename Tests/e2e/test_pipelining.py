@@ -68,16 +68,63 @@ def test_a_malformed_pipelined_request_is_refused_after_the_response_ahead_of_it
         origin.close()
 
 
-def test_a_pipelined_head_that_never_ends_gets_408_after_the_response_ahead(moongate):
+FIRST = {
+    "no body": b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n",
+    "a Content-Length body": b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+    "a chunked body": b"POST /slow HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("first", sorted(FIRST))
+def test_a_pipelined_head_that_never_ends_gets_408_after_the_response_ahead(moongate, first):
+    """The second head starts in the read that ends the first request: its 500 ms deadline runs
+    from there (not the keep-alive one), and its 408 waits for the first response."""
     origin = RecordingOrigin(slow_first)
     try:
-        port = start(moongate, origin, request_headers="500ms")
+        port = start(moongate, origin, request_headers="500ms", keepalive_idle="30s")
         s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n")
+        s.sendall(FIRST[first] + b"GET /second HTTP/1.1\r\nHost: x\r\n")
+        started = time.time()
         answers = responses(recv_all(s, timeout=5))
         assert [a[0].split(" ")[1] for a in answers] == ["200", "408"], answers
         assert answers[0][2] == b"/slow"
-        assert origin.requests == [("GET", "/slow")]
+        assert time.time() - started < 3
+        assert [r[1] for r in origin.requests] == ["/slow"]
+    finally:
+        origin.close()
+
+
+def test_a_locally_answered_request_then_a_head_that_never_ends_gets_408(moongate):
+    """The same when the first answer is the proxy's own (no route: 404, written in the same read)."""
+    origin = RecordingOrigin()
+    try:
+        port = free_port()
+        moongate(config(port, [router([("app.test", "/", "origin")])], clusters={"origin": f"127.0.0.1:{origin.port}"},
+                        timeouts={"request_headers": "500ms", "keepalive_idle": "30s"}), port)
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET /nowhere HTTP/1.1\r\nHost: other.test\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n")
+        started = time.time()
+        answers = responses(recv_all(s, timeout=5))
+        assert [a[0].split(" ")[1] for a in answers] == ["404", "408"], answers
+        assert time.time() - started < 3
+        assert origin.requests == []
+    finally:
+        origin.close()
+
+
+def test_a_refusal_after_a_head_request_carries_its_body(moongate):
+    """The 400 that follows the answer to a HEAD has the body its Content-Length announces."""
+    origin = RecordingOrigin(slow_first)
+    try:
+        port = start(moongate, origin)
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"HEAD /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\nX@A: 1\r\n\r\n")
+        data = recv_all(s, timeout=5)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")  # no body: it answers a HEAD
+        refusal = responses(rest)
+        assert [a[0].split(" ")[1] for a in refusal] == ["400"], rest
+        assert len(refusal[0][2]) == int(refusal[0][1]["content-length"][0]) > 0
     finally:
         origin.close()
 
