@@ -67,7 +67,7 @@ final class ProxyRuntime: Sendable {
         var access = Logger(label: "moongate.access")
         access.logLevel = logger.logLevel
         self.accessLogger = access
-        self.resolver = TargetResolver(threadPool: threadPool)
+        self.resolver = TargetResolver(threadPool: threadPool, config: config.resolver)
         self.tunnels = TunnelRegistry()
         self.allowedAddresses = Set(config.policy.allowedAddresses)
         self.requestHeadersTimeout = config.timeouts.requestHeaders.timeAmount

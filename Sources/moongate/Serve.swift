@@ -55,7 +55,8 @@ struct Serve: AsyncParsableCommand {
 
         let threads = loaded.eventLoopThreads > 0 ? loaded.eventLoopThreads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let threadPool = NIOThreadPool(numberOfThreads: 2)
+        // Name lookups block a thread each: a pool of their own, sized by `resolver.threads`.
+        let threadPool = NIOThreadPool(numberOfThreads: loaded.resolver.threads)
         threadPool.start()
         let server = ProxyServer(config: loaded, policy: policy, metrics: metrics, logger: logger, group: group, threadPool: threadPool)
         let reloader = PolicyReloader(
