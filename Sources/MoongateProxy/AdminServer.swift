@@ -10,6 +10,11 @@ import Synchronization
 
 /// The admin listener (loopback by default): `GET /ready`, `GET /policy`, `GET /metrics`,
 /// `POST /reload`.
+///
+/// Give it an event-loop group of its own (the serve command gives it one thread): then it answers
+/// while the proxy's loops are saturated or held by a runaway script, so an operator can still
+/// see what is wrong and reload a fix. Nothing it serves waits on a proxy loop: policy state and
+/// metrics are read from locked snapshots, and a reload runs on a task of its own.
 public final class AdminServer: Service, Sendable {
     private let config: AdminConfig
     private let state: AdminState
@@ -17,13 +22,14 @@ public final class AdminServer: Service, Sendable {
     private let logger: Logger
     private let channel = Mutex<(any Channel)?>(nil)
 
-    /// Creates the admin server; `reloader` serves `POST /reload`.
+    /// Creates the admin server; `reloader` serves `POST /reload`, `overload` makes `/ready` answer
+    /// 503 while Moongate is overloaded.
     public init(
         config: AdminConfig, policy: PolicyHost, registry: PrometheusCollectorRegistry, reloader: PolicyReloader?,
-        group: any EventLoopGroup, logger: Logger
+        group: any EventLoopGroup, logger: Logger, overload: OverloadGuard? = nil
     ) {
         self.config = config
-        self.state = AdminState(policy: policy, registry: registry, reloader: reloader)
+        self.state = AdminState(policy: policy, registry: registry, reloader: reloader, overload: overload)
         self.group = group
         self.logger = logger
     }
@@ -60,18 +66,23 @@ final class AdminState: Sendable {
     let policy: PolicyHost
     let registry: PrometheusCollectorRegistry
     let reloader: PolicyReloader?
+    let overload: OverloadGuard?
 
-    init(policy: PolicyHost, registry: PrometheusCollectorRegistry, reloader: PolicyReloader?) {
+    init(policy: PolicyHost, registry: PrometheusCollectorRegistry, reloader: PolicyReloader?, overload: OverloadGuard?) {
         self.policy = policy
         self.registry = registry
         self.reloader = reloader
+        self.overload = overload
     }
 
     func respond(method: HTTPMethod, path: String) -> (HTTPResponseStatus, String, String) {
         switch (method, path) {
         case (.GET, "/ready"):
-            return policy.generation == nil
-                ? (.serviceUnavailable, "text/plain", "no policy loaded\n") : (.ok, "text/plain", "ready\n")
+            if policy.generation == nil { return (.serviceUnavailable, "text/plain", "no policy loaded\n") }
+            if let overloaded = overload?.overloadedResources, !overloaded.isEmpty {
+                return (.serviceUnavailable, "text/plain", "overloaded: \(overloaded.map(\.label).joined(separator: ", "))\n")
+            }
+            return (.ok, "text/plain", "ready\n")
         case (.GET, "/metrics"):
             return (.ok, "text/plain; version=0.0.4", registry.emitToString())
         case (.GET, "/policy"):

@@ -128,6 +128,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             return
         }
+        if event is OverloadShedEvent { return shedIfIdle(context: context) }
         if event is ChannelShouldQuiesceEvent {
             // Graceful shutdown: an idle connection closes now, a busy one after its response.
             closeWhenIdle = true
@@ -303,6 +304,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: - Request heads
 
     private func handleHead(_ head: ClientRequestHead, context: ChannelHandlerContext) {
+        if runtime.overload.isOverloaded { return refuseForOverload(head, context: context) }
         let fields = head.fields
         if let problem = framingProblem(head) {
             respondLocally(status: problem.status, reason: problem.reason, close: true, context: context)

@@ -47,6 +47,8 @@ final class ProxyRuntime: Sendable {
     let accessLogger: Logger
     let resolver: TargetResolver
     let tunnels: TunnelRegistry
+    /// Refuses requests while Moongate is overloaded.
+    let overload: OverloadGuard
     /// Special addresses a target name may resolve to (`policy.allowed_addresses`).
     let allowedAddresses: Set<String>
     /// The per-request timeouts, converted once.
@@ -58,8 +60,9 @@ final class ProxyRuntime: Sendable {
 
     init(
         config: MoongateConfiguration, policy: PolicyHost, metrics: ProxyMetrics, logger: Logger,
-        group: any EventLoopGroup, threadPool: NIOThreadPool
+        group: any EventLoopGroup, threadPool: NIOThreadPool, overload: OverloadGuard
     ) {
+        self.overload = overload
         self.config = config
         self.policy = policy
         self.metrics = metrics

@@ -63,12 +63,14 @@ public final class PolicyReloader: Service, Sendable {
     private let watch: Bool
     private let state = Mutex(State())
     private let reloading = Mutex(false)
+    private let onLoaded: (@Sendable (MoongateConfiguration) -> Void)?
 
     /// Creates the reloader for the policy of `configPath` (the generation already published is 1).
     public init(
         configPath: String, policy: PolicyHost, metrics: ProxyMetrics, logger: Logger, watch: Bool,
-        interval: Duration = .milliseconds(100)
+        interval: Duration = .milliseconds(100), onLoaded: (@Sendable (MoongateConfiguration) -> Void)? = nil
     ) {
+        self.onLoaded = onLoaded
         self.configPath = configPath
         self.policy = policy
         self.metrics = metrics
@@ -176,6 +178,7 @@ public final class PolicyReloader: Service, Sendable {
             let spec = try PolicySpec.read(config.policy)
             let generation = try PolicyGeneration.load(spec, id: id)
             policy.publish(generation)
+            onLoaded?(config)
             state.withLock {
                 $0.nextID += 1
                 $0.lastLoadedReason = reason

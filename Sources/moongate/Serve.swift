@@ -61,10 +61,16 @@ struct Serve: AsyncParsableCommand {
         let server = ProxyServer(config: loaded, policy: policy, metrics: metrics, logger: logger, group: group, threadPool: threadPool)
         let reloader = PolicyReloader(
             configPath: config, policy: policy, metrics: metrics, logger: Logger(label: "moongate.reload"),
-            watch: loaded.policy.watch && watch)
+            watch: loaded.policy.watch && watch, onLoaded: { [overload = server.overload] in overload.apply($0.overload) })
         var services: [any Service] = [server, reloader]
+        // The admin listener has a thread of its own, so it answers while the proxy's loops are
+        // saturated or held by a runaway script.
+        let adminGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         if let admin = loaded.admin {
-            services.append(AdminServer(config: admin, policy: policy, registry: registry, reloader: reloader, group: group, logger: logger))
+            services.append(
+                AdminServer(
+                    config: admin, policy: policy, registry: registry, reloader: reloader, group: adminGroup, logger: logger,
+                    overload: server.overload))
         }
         do {
             try await server.start()
@@ -77,5 +83,6 @@ struct Serve: AsyncParsableCommand {
         try await serviceGroup.run()
         try await threadPool.shutdownGracefully()
         try await group.shutdownGracefully()
+        try await adminGroup.shutdownGracefully()
     }
 }

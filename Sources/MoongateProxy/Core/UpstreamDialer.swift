@@ -38,11 +38,13 @@ enum UpstreamDialer {
             connectTimeout = runtime.config.timeouts.upstreamConnect
             floor = true
         }
+        let overload = runtime.overload
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout.timeAmount)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                overload.track(upstream: channel)
+                return channel.eventLoop.makeCompletedFuture {
                     try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits)
                 }
             }
@@ -58,11 +60,13 @@ enum UpstreamDialer {
     ) -> EventLoopFuture<any Channel> {
         let bound = NIOLoopBound(handler, eventLoop: eventLoop)
         let timeout = runtime.config.timeouts.upstreamConnect.timeAmount
+        let overload = runtime.overload
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(bound.value) }
+                overload.track(upstream: channel)
+                return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(bound.value) }
             }
         return runtime.resolver.connect(
             bootstrap, to: target, allowed: runtime.allowedAddresses, floor: true, timeout: timeout, on: eventLoop)

@@ -1,0 +1,31 @@
+import MoongatePolicy
+import NIOCore
+
+/// What an HTTP/1.1 connection does while Moongate is overloaded (``OverloadGuard``): a new
+/// request is refused before policy runs, and an idle keep-alive connection closes when asked.
+extension HTTP1ProxyHandler {
+    /// Answers `503` with `Retry-After` and closes: no policy call, nothing dialled.
+    func refuseForOverload(_ head: ClientRequestHead, context: ChannelHandlerContext) {
+        headStartedAt = .now()
+        answeringHead = head.isHEAD
+        let reason = "overloaded, retry later"
+        respondLocally(
+            status: 503, reason: reason, extra: [HeaderField("retry-after", runtime.overload.retryAfter)], close: true,
+            context: context)
+        state = .done
+        runtime.overload.refused()
+        runtime.metrics.request(decision: "overload", status: 503)
+        accessLog(
+            method: head.method, target: head.uri, decision: "overload", plugin: nil, status: 503, bytesIn: 0,
+            bytesOut: reason.utf8.count + 1, since: headStartedAt)
+    }
+
+    /// Closes the connection if it sits idle between keep-alive requests; a busy connection, or
+    /// one that has not sent a request yet, stays.
+    func shedIfIdle(context: ChannelHandlerContext) {
+        guard case .idle = state, queued.isEmpty, served > 0, !lingering else { return }
+        runtime.overload.shed()
+        state = .done
+        context.close(promise: nil)
+    }
+}
