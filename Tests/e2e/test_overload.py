@@ -3,6 +3,7 @@ memory, new requests get 503 with Retry-After and idle keep-alive connections ar
 requests are served again. Each crossing is logged and shown in the metrics and in /ready."""
 import http.client
 import socket
+import subprocess
 import threading
 import time
 
@@ -37,13 +38,13 @@ def metric(admin, series):
     return None
 
 
-def wait_for(predicate, timeout=10.0, what="condition"):
+def wait_for(predicate, timeout=10.0, what="condition", logs=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f"; the log:\n{logs.logs()}" if logs else ""))
 
 
 def request(port, path="/", timeout=10):
@@ -57,11 +58,13 @@ def request(port, path="/", timeout=10):
         conn.close()
 
 
-def start(moongate, upstream_port, overload, name="moongate"):
+def start(moongate, upstream_port, overload, name="moongate", h2=False):
     port, admin = free_port(), free_port()
     section = "".join(f"\n  {k}: {v}" for k, v in overload.items())
     text = config(port, [router([("app.test", "/", "origin")])], clusters={"origin": f"127.0.0.1:{upstream_port}"},
                   admin_port=admin, policy={"watch": "false"}, top={"event_loop_threads": 2, "overload": section})
+    if h2:
+        text = text.replace(f"    port: {port}\n", f"    port: {port}\n    protocols: [http1, http2]\n", 1)
     mg = moongate(text, port, name=name)
     wait_port(admin)
     return mg, port, admin
@@ -80,15 +83,17 @@ def test_past_the_connection_threshold_requests_get_503_and_idle_connections_are
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
     upstream = servers(held)
-    mg, port, admin = start(moongate, upstream.port, {"max_connections": 5, "check_interval": "50ms", "retry_after": 2})
+    mg, port, admin = start(moongate, upstream.port, {"max_connections": 5, "check_interval": "50ms", "retry_after": 2}, h2=True)
     assert metric(admin, 'moongate_overload_active{resource="connections"}') == 0
+    # The start-up probe's connection is gone before the test's own connections open.
+    wait_for(lambda: metric(admin, 'moongate_overload_value{resource="connections"}') == 0, what="no connections")
     clients = []
     try:
         for _ in range(5):
             c = socket.create_connection(("127.0.0.1", port))
             c.sendall(b"GET /held HTTP/1.1\r\nHost: app.test\r\n\r\n")
             clients.append(c)
-        wait_for(lambda: upstream.accepted == 5, what="five requests in flight")
+        wait_for(lambda: upstream.accepted == 5, what="five requests in flight", logs=mg)
         assert metric(admin, 'moongate_overload_active{resource="connections"}') == 0
         assert admin_get(admin, "/ready")[0] == 200
 
@@ -126,10 +131,14 @@ def test_past_the_connection_threshold_requests_get_503_and_idle_connections_are
 
 
 def test_past_the_memory_threshold_requests_get_503_until_a_reload_raises_it(moongate, origin):
-    mg, port, admin = start(moongate, origin.port, {"max_memory": "1MiB", "check_interval": "50ms"})
+    mg, port, admin = start(moongate, origin.port, {"max_memory": "1MiB", "check_interval": "50ms"}, h2=True)
     wait_for(lambda: admin_get(admin, "/ready")[0] == 503, what="memory overload")
     status, headers, _ = request(port, "/refused")
     assert status == 503 and headers["retry-after"] == "5"
+    # An HTTP/2 request is refused the same way (its stream ends; the connection stays).
+    out = subprocess.run(["curl", "-s", "-i", "--http2-prior-knowledge", "-H", "Host: app.test",
+                          f"http://127.0.0.1:{port}/refused-h2"], capture_output=True, text=True, timeout=10).stdout
+    assert out.startswith("HTTP/2 503") and "retry-after: 5" in out.lower(), out
     assert admin_get(admin, "/ready") == (503, "overloaded: memory\n")
     assert metric(admin, 'moongate_overload_active{resource="memory"}') == 1
     # The value the guard compares is the process's resident memory.
@@ -145,6 +154,7 @@ def test_past_the_memory_threshold_requests_get_503_until_a_reload_raises_it(moo
     wait_for(lambda: admin_get(admin, "/ready")[0] == 200, what="recovery")
     assert request(port, "/served")[0] == 200
     assert metric(admin, 'moongate_overload_active{resource="memory"}') == 0
+    assert metric(admin, "moongate_overload_refused_total") == 2
     assert "overload over: serving requests again" in mg.logs()
 
 

@@ -1,5 +1,6 @@
 import Logging
 import MoongateConfig
+import MoongatePolicy
 import NIOCore
 import Synchronization
 
@@ -101,6 +102,14 @@ public final class OverloadGuard: Sendable {
 
     /// A request was refused because of overload.
     func refused() { metrics.overloadRefused() }
+
+    /// Counts a refused request and returns its answer (HTTP/2 streams; the stream ends, the
+    /// connection stays).
+    func refusal() -> LocalAnswer {
+        refused()
+        return LocalAnswer(
+            status: 503, body: "overloaded, retry later", headers: [HeaderField("retry-after", retryAfter)], keepAlive: true)
+    }
 
     /// An idle keep-alive connection was closed because of overload.
     func shed() { metrics.overloadShed() }
