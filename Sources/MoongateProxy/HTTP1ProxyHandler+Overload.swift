@@ -26,6 +26,9 @@ extension HTTP1ProxyHandler {
         guard case .idle = state, queued.isEmpty, served > 0, !lingering else { return }
         runtime.overload.shed()
         state = .done
-        context.close(promise: nil)
+        // The last response may still be on its way to a slow reader: close once it is written.
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: written)
+        written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 }

@@ -75,7 +75,7 @@ final class TargetResolver: Sendable {
         if let pinned = hosts[name] {
             found = eventLoop.makeSucceededFuture(pinned)
         } else {
-            found = Self.bounded(cache.addresses(of: name, on: eventLoop), timeout: timeout, host: host, on: eventLoop)
+            found = cache.addresses(of: name, on: eventLoop, timeout: timeout)
         }
         return found.flatMapThrowing { addresses in
             try Self.checked(addresses, host: host, port: port, allowed: allowed, floor: floor)
@@ -115,18 +115,5 @@ final class TargetResolver: Sendable {
         }
         guard !passed.isEmpty else { throw DialError.refusedAddress(host, refusedClass) }
         return passed
-    }
-
-    /// Fails a lookup that outlasts `timeout` (the lookup thread finishes on its own).
-    private static func bounded(
-        _ lookup: EventLoopFuture<[SocketAddress]>, timeout: TimeAmount, host: String, on eventLoop: any EventLoop
-    ) -> EventLoopFuture<[SocketAddress]> {
-        let promise = eventLoop.makePromise(of: [SocketAddress].self)
-        let timer = eventLoop.scheduleTask(in: timeout) { promise.fail(DialError.lookupTimedOut(host)) }
-        lookup.whenComplete { result in
-            timer.cancel()
-            promise.completeWith(result)
-        }
-        return promise.futureResult
     }
 }

@@ -32,14 +32,18 @@ final class LookupCache: Sendable {
         self.capacity = max(capacity, 1)
     }
 
-    /// Every address of `host` (port 0), completed on `eventLoop`.
-    func addresses(of host: String, on eventLoop: any EventLoop) -> EventLoopFuture<[SocketAddress]> {
+    /// Every address of `host` (port 0), completed on `eventLoop`; a cached answer at once, a lookup
+    /// within `timeout` or ``DialError/lookupTimedOut(_:)`` (the lookup itself runs on).
+    func addresses(of host: String, on eventLoop: any EventLoop, timeout: TimeAmount) -> EventLoopFuture<[SocketAddress]> {
         enum Step {
             case cached([SocketAddress])
             case joined
             case lookUp
         }
         let now = NIODeadline.now()
+        if ttl > .zero, let cached = state.withLock({ $0.entries[host] }), cached.expires > now {
+            return eventLoop.makeSucceededFuture(cached.addresses)
+        }
         let promise = eventLoop.makePromise(of: [SocketAddress].self)
         let step = state.withLock { state -> Step in
             if let entry = state.entries[host], entry.expires > now { return .cached(entry.addresses) }
@@ -53,6 +57,7 @@ final class LookupCache: Sendable {
         switch step {
         case .cached(let addresses):
             promise.succeed(addresses)
+            return promise.futureResult
         case .joined:
             break
         case .lookUp:
@@ -62,6 +67,9 @@ final class LookupCache: Sendable {
                 self.finish(host, result)
             }
         }
+        // A late answer after the timeout is ignored (a promise completes once).
+        let timer = eventLoop.scheduleTask(in: timeout) { promise.fail(DialError.lookupTimedOut(host)) }
+        promise.futureResult.whenComplete { _ in timer.cancel() }
         return promise.futureResult
     }
 
