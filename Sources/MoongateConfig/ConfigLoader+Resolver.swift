@@ -18,6 +18,9 @@ extension ConfigLoader {
         if let n = map["cache_size"] { resolver.cacheSize = try n.int(in: 1...1_000_000) }
         if let hosts = map["hosts"] {
             for (name, list) in try hosts.entries() {
+                guard !name.contains(where: { $0 == ":" || $0 == "/" || $0 == "[" || $0.isWhitespace }) else {
+                    throw list.error("'\(name)' is not a host name (no port, brackets or spaces)")
+                }
                 let addresses = try list.stringList()
                 guard !addresses.isEmpty else { throw list.error("'\(name)' needs at least one address") }
                 for address in addresses where !isIPLiteral(address) {

@@ -57,6 +57,7 @@ struct ResolverOverloadConfigTests {
         #expect(
             error("resolver:\n  hosts:\n    a.test: [\"example.org\"]\n")
                 == "/etc/moongate/test.yaml:3: resolver.hosts.a.test: 'example.org' is not an IP address (resolver.hosts maps names to addresses)")
+        #expect(error("resolver:\n  hosts:\n    \"a.test:443\": [\"10.0.0.1\"]\n")?.contains("is not a host name") == true)
         #expect(error("overload:\n  max_conections: 5\n")?.contains("test.yaml:2: overload.max_conections: unknown key") == true)
         #expect(error("overload:\n  recover_ratio: 2\n")?.contains("test.yaml:2: overload.recover_ratio") == true)
         #expect(error("resolver:\n  threads: 0\n")?.contains("test.yaml:2: resolver.threads: 0 is out of range") == true)
