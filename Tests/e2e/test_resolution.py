@@ -141,3 +141,35 @@ def test_slow_lookups_do_not_hold_up_a_fast_one(moongate, origin, monkeypatch):
     assert fast < 1.5, f"the fast lookup took {fast:.2f}s"
     assert results == ["200"] * len(names)
     assert time.monotonic() - started >= 3.0
+
+
+def test_lookups_nobody_waits_for_any_more_are_dropped_not_run_late(moongate, origin, monkeypatch):
+    # One lookup thread, a 1 s connect timeout, five new names that each take 3 s to look up: the
+    # first holds the thread for 3 s; the other four time out queued and are dropped, so a name
+    # asked for once the first is done resolves at once (not after four more 3 s lookups).
+    monkeypatch.setenv("MOONGATE_TEST_LOOKUP_DELAY", "slow.test=3000")
+    port = free_port()
+    text = config(port, [router(forward=True, forward_ports=(origin.port,))], allowed_addresses=["127.0.0.1"],
+                  timeouts={"upstream_connect": "1s"}, top={"resolver": resolver_section(threads=1)})
+    moongate(text, port)
+    results = []
+
+    def fetch(name):
+        out = curl("-o", "/dev/null", "-w", "%{http_code}", "-x", f"http://127.0.0.1:{port}",
+                   f"http://{name}:{origin.port}/")
+        results.append(out.stdout)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=fetch, args=(f"flood{i}.slow.test",)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert results == ["503"] * 5  # each gave up at its connect timeout
+    assert time.monotonic() - started < 2.5
+    time.sleep(max(0.0, started + 3.3 - time.monotonic()))  # the first lookup has finished
+    fast_started = time.monotonic()
+    out = curl("-o", "/dev/null", "-w", "%{http_code}", "-x", f"http://127.0.0.1:{port}",
+               f"http://localhost:{origin.port}/after-the-flood")
+    assert out.stdout == "200"
+    assert time.monotonic() - fast_started < 1.0

@@ -12,9 +12,15 @@ final class LookupCache: Sendable {
         let expires: NIODeadline
     }
 
+    /// The requests waiting for one name, and when the last of them stops waiting.
+    private struct Waiting {
+        var promises: [EventLoopPromise<[SocketAddress]>]
+        var until: NIODeadline
+    }
+
     private struct State {
         var entries: [String: Entry] = [:]
-        var waiting: [String: [EventLoopPromise<[SocketAddress]>]] = [:]
+        var waiting: [String: Waiting] = [:]
     }
 
     private let pool: NIOThreadPool
@@ -48,10 +54,11 @@ final class LookupCache: Sendable {
         let step = state.withLock { state -> Step in
             if let entry = state.entries[host], entry.expires > now { return .cached(entry.addresses) }
             if state.waiting[host] != nil {
-                state.waiting[host]!.append(promise)
+                state.waiting[host]!.promises.append(promise)
+                state.waiting[host]!.until = now + timeout
                 return .joined
             }
-            state.waiting[host] = [promise]
+            state.waiting[host] = Waiting(promises: [promise], until: now + timeout)
             return .lookUp
         }
         switch step {
@@ -62,8 +69,12 @@ final class LookupCache: Sendable {
             break
         case .lookUp:
             pool.submit { work in
+                // A lookup nobody waits for any more (it queued past every waiter's timeout, as
+                // under a flood of new names) is dropped rather than run late.
+                let stale = self.state.withLock { ($0.waiting[host]?.until ?? .distantPast) < .now() }
                 let result: Result<[SocketAddress], any Error> =
-                    work == .active ? Result { try NameLookup.addresses(of: host) } : .failure(DialError.unresolvable(host))
+                    work == .active && !stale
+                    ? Result { try NameLookup.addresses(of: host) } : .failure(DialError.lookupTimedOut(host))
                 self.finish(host, result)
             }
         }
@@ -84,7 +95,7 @@ final class LookupCache: Sendable {
                 }
                 state.entries[host] = Entry(addresses: addresses, expires: expires)
             }
-            return state.waiting.removeValue(forKey: host) ?? []
+            return state.waiting.removeValue(forKey: host)?.promises ?? []
         }
         for promise in waiters { promise.completeWith(result) }
     }
