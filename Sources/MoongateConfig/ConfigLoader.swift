@@ -35,7 +35,7 @@ public enum ConfigLoader {
         }
         let folder = directory(of: path)
         let top = try ConfigNode(node: root, path: "", file: path).mapping(allowed: [
-            "listeners", "clusters", "policy", "admin", "limits", "timeouts", "event_loop_threads",
+            "listeners", "clusters", "policy", "admin", "limits", "timeouts", "event_loop_threads", "resolver", "overload",
         ])
         var config = MoongateConfiguration(
             sourcePath: path, listeners: [], clusters: [],
@@ -48,6 +48,8 @@ public enum ConfigLoader {
         if let node = top["limits"] { config.limits = try parseLimits(node) }
         if let node = top["timeouts"] { config.timeouts = try parseTimeouts(node) }
         if let node = top["event_loop_threads"] { config.eventLoopThreads = try node.int(in: 0...256) }
+        if let node = top["resolver"] { config.resolver = try parseResolver(node) }
+        if let node = top["overload"] { config.overload = try parseOverload(node) }
         config.policy.clusterNames = config.clusters.map(\.name)
         try checkUnique(config.listeners.map(\.name), what: "listener", node: top["listeners"])
         try checkUnique(config.clusters.map(\.name), what: "cluster", node: top["clusters"])

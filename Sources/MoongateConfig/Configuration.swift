@@ -11,6 +11,8 @@ public struct MoongateConfiguration: Sendable {
     public var timeouts: Timeouts
     /// Event-loop threads (0 = one per core).
     public var eventLoopThreads: Int
+    public var resolver = ResolverConfig()
+    public var overload = OverloadConfig()
 
     /// The cluster with this name.
     public func cluster(named name: String) -> ClusterConfig? { clusters.first { $0.name == name } }

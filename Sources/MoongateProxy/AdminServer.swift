@@ -10,6 +10,11 @@ import Synchronization
 
 /// The admin listener (loopback by default): `GET /ready`, `GET /policy`, `GET /metrics`,
 /// `GET /trace` (live decision traces), `POST /reload`.
+///
+/// Give it an event-loop group of its own (the serve command gives it one thread): then it answers
+/// while the proxy's loops are saturated or held by a runaway script, so an operator can still
+/// see what is wrong and reload a fix. Nothing it serves waits on a proxy loop: policy state and
+/// metrics are read from locked snapshots, and a reload runs on a task of its own.
 public final class AdminServer: Service, Sendable {
     private let config: AdminConfig
     private let state: AdminState
@@ -18,13 +23,14 @@ public final class AdminServer: Service, Sendable {
     private let channel = Mutex<(any Channel)?>(nil)
 
     /// Creates the admin server; `reloader` serves `POST /reload`, `metrics` adds the per-loop
-    /// counters to `/metrics` and serves `/trace`.
+    /// counters to `/metrics` and serves `/trace`, `overload` makes `/ready` answer 503 while
+    /// Moongate is overloaded.
     public init(
         config: AdminConfig, policy: PolicyHost, registry: PrometheusCollectorRegistry, reloader: PolicyReloader?,
-        group: any EventLoopGroup, logger: Logger, metrics: ProxyMetrics? = nil
+        group: any EventLoopGroup, logger: Logger, metrics: ProxyMetrics? = nil, overload: OverloadGuard? = nil
     ) {
         self.config = config
-        self.state = AdminState(policy: policy, registry: registry, reloader: reloader, metrics: metrics)
+        self.state = AdminState(policy: policy, registry: registry, reloader: reloader, metrics: metrics, overload: overload)
         self.group = group
         self.logger = logger
     }
@@ -62,19 +68,27 @@ final class AdminState: Sendable {
     let registry: PrometheusCollectorRegistry
     let reloader: PolicyReloader?
     let metrics: ProxyMetrics?
+    let overload: OverloadGuard?
 
-    init(policy: PolicyHost, registry: PrometheusCollectorRegistry, reloader: PolicyReloader?, metrics: ProxyMetrics? = nil) {
+    init(
+        policy: PolicyHost, registry: PrometheusCollectorRegistry, reloader: PolicyReloader?, metrics: ProxyMetrics? = nil,
+        overload: OverloadGuard? = nil
+    ) {
         self.policy = policy
         self.registry = registry
         self.reloader = reloader
         self.metrics = metrics
+        self.overload = overload
     }
 
     func respond(method: HTTPMethod, path: String) -> (HTTPResponseStatus, String, String) {
         switch (method, path) {
         case (.GET, "/ready"):
-            return policy.generation == nil
-                ? (.serviceUnavailable, "text/plain", "no policy loaded\n") : (.ok, "text/plain", "ready\n")
+            if policy.generation == nil { return (.serviceUnavailable, "text/plain", "no policy loaded\n") }
+            if let overloaded = overload?.overloadedResources, !overloaded.isEmpty {
+                return (.serviceUnavailable, "text/plain", "overloaded: \(overloaded.map(\.label).joined(separator: ", "))\n")
+            }
+            return (.ok, "text/plain", "ready\n")
         case (.GET, "/metrics"):
             return (.ok, "text/plain; version=0.0.4", registry.emitToString() + (metrics?.exposition() ?? ""))
         case (.GET, "/policy"):

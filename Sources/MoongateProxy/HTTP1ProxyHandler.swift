@@ -162,6 +162,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             return
         }
+        if event is OverloadShedEvent { return shedIfIdle(context: context) }
         if event is ChannelShouldQuiesceEvent {
             // Graceful shutdown: an idle connection closes now, a busy one after its response.
             closeWhenIdle = true
@@ -357,6 +358,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: - Request heads
 
     private func handleHead(_ head: ClientRequestHead, context: ChannelHandlerContext) {
+        if runtime.overload.isOverloaded { return refuseForOverload(head, context: context) }
         let fields = head.fields
         headStartedAt = .now()
         if let problem = Self.framingProblem(head) {

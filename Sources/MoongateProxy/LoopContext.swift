@@ -39,12 +39,15 @@ final class ProxyRuntime: Sendable {
     let accessLogger: Logger
     let resolver: TargetResolver
     let tunnels: TunnelRegistry
+    /// Refuses requests while Moongate is overloaded.
+    let overload: OverloadGuard
     private let loops: [ObjectIdentifier: NIOLoopBoundBox<LoopContext?>]
 
     init(
         config: MoongateConfiguration, policy: PolicyHost, metrics: ProxyMetrics, logger: Logger,
-        group: any EventLoopGroup, threadPool: NIOThreadPool
+        group: any EventLoopGroup, threadPool: NIOThreadPool, overload: OverloadGuard
     ) {
+        self.overload = overload
         self.config = config
         self.policy = policy
         self.metrics = metrics
@@ -52,7 +55,7 @@ final class ProxyRuntime: Sendable {
         var access = Logger(label: "moongate.access")
         access.logLevel = logger.logLevel
         self.accessLogger = access
-        self.resolver = TargetResolver(threadPool: threadPool)
+        self.resolver = TargetResolver(threadPool: threadPool, config: config.resolver)
         self.tunnels = TunnelRegistry()
         var loops: [ObjectIdentifier: NIOLoopBoundBox<LoopContext?>] = [:]
         for loop in group.makeIterator() {

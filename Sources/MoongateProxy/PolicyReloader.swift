@@ -65,14 +65,17 @@ public final class PolicyReloader: Service, Sendable {
     private let watch: Bool
     private let state = Mutex(State())
     private let reloading = Mutex(false)
+    private let onLoaded: (@Sendable (MoongateConfiguration) -> Void)?
 
     /// Creates the reloader for the policy of `configPath` (the generation already published is 1).
     /// With `running`, a reload that changes what only a restart applies (listeners, admin,
     /// threads: ``RestartCheck``) is refused.
     public init(
         configPath: String, running: MoongateConfiguration? = nil, policy: PolicyHost, metrics: ProxyMetrics,
-        logger: Logger, watch: Bool, interval: Duration = .milliseconds(100)
+        logger: Logger, watch: Bool, interval: Duration = .milliseconds(100),
+        onLoaded: (@Sendable (MoongateConfiguration) -> Void)? = nil
     ) {
+        self.onLoaded = onLoaded
         self.configPath = configPath
         self.running = running
         self.policy = policy
@@ -184,6 +187,7 @@ public final class PolicyReloader: Service, Sendable {
             let spec = try PolicySpec.read(config.policy)
             let generation = try PolicyGeneration.load(spec, id: id)
             policy.publish(generation, config: config)
+            onLoaded?(config)
             state.withLock {
                 $0.nextID += 1
                 $0.lastLoadedReason = reason

@@ -31,6 +31,10 @@ public final class ProxyMetrics: Sendable {
     #if canImport(Glibc)
     private let key: pthread_key_t
     #endif
+    private let overloadGauges = Mutex<[String: Gauge]>([:])
+    private let overloadValues = Mutex<[String: Gauge]>([:])
+    private let overloadRefusals = Counter(label: "moongate_overload_refused_total")
+    private let overloadSheds = Counter(label: "moongate_overload_shed_total")
 
     /// Creates the metrics (the metrics system should be bootstrapped first).
     public init() {
@@ -104,6 +108,31 @@ public final class ProxyMetrics: Sendable {
             return c
         }
         counter.increment()
+    }
+
+    /// Whether a resource is overloaded now (`moongate_overload_active{resource}`, 1 or 0).
+    func overloadActive(resource: String, active: Bool) {
+        Self.gauge(overloadGauges, "moongate_overload_active", resource).record(active ? 1 : 0)
+    }
+
+    /// A watched resource's latest value (`moongate_overload_value{resource}`).
+    func overloadValue(resource: String, value: Int) {
+        Self.gauge(overloadValues, "moongate_overload_value", resource).record(value)
+    }
+
+    /// A request refused with 503 because of overload.
+    func overloadRefused() { overloadRefusals.increment() }
+
+    /// An idle keep-alive connection closed because of overload.
+    func overloadShed() { overloadSheds.increment() }
+
+    private static func gauge(_ cache: borrowing Mutex<[String: Gauge]>, _ label: String, _ resource: String) -> Gauge {
+        cache.withLock { cache in
+            if let g = cache[resource] { return g }
+            let g = Gauge(label: label, dimensions: [("resource", resource)])
+            cache[resource] = g
+            return g
+        }
     }
 
     /// The per-loop counters and hook latencies, merged, in the Prometheus text format (appended to

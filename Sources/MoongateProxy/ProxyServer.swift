@@ -13,15 +13,26 @@ public final class ProxyServer: Service, Sendable {
     private let runtime: ProxyRuntime
     private let group: any EventLoopGroup
     private let serverChannels = Mutex<[any Channel]>([])
-    private let connections = ConnectionRegistry()
+    private let connections: ConnectionRegistry
+    private let overloadWatch = Mutex<Task<Void, Never>?>(nil)
+    /// The overload guard (`overload:` in the config); the admin listener reports it.
+    public let overload: OverloadGuard
 
     /// Creates the server; nothing is bound until ``start()`` or ``run()``.
+    /// - Parameter threadPool: the threads that run name lookups (`resolver.threads` of them).
     public init(
         config: MoongateConfiguration, policy: PolicyHost, metrics: ProxyMetrics, logger: Logger,
         group: any EventLoopGroup, threadPool: NIOThreadPool
     ) {
-        self.runtime = ProxyRuntime(config: config, policy: policy, metrics: metrics, logger: logger, group: group, threadPool: threadPool)
+        let connections = ConnectionRegistry()
+        let overload = OverloadGuard(
+            config: config.overload, clients: connections, metrics: metrics, logger: Logger(label: "moongate.overload"))
+        self.runtime = ProxyRuntime(
+            config: config, policy: policy, metrics: metrics, logger: logger, group: group, threadPool: threadPool,
+            overload: overload)
         self.group = group
+        self.connections = connections
+        self.overload = overload
     }
 
     /// Binds every listener.
@@ -36,6 +47,8 @@ public final class ProxyServer: Service, Sendable {
             if let address = channel.localAddress { bound.append(address) }
             runtime.logger.info("listening", metadata: ["listener": "\(listener.name)", "address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
         }
+        let overload = self.overload
+        overloadWatch.withLock { $0 = Task.detached { await overload.watch() } }
         return bound
     }
 
@@ -52,6 +65,7 @@ public final class ProxyServer: Service, Sendable {
             return channels
         }
         for channel in listeners { try? await channel.close() }
+        overloadWatch.withLock { $0?.cancel() }
         connections.quiesceAll()
         let deadline = ContinuousClock.now + runtime.config.timeouts.drain
         while connections.count - runtime.tunnels.count > 0 && ContinuousClock.now < deadline {
@@ -76,8 +90,8 @@ public final class ProxyServer: Service, Sendable {
                     guard connections.count < runtime.loopContext(channel.eventLoop).policy.settings.limits.maxConnections else {
                         throw ChannelError.ioOnClosedChannel
                     }
-                    connections.opened(channel)
-                    channel.closeFuture.whenComplete { _ in connections.closed(channel) }
+                    runtime.overload.connectionsChanged(connections.opened(channel))
+                    channel.closeFuture.whenComplete { _ in runtime.overload.connectionsChanged(connections.closed(channel)) }
                     let loop = runtime.loopContext(channel.eventLoop)
                     switch (protocols.contains(.http1), protocols.contains(.http2)) {
                     case (true, true):
@@ -99,14 +113,32 @@ public final class ProxyServer: Service, Sendable {
     }
 }
 
-/// The open client connections (for graceful shutdown).
+/// The open client connections (for graceful shutdown and the overload guard).
 final class ConnectionRegistry: Sendable {
     private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
 
     var count: Int { channels.withLock { $0.count } }
 
-    func opened(_ channel: any Channel) { channels.withLock { $0[ObjectIdentifier(channel)] = channel } }
-    func closed(_ channel: any Channel) { _ = channels.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) } }
+    /// - Returns: the number of open connections.
+    @discardableResult
+    func opened(_ channel: any Channel) -> Int {
+        channels.withLock {
+            $0[ObjectIdentifier(channel)] = channel
+            return $0.count
+        }
+    }
+
+    /// - Returns: the number of open connections.
+    @discardableResult
+    func closed(_ channel: any Channel) -> Int {
+        channels.withLock {
+            $0.removeValue(forKey: ObjectIdentifier(channel))
+            return $0.count
+        }
+    }
+
+    /// The open connections now.
+    func snapshot() -> [any Channel] { channels.withLock { Array($0.values) } }
 
     /// Asks every connection to finish its in-flight request and close.
     func quiesceAll() {

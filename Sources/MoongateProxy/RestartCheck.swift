@@ -1,7 +1,7 @@
 import MoongateConfig
 
 /// What a reload cannot apply to a running process: the listeners (their sockets are bound at
-/// start), the admin listener and the number of event loops. A reload whose config changes any of
+/// start), the admin listener, the number of event loops and the resolver (its lookup threads). A reload whose config changes any of
 /// them is refused as a whole, with "restart required", rather than half-applied: the running
 /// generation stays, and the operator restarts to apply it.
 public enum RestartCheck {
@@ -21,6 +21,7 @@ public enum RestartCheck {
         }
         if running.admin != new.admin { changed.append("admin changed") }
         if running.eventLoopThreads != new.eventLoopThreads { changed.append("event_loop_threads changed") }
+        if running.resolver != new.resolver { changed.append("resolver changed") }
         return changed
     }
 

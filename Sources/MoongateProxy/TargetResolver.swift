@@ -1,8 +1,5 @@
-#if canImport(Glibc)
 import Logging
 import MoongateConfig
-import Glibc
-#endif
 import MoongatePolicy
 import NIOCore
 import NIOPosix
@@ -14,24 +11,41 @@ enum DialError: Error, CustomStringConvertible {
     /// Every address of the name is loopback, private, link-local, CGNAT, metadata or otherwise
     /// special, and none is allowed exactly (the floor under the scripts).
     case refusedAddress(String, String)
+    /// The lookup did not finish within the connect timeout.
+    case lookupTimedOut(String)
 
     var description: String {
         switch self {
         case .unresolvable(let host): "cannot resolve \(host)"
         case .refusedAddress(let host, let cls): "\(host) resolves to a \(cls) address"
+        case .lookupTimedOut(let host): "the lookup of \(host) timed out"
         }
     }
 }
 
-/// Resolves the names of tunnel and forward targets, and applies the address floor: a name that
-/// resolves only to special addresses is refused unless the address is allowed exactly, so an
-/// allowlist of names cannot be turned into SSRF by DNS. The address that was checked is the one
-/// dialled (no second lookup, no rebinding).
+/// Resolves the names of tunnel and forward targets and cluster endpoints, applies the address
+/// floor, and connects to what passed it.
+///
+/// Every address of a name is checked: special ones (loopback, private, link-local, CGNAT,
+/// metadata, ...) are dropped unless allowed exactly, so an allowlist of names cannot be turned
+/// into SSRF by DNS; a name left with no address is refused with the class of the last address
+/// dropped. The addresses that passed are raced by Happy Eyeballs (``PinnedAddresses``), and only
+/// they are dialled (no second lookup, no rebinding). Names come from `resolver.hosts` first, then
+/// from the system on a dedicated pool of lookup threads (``LookupCache``).
 final class TargetResolver: Sendable {
-    private let threadPool: NIOThreadPool
+    private let cache: LookupCache
+    private let hosts: [String: [SocketAddress]]
 
-    init(threadPool: NIOThreadPool) {
-        self.threadPool = threadPool
+    /// - Parameters:
+    ///   - threadPool: the threads that run system lookups (started by the caller).
+    ///   - config: the cache and the static hosts.
+    init(threadPool: NIOThreadPool, config: ResolverConfig = ResolverConfig()) {
+        self.cache = LookupCache(pool: threadPool, ttl: config.cacheTTL.timeAmount, capacity: config.cacheSize)
+        var hosts: [String: [SocketAddress]] = [:]
+        for (name, addresses) in config.hosts {
+            hosts[name] = addresses.compactMap { try? SocketAddress(ipAddress: $0, port: 0) }
+        }
+        self.hosts = hosts
     }
 
     /// The address of an IP-literal authority (policy alone decides literals), without a lookup.
@@ -40,67 +54,66 @@ final class TargetResolver: Sendable {
         return try? SocketAddress(ipAddress: authority.bareHost, port: authority.port)
     }
 
-    /// The address to dial for `authority`, on `eventLoop`.
-    /// - Parameter allowed: addresses (text form) that may be dialled although special.
-    /// - Parameter floor: false for operator-configured cluster endpoints, which may be anything.
-    func resolve(_ authority: Authority, allowed: Set<String>, on eventLoop: any EventLoop, floor: Bool = true)
-        -> EventLoopFuture<SocketAddress>
-    {
+    /// Every address to try for `authority`, in order, on `eventLoop`.
+    /// - Parameters:
+    ///   - allowed: addresses (text form) that may be dialled although special.
+    ///   - floor: false for operator-configured cluster endpoints, which may be anything.
+    ///   - timeout: how long the lookup may take.
+    func resolve(
+        _ authority: Authority, allowed: Set<String>, on eventLoop: any EventLoop, floor: Bool = true,
+        timeout: TimeAmount = .seconds(5)
+    ) -> EventLoopFuture<[SocketAddress]> {
         let host = authority.bareHost
         let port = authority.port
         if authority.isIPLiteral {
             // Literals were seen by policy as they are; policy alone decides them.
             guard let address = literalAddress(authority) else { return eventLoop.makeFailedFuture(DialError.unresolvable(host)) }
-            return eventLoop.makeSucceededFuture(address)
+            return eventLoop.makeSucceededFuture([address])
         }
-        return threadPool.runIfActive(eventLoop: eventLoop) { () throws -> SocketAddress in
-            try Self.pick(try Self.lookup(host, port: port), for: host, allowed: allowed, floor: floor)
+        let name = host.hasSuffix(".") ? String(host.dropLast()) : host
+        let found: EventLoopFuture<[SocketAddress]>
+        if let pinned = hosts[name] {
+            found = eventLoop.makeSucceededFuture(pinned)
+        } else {
+            found = cache.addresses(of: name, on: eventLoop, timeout: timeout)
+        }
+        return found.flatMapThrowing { addresses in
+            try Self.checked(addresses, host: host, port: port, allowed: allowed, floor: floor)
         }
     }
 
-    /// The address floor: the first of a name's addresses that is public or allowed exactly
-    /// (`moongate decide` applies the same choice).
-    static func pick(_ addresses: [SocketAddress], for host: String, allowed: Set<String>, floor: Bool) throws(DialError) -> SocketAddress {
+    /// Connects `bootstrap` to `authority`: an IP literal directly, a name on every address that
+    /// passes the floor (Happy Eyeballs when there are several).
+    func connect(
+        _ bootstrap: ClientBootstrap, to authority: Authority, allowed: Set<String>, floor: Bool, timeout: TimeAmount,
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<any Channel> {
+        if let literal = literalAddress(authority) { return bootstrap.connect(to: literal) }
+        return resolve(authority, allowed: allowed, on: eventLoop, floor: floor, timeout: timeout)
+            .assumeIsolated().flatMap { addresses in
+                if addresses.count == 1 { return bootstrap.connect(to: addresses[0]) }
+                return bootstrap.resolver(PinnedAddresses(addresses, on: eventLoop))
+                    .connect(host: authority.bareHost, port: authority.port)
+            }.nonisolated()
+    }
+
+    /// The addresses that pass the floor, with `port`; refused (with the class of the last
+    /// address dropped) when none does.
+    static func checked(
+        _ addresses: [SocketAddress], host: String, port: Int, allowed: Set<String>, floor: Bool
+    ) throws -> [SocketAddress] {
+        var passed: [SocketAddress] = []
         var refusedClass = "special"
-        for address in addresses {
+        for var address in addresses {
             guard let ip = address.ipAddress else { continue }
             if floor, let cls = AddressClass.of(ip), cls != "public", !allowed.contains(ip) {
                 refusedClass = cls
                 continue
             }
-            return address
+            address.port = port
+            passed.append(address)
         }
-        throw DialError.refusedAddress(host, refusedClass)
-    }
-
-    static func lookup(_ host: String, port: Int) throws -> [SocketAddress] {
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        hints.ai_family = AF_UNSPEC
-        var result: UnsafeMutablePointer<addrinfo>? = nil
-        guard getaddrinfo(host, String(port), &hints, &result) == 0, let first = result else {
-            throw DialError.unresolvable(host)
-        }
-        defer { freeaddrinfo(first) }
-        var addresses: [SocketAddress] = []
-        var cursor: UnsafeMutablePointer<addrinfo>? = first
-        while let info = cursor {
-            if let sa = info.pointee.ai_addr {
-                switch Int32(info.pointee.ai_family) {
-                case AF_INET:
-                    sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
-                        addresses.append(SocketAddress($0.pointee, host: host))
-                    }
-                case AF_INET6:
-                    sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
-                        addresses.append(SocketAddress($0.pointee, host: host))
-                    }
-                default: break
-                }
-            }
-            cursor = info.pointee.ai_next
-        }
-        guard !addresses.isEmpty else { throw DialError.unresolvable(host) }
-        return addresses
+        guard !passed.isEmpty else { throw DialError.refusedAddress(host, refusedClass) }
+        return passed
     }
 }

@@ -57,15 +57,22 @@ struct Serve: AsyncParsableCommand {
 
         let threads = loaded.eventLoopThreads > 0 ? loaded.eventLoopThreads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let threadPool = NIOThreadPool(numberOfThreads: 2)
+        // Name lookups block a thread each: a pool of their own, sized by `resolver.threads`.
+        let threadPool = NIOThreadPool(numberOfThreads: loaded.resolver.threads)
         threadPool.start()
         let server = ProxyServer(config: loaded, policy: policy, metrics: metrics, logger: logger, group: group, threadPool: threadPool)
         let reloader = PolicyReloader(
             configPath: config, running: loaded, policy: policy, metrics: metrics, logger: Logger(label: "moongate.reload"),
-            watch: loaded.policy.watch && watch)
+            watch: loaded.policy.watch && watch, onLoaded: { [overload = server.overload] in overload.apply($0.overload) })
         var services: [any Service] = [server, reloader]
+        // The admin listener has a thread of its own, so it answers while the proxy's loops are
+        // saturated or held by a runaway script.
+        let adminGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         if let admin = loaded.admin {
-            services.append(AdminServer(config: admin, policy: policy, registry: registry, reloader: reloader, group: group, logger: logger, metrics: metrics))
+            services.append(
+                AdminServer(
+                    config: admin, policy: policy, registry: registry, reloader: reloader, group: adminGroup, logger: logger,
+                    metrics: metrics, overload: server.overload))
         }
         do {
             try await server.start()
@@ -78,5 +85,6 @@ struct Serve: AsyncParsableCommand {
         try await serviceGroup.run()
         try await threadPool.shutdownGracefully()
         try await group.shutdownGracefully()
+        try await adminGroup.shutdownGracefully()
     }
 }

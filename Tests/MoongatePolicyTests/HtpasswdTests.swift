@@ -12,7 +12,10 @@ import Glibc
 struct HtpasswdTests {
     /// proxy_auth loaded with `config`, its relative paths resolved against `folder`, before a plugin
     /// that tunnels every CONNECT (so a request proxy_auth lets through is a `tunnel`).
-    func proxyAuth(_ config: ConfigValue, folder: String, hookDeadline: Duration? = nil) throws(PolicyLoadError) -> ScriptHarness {
+    /// proxy_auth over `folder`'s files. Its hook deadline is 2 s unless a test is about the
+    /// deadline: a SHA-crypt check takes about 1.5 ms, well inside the default 10 ms, but the
+    /// suites run in parallel and a loaded machine can stretch one past it.
+    func proxyAuth(_ config: ConfigValue, folder: String, hookDeadline: Duration? = .seconds(2)) throws(PolicyLoadError) -> ScriptHarness {
         let path = "\(repositoryRoot)/plugins/proxy_auth.lua"
         let source: String
         do { source = try readFile(path) } catch { throw PolicyLoadError(step: .read, plugin: nil, file: path, message: "\(error)") }
@@ -73,7 +76,7 @@ struct HtpasswdTests {
         let hash = "$2b$14$" + TestHashes.crypt("wonderland", prefix: "$2b$", count: 4).dropFirst(7)
         folder.write("users.htpasswd", "alice:\(hash)\n")
         do {
-            _ = try proxyAuth(usersFile("users.htpasswd"), folder: folder.path)
+            _ = try proxyAuth(usersFile("users.htpasswd"), folder: folder.path, hookDeadline: .milliseconds(10))
             Issue.record("a cost-14 bcrypt file loaded under a 10 ms hook deadline")
         } catch {
             #expect(error.step == .initialize)
@@ -185,6 +188,7 @@ struct HtpasswdTests {
               plugins:
                 - name: proxy_auth
                   file: \(repositoryRoot)/plugins/proxy_auth.lua
+                  hook_deadline: 2s
                   config:
                     users_file: users.htpasswd
                 - name: allow_all

@@ -31,19 +31,22 @@ enum RefusalReason: String {
     case unloaded
     /// The client was too slow: a request head or body deadline passed (408).
     case timeout
+    /// Moongate is overloaded (503 with Retry-After, before policy).
+    case overload
 
-    /// The reason in `moongate_refusals_total` (malformed, limit, timeout, floor, policy).
+    /// The reason in `moongate_refusals_total` (malformed, limit, timeout, overload, floor, policy).
     var metricReason: String {
         switch self {
         case .malformed: "malformed"
         case .limit: "limit"
         case .timeout: "timeout"
+        case .overload: "overload"
         case .floor: "floor"
         case .plugin, .policy, .cluster, .unloaded: "policy"
         }
     }
 
-    static let metricReasons = ["malformed", "limit", "timeout", "floor", "policy"]
+    static let metricReasons = ["malformed", "limit", "timeout", "overload", "floor", "policy"]
 
     /// The reason of an answer the proxy made itself after policy's `outcome`: a plugin's or the
     /// default's refusal; after an admitting decision, a 403 is the address floor's (nothing else

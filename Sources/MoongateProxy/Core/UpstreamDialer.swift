@@ -6,6 +6,7 @@ import NIOPosix
 
 /// Dials upstream connections for every codec: a cluster's next endpoint (round robin per loop) or a
 /// request's own authority (with the address floor), with the HTTP/1.1 client handlers installed.
+/// A name is tried on every address that passes the floor (Happy Eyeballs, ``TargetResolver``).
 enum UpstreamDialer {
     /// The status for a failed dial: 403 for the address floor, 503 otherwise (refused, timed out,
     /// unresolvable): never a 200.
@@ -22,34 +23,36 @@ enum UpstreamDialer {
     ) -> EventLoopFuture<any Channel> {
         let key = destination.key
         let settings = loop.policy.settings
-        let address: EventLoopFuture<SocketAddress>
-        let connectTimeout: Duration
-        switch destination {
-        case .cluster(let target):
-            let cluster = target.config
-            let endpoint = cluster.endpoints[loop.nextEndpointIndex(cluster.name, count: cluster.endpoints.count)]
-            connectTimeout = cluster.connectTimeout
-            address = runtime.resolver.resolve(
-                Authority(host: endpoint.host.contains(":") ? "[\(endpoint.host)]" : endpoint.host, port: endpoint.port),
-                allowed: [], on: eventLoop, floor: false)
-        case .authority(let authority):
-            connectTimeout = settings.timeouts.upstreamConnect
-            address = runtime.resolver.resolve(authority, allowed: settings.allowedAddresses, on: eventLoop, floor: true)
-        }
         let limits = settings.limits
-        return address.flatMap { address in
-            ClientBootstrap(group: eventLoop)
-                .connectTimeout(connectTimeout.timeAmount)
-                .channelOption(.allowRemoteHalfClosure, value: true)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits)
-                    }
-                }
-                .connect(to: address)
+        let target: Authority
+        let connectTimeout: Duration
+        let floor: Bool
+        switch destination {
+        case .cluster(let cluster):
+            let endpoint = cluster.config.endpoints[
+                loop.nextEndpointIndex(cluster.config.name, count: cluster.config.endpoints.count)]
+            target = Authority(host: endpoint.host.contains(":") ? "[\(endpoint.host)]" : endpoint.host, port: endpoint.port)
+            connectTimeout = cluster.config.connectTimeout
+            floor = false
+        case .authority(let authority):
+            target = authority
+            connectTimeout = settings.timeouts.upstreamConnect
+            floor = true
         }
+        let overload = runtime.overload
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(connectTimeout.timeAmount)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelInitializer { channel in
+                overload.track(upstream: channel)
+                return channel.eventLoop.makeCompletedFuture {
+                    try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits)
+                }
+            }
+        return runtime.resolver.connect(
+            bootstrap, to: target, allowed: floor ? settings.allowedAddresses : [], floor: floor,
+            timeout: connectTimeout.timeAmount, on: eventLoop)
     }
-
 
     /// Dials a tunnel's target (CONNECT terminated here) with `handler` as the connection's only
     /// handler: the address floor for names, no lookup for IP literals (no future in between).
@@ -59,15 +62,17 @@ enum UpstreamDialer {
     ) -> EventLoopFuture<any Channel> {
         let settings = loop.policy.settings
         let bound = NIOLoopBound(handler, eventLoop: eventLoop)
+        let timeout = settings.timeouts.upstreamConnect.timeAmount
+        let overload = runtime.overload
         let bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(settings.timeouts.upstreamConnect.timeAmount)
+            .connectTimeout(timeout)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(bound.value) }
+                overload.track(upstream: channel)
+                return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(bound.value) }
             }
-        if let literal = runtime.resolver.literalAddress(target) { return bootstrap.connect(to: literal) }
-        return runtime.resolver.resolve(target, allowed: settings.allowedAddresses, on: eventLoop)
-            .assumeIsolated().flatMap { bootstrap.connect(to: $0) }.nonisolated()
+        return runtime.resolver.connect(
+            bootstrap, to: target, allowed: settings.allowedAddresses, floor: true, timeout: timeout, on: eventLoop)
     }
 
     /// Why a connection for an exchange could not be had: the status the client gets, its reason,

@@ -196,6 +196,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             reset(.protocolError, context: context)
             return
         }
+        if runtime.overload.isOverloaded {
+            return answer(runtime.overload.refusal(), request: request, outcome: nil, context: context)
+        }
         guard let instance = runtime.policy.instance(in: loop.policy) else {
             answer(LocalAnswer(status: 503, body: "no policy has loaded", keepAlive: true), request: request, outcome: nil, context: context)
             return

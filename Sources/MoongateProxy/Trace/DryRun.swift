@@ -144,7 +144,7 @@ public enum DryRun {
                 addresses = try given.map { try SocketAddress(ipAddress: $0, port: authority.port) }
                 source = "--resolve"
             } else {
-                addresses = try TargetResolver.lookup(host, port: authority.port)
+                addresses = try NameLookup.addresses(of: host)
                 source = "DNS"
             }
         } catch {
@@ -152,9 +152,10 @@ public enum DryRun {
         }
         let listed = addresses.compactMap(\.ipAddress).joined(separator: ", ")
         do {
-            let chosen = try TargetResolver.pick(addresses, for: host, allowed: allowed, floor: true)
-            let ip = chosen.ipAddress ?? "?"
-            return done("passed: \(host) -> \(listed) (\(source)); dials \(ip)", "", ip.contains(":") ? "[\(ip)]:\(authority.port)" : "\(ip):\(authority.port)")
+            let passed = try TargetResolver.checked(addresses, host: host, port: authority.port, allowed: allowed, floor: true)
+            let ip = passed[0].ipAddress ?? "?"
+            let order = passed.count > 1 ? "dials \(ip) first (then the other \(passed.count - 1) in turn)" : "dials \(ip)"
+            return done("passed: \(host) -> \(listed) (\(source)); \(order)", "", ip.contains(":") ? "[\(ip)]:\(authority.port)" : "\(ip):\(authority.port)")
         } catch {
             let reason = UpstreamDialer.failure(error).1
             return done("refused: \(host) -> \(listed) (\(source)): \(reason)", "403 Forbidden: \(reason) (address floor)", nil)
