@@ -26,7 +26,8 @@ public final class PolicyInstance {
         /// The plugin's index in the spec (names its log lines).
         let logIndex: Int32
         /// This thread's latency histogram of the hook (nil when latencies are not recorded).
-        let histogram: HookHistogram?
+        /// Unmanaged, so a slot stays trivial to copy (the registry keeps the histogram alive).
+        let histogram: Unmanaged<HookHistogram>?
     }
 
     /// The id of the generation this instance belongs to.
@@ -83,7 +84,7 @@ public final class PolicyInstance {
                 plugin.hooks[hook].map {
                     Slot(
                         plugin: index, ref: $0.rawValue, deadline: plugin.hookDeadline, logIndex: Int32(plugin.index),
-                        histogram: latencies?.histogram(plugin: plugin.name, hook: hook.rawValue))
+                        histogram: latencies.map { Unmanaged.passUnretained($0.histogram(plugin: plugin.name, hook: hook.rawValue)) })
                 }
             }
         }
@@ -118,8 +119,9 @@ public final class PolicyInstance {
     /// edit and the floor's effect recorded there.
     public func evaluate(_ request: PolicyRequest) -> PolicyVerdict {
         RequestStaging.stage(request, into: lua.pointer)
-        trace = request.trace
-        defer { trace = nil }
+        let traced = request.trace != nil
+        if traced { trace = request.trace }
+        defer { if traced { trace = nil } }
         let outcome = decideStaged(request)
         switch outcome.decision {
         case .route, .forward, .tunnelVia:
@@ -141,8 +143,9 @@ public final class PolicyInstance {
     /// The decision alone (composition of `connect` or `route` hooks, with the defaults).
     public func decide(_ request: PolicyRequest) -> PolicyOutcome {
         RequestStaging.stage(request, into: lua.pointer)
-        trace = request.trace
-        defer { trace = nil }
+        let traced = request.trace != nil
+        if traced { trace = request.trace }
+        defer { if traced { trace = nil } }
         return decideStaged(request)
     }
 
@@ -236,7 +239,7 @@ public final class PolicyInstance {
         let status = moon_call_hook_within(L, slot.ref, kind, slot.deadline, &raw)
         if timed {
             let elapsed = monotonicNanoseconds() &- start
-            slot.histogram?.record(elapsed)
+            slot.histogram?.takeUnretainedValue().record(elapsed)
             lastCallNanoseconds = elapsed
         }
         scriptLog.drain(L)

@@ -32,6 +32,7 @@ public final class HookLatencies: Sendable {
         let thread: UInt
     }
 
+    /// Never removed: instances point at them unretained (see `PolicyInstance`).
     private let histograms = Mutex<[Key: HookHistogram]>([:])
 
     /// Creates an empty set.
