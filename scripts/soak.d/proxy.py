@@ -161,3 +161,15 @@ class Moongate:
 
     def open_fds(self):
         return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def cpu_seconds(self):
+        """User plus system CPU time of the process so far."""
+        with open(f"/proc/{self.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average():
+    """The machine's 1-minute load average (other work on the machine shows up in latency)."""
+    with open("/proc/loadavg") as loadavg:
+        return float(loadavg.read().split()[0])

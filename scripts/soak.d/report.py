@@ -25,6 +25,20 @@ def resource_trend(samples, warmup):
     return out
 
 
+def per_minute_usage(samples):
+    """minute -> (Moongate CPU % of one core over the minute, mean 1-minute load average)."""
+    out = {}
+    timed = [s for s in samples if "cpu_s" in s]
+    for minute in sorted({int(s["t"] // 60) for s in timed}):
+        inside = [s for s in timed if int(s["t"] // 60) == minute]
+        before = [s for s in timed if s["t"] < minute * 60]
+        first = before[-1] if before else inside[0]
+        last = inside[-1]
+        cpu = None if last["t"] <= first["t"] else 100 * (last["cpu_s"] - first["cpu_s"]) / (last["t"] - first["t"])
+        out[minute] = (cpu, statistics.mean(s["load"] for s in inside))
+    return out
+
+
 def verdicts(result, fd_allowance):
     """(name, passed, detail) for every check the soak makes."""
     checks = []
@@ -71,11 +85,15 @@ def markdown(result):
     for f in result["failures"]:
         first = f["first"].replace("|", "\\|")
         add(f"| {f['kind']} | {f['cause']} | {'yes' if f['injected'] else '**no**'} | {f['count']} | {first} |")
-    add("\np99 latency (ms) per minute of the run:\n")
-    add("| minute | " + " | ".join(TRAFFIC) + " |")
-    add("|---:|" + "---:|" * len(TRAFFIC))
+    add("\np99 latency (ms) per minute of the run, with Moongate's CPU use and the machine's load average "
+        "(other work on the machine shows up in latency):\n")
+    add("| minute | " + " | ".join(TRAFFIC) + " | moongate CPU % | load avg |")
+    add("|---:|" + "---:|" * (len(TRAFFIC) + 2))
+    usage = per_minute_usage(result["samples"])
     for minute, row in sorted(result["p99_per_minute"].items(), key=lambda kv: int(kv[0])):
-        add(f"| {minute} | " + " | ".join("" if row.get(k) is None else f"{row[k]:.1f}" for k in TRAFFIC) + " |")
+        cpu, load = usage.get(int(minute), (None, None))
+        add(f"| {minute} | " + " | ".join("" if row.get(k) is None else f"{row[k]:.1f}" for k in TRAFFIC)
+            + f" | {'' if cpu is None else f'{cpu:.0f}'} | {'' if load is None else f'{load:.2f}'} |")
     idle, trend = result["idle"], result["trend"]
     add("\n| moongate | idle at start | under load, first third after warm-up | under load, last third | idle at end |")
     add("|---|---:|---:|---:|---:|")
