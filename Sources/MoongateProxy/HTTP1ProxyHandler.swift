@@ -158,6 +158,10 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             switch state {
             case .idle where queued.isEmpty, .discarding: context.close(promise: nil)
+            case .exchanging(let exchange) where exchange.kind == .forward && !exchange.requestComplete:
+                // The body can never be completed: the upstream must not wait for the rest of it
+                // (nginx's 499 "client closed"). A 400 if nothing of the response is out yet.
+                exchangeFailed(exchange, status: 400, reason: "the request body ended early", context: context)
             default: break
             }
             return

@@ -1,5 +1,5 @@
-"""HTTP/1.1 CONNECT, end to end: the binary, real sockets, curl. Each test names the CX ids of
-../shared/reference/envoy-connect.md it checks."""
+"""HTTP/1.1 CONNECT, end to end: the binary, real sockets, curl. Each test names the CX ids
+(the CONNECT behaviours Moongate models on Envoy's) it checks."""
 import socket
 import subprocess
 import time

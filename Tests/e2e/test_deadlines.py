@@ -66,6 +66,25 @@ def test_an_upload_that_goes_silent_gets_408_after_request_body_idle(moongate, o
     assert get(port).startswith(b"HTTP/1.1 200")
 
 
+@pytest.mark.parametrize("sent", [b"", b"x" * 100_000], ids=["FIN after the head", "FIN after 100,000 bytes"])
+def test_a_client_that_half_closes_mid_body_releases_the_upstream_at_once(moongate, origin, sent):
+    """The body can never be completed once the client sends FIN: a 400 at once (not after the body
+    deadline), and the upstream connection is closed (the soak found both held for good)."""
+    port, _ = start(moongate, origin, request_body_idle="30s", request_body="60s")
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + sent)
+    time.sleep(0.2)
+    s.shutdown(socket.SHUT_WR)
+    data, took = time_to_eof(s, timeout=6)
+    assert data.startswith(b"HTTP/1.1 400"), data[:80]
+    assert took < 2.0, took
+    deadline = time.time() + 3
+    while origin.ended < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    assert origin.ended == 1 and origin.requests == []
+    assert get(port).startswith(b"HTTP/1.1 200")
+
+
 def test_trickling_uploads_are_bounded_by_the_request_body_deadline(moongate, origin):
     """Twenty uploads declaring 100,000 bytes and sending a byte every 0.25 s: the idle deadline
     never passes, the total one does."""

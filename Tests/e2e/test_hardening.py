@@ -1,4 +1,4 @@
-"""Hardening (../shared/reference/hardening.md) §A strict parsing and §E sizes and slow clients:
+"""Hardening §A strict parsing and §E sizes and slow clients:
 every malformed head gets a 4xx and a closed connection, and nothing reaches the origin."""
 import socket
 import time

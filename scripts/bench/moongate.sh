@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Moongate's adapter for the peer harness in ../shared/bench (BENCH_ADAPTERS=scripts/bench).
+# Moongate's adapter for the peer benchmark harness (scripts/bench/run sets BENCH_ADAPTERS=scripts/bench).
 # One event-loop thread; a Lua decision per request (host_router) and per CONNECT
 # (connect_allowlist), exactly as HAProxy+Lua decides in proxies/haproxy-lua.lua.
 source "$BENCH_DIR/lib/adapter.sh"
