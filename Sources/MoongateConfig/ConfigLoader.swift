@@ -41,8 +41,8 @@ public enum ConfigLoader {
             sourcePath: path, listeners: [], clusters: [],
             policy: PolicyConfig(plugins: [], memoryCap: 16 << 20, instructionBudget: 1_000_000, watch: true, fixtures: []),
             admin: nil, limits: Limits(), timeouts: Timeouts(), eventLoopThreads: 0)
-        if let node = top["listeners"] { config.listeners = try node.list().map(parseListener) }
-        if let node = top["clusters"] { config.clusters = try node.list().map(parseCluster) }
+        if let node = top["listeners"] { config.listeners = try node.list().map { try parseListener($0, folder: folder) } }
+        if let node = top["clusters"] { config.clusters = try node.list().map { try parseCluster($0, folder: folder) } }
         if let node = top["policy"] { config.policy = try parsePolicy(node, folder: folder) }
         if let node = top["admin"] { config.admin = try parseAdmin(node) }
         if let node = top["limits"] { config.limits = try parseLimits(node) }
@@ -63,8 +63,8 @@ public enum ConfigLoader {
         }
     }
 
-    private static func parseListener(_ node: ConfigNode) throws -> ListenerConfig {
-        let map = try node.mapping(allowed: ["name", "address", "port", "protocols"])
+    private static func parseListener(_ node: ConfigNode, folder: String) throws -> ListenerConfig {
+        let map = try node.mapping(allowed: ["name", "address", "port", "protocols", "tls"])
         guard let port = map["port"] else { throw node.error("a listener needs a port") }
         var listener = ListenerConfig(
             name: try map["name"]?.string() ?? "listener-\(try port.int(in: 0...65535))",
@@ -81,11 +81,12 @@ public enum ConfigLoader {
                 return value
             }
         }
+        listener.tls = try map["tls"].map { try parseListenerTLS($0, folder: folder) }
         return listener
     }
 
-    private static func parseCluster(_ node: ConfigNode) throws -> ClusterConfig {
-        let map = try node.mapping(allowed: ["name", "endpoints", "connect_timeout", "pool_size", "protocol"])
+    private static func parseCluster(_ node: ConfigNode, folder: String) throws -> ClusterConfig {
+        let map = try node.mapping(allowed: ["name", "endpoints", "connect_timeout", "pool_size", "protocol", "tls"])
         guard let name = map["name"] else { throw node.error("a cluster needs a name") }
         guard let endpointsNode = map["endpoints"] else { throw node.error("a cluster needs endpoints") }
         let endpoints = try endpointsNode.list().map { item throws in
@@ -99,10 +100,12 @@ public enum ConfigLoader {
         if let proto = map["protocol"], try proto.string() != "http1" {
             throw proto.error("only http1 upstreams are supported by this build")
         }
-        return ClusterConfig(
+        var cluster = ClusterConfig(
             name: try name.string(), endpoints: endpoints,
             connectTimeout: try map["connect_timeout"]?.duration() ?? .seconds(5),
             poolSize: try map["pool_size"]?.int(in: 0...10_000) ?? 64)
+        cluster.tls = try map["tls"].flatMap { try parseClusterTLS($0, folder: folder) }
+        return cluster
     }
 
     /// Parses `host:port` or `[v6]:port`.
@@ -186,7 +189,7 @@ public enum ConfigLoader {
     private static func parseTimeouts(_ node: ConfigNode) throws(ConfigError) -> Timeouts {
         let map = try node.mapping(allowed: [
             "request_headers", "stream_idle", "upstream_connect", "upstream_response", "tunnel_idle",
-            "tunnel_max_duration", "drain",
+            "tunnel_max_duration", "drain", "tls_handshake",
         ])
         var t = Timeouts()
         if let n = map["request_headers"] { t.requestHeaders = try n.duration() }
@@ -196,6 +199,7 @@ public enum ConfigLoader {
         if let n = map["tunnel_idle"] { t.tunnelIdle = try n.duration() }
         if let n = map["tunnel_max_duration"] { t.tunnelMaxDuration = try n.duration() }
         if let n = map["drain"] { t.drain = try n.duration() }
+        if let n = map["tls_handshake"] { t.tlsHandshake = try n.duration() }
         return t
     }
 

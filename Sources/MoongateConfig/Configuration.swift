@@ -30,6 +30,8 @@ public struct ListenerConfig: Sendable {
     public var address: String
     public var port: Int
     public var protocols: [ListenerProtocol]
+    /// TLS on this listener (nil: cleartext); ALPN then chooses among `protocols`.
+    public var tls: ListenerTLSConfig? = nil
 }
 
 /// A host and port.
@@ -50,6 +52,8 @@ public struct ClusterConfig: Sendable {
     public var connectTimeout: Duration
     /// Idle keep-alive connections kept per event loop.
     public var poolSize: Int
+    /// TLS toward the endpoints (nil: cleartext).
+    public var tls: ClusterTLSConfig? = nil
 }
 
 /// The admin listener (readiness, policy state, metrics, reload).
@@ -117,5 +121,7 @@ public struct Timeouts: Sendable {
     public var tunnelIdle: Duration = .seconds(300)
     public var tunnelMaxDuration: Duration? = nil
     public var drain: Duration = .seconds(30)
+    /// How long a TLS client may take to complete its handshake (`timeouts.tls_handshake`).
+    public var tlsHandshake: Duration = .seconds(10)
     public init() {}
 }

@@ -20,10 +20,10 @@ public final class AdminServer: Service, Sendable {
     /// Creates the admin server; `reloader` serves `POST /reload`.
     public init(
         config: AdminConfig, policy: PolicyHost, registry: PrometheusCollectorRegistry, reloader: PolicyReloader?,
-        group: any EventLoopGroup, logger: Logger
+        group: any EventLoopGroup, logger: Logger, certificates: [ListenerCertificates] = []
     ) {
         self.config = config
-        self.state = AdminState(policy: policy, registry: registry, reloader: reloader)
+        self.state = AdminState(policy: policy, registry: registry, reloader: reloader, certificates: certificates)
         self.group = group
         self.logger = logger
     }
@@ -60,11 +60,13 @@ final class AdminState: Sendable {
     let policy: PolicyHost
     let registry: PrometheusCollectorRegistry
     let reloader: PolicyReloader?
+    let certificates: [ListenerCertificates]
 
-    init(policy: PolicyHost, registry: PrometheusCollectorRegistry, reloader: PolicyReloader?) {
+    init(policy: PolicyHost, registry: PrometheusCollectorRegistry, reloader: PolicyReloader?, certificates: [ListenerCertificates] = []) {
         self.policy = policy
         self.registry = registry
         self.reloader = reloader
+        self.certificates = certificates
     }
 
     func respond(method: HTTPMethod, path: String) -> (HTTPResponseStatus, String, String) {
@@ -119,6 +121,7 @@ final class AdminState: Sendable {
         text += "\"tests_passed\":\(generation.testResults.count),\"plugins\":[\(plugins.joined(separator: ","))],"
         text += "\"files\":[\(files.joined(separator: ","))]"
         if let last = reloader?.lastAttempt { text += ",\"last_attempt\":\(Self.json(last))" }
+        if !certificates.isEmpty { text += ",\"tls\":\(TLSStatusJSON.render(certificates))" }
         return text + "}\n"
     }
 }

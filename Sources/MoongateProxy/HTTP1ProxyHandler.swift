@@ -61,10 +61,13 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var headStartedAt = NIODeadline.uptimeNanoseconds(0)
 
     private let parser: ClientRequestParser
+    /// The client's TLS session (nil: cleartext).
+    private let session: TLSSessionInfo?
 
-    init(runtime: ProxyRuntime, loop: LoopContext) {
+    init(runtime: ProxyRuntime, loop: LoopContext, session: TLSSessionInfo? = nil) {
         self.runtime = runtime
         self.loop = loop
+        self.session = session
         self.parser = ClientRequestParser(limits: runtime.config.limits)
     }
 
@@ -73,7 +76,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         if let remote = context.channel.remoteAddress {
-            client = ClientInfo(ip: remote.ipAddress ?? "0.0.0.0", port: remote.port ?? 0, tls: false)
+            client = ClientInfo(ip: remote.ipAddress ?? "0.0.0.0", port: remote.port ?? 0, session: session)
         }
         if context.channel.isActive { armHeadTimer(context: context) }
     }

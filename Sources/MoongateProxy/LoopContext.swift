@@ -47,6 +47,8 @@ final class ProxyRuntime: Sendable {
     let accessLogger: Logger
     let resolver: TargetResolver
     let tunnels: TunnelRegistry
+    /// Listener certificates and cluster TLS contexts (loaded when the server starts).
+    let tls = TLSRegistry()
     /// Special addresses a target name may resolve to (`policy.allowed_addresses`).
     let allowedAddresses: Set<String>
     /// The per-request timeouts, converted once.

@@ -25,6 +25,9 @@ struct Decide: ParsableCommand {
     @Option(help: "The client address.")
     var client: String = "127.0.0.1"
 
+    @Option(help: "The client came over TLS with these details: 'sni=a.test,alpn=h2,version=TLSv1.3,cipher=…,subject=CN=alice,sans=a.test|b.test,sha256=…' (any subset).")
+    var tls: String?
+
     @Option(help: "Level of the lines scripts log, on standard error (print is debug).")
     var logLevel: String = "info"
 
@@ -40,7 +43,13 @@ struct Decide: ParsableCommand {
                 }
                 return HeaderField(String(line[..<colon]), String(line[line.index(after: colon)...]).trimmingSpaces)
             }
-            let parsed = try PolicyRequest.parse(line: request, headers: fields, client: ClientInfo(ip: client))
+            let session: TLSSessionInfo?
+            do {
+                session = try tls.map { spec throws(CaseError) in try TLSSessionInfo(spec: spec) }
+            } catch {
+                throw ValidationError(error.message)
+            }
+            let parsed = try PolicyRequest.parse(line: request, headers: fields, client: ClientInfo(ip: client, session: session))
             let verdict = instance.evaluate(parsed)
             print("decision: \(verdict.outcome.decision.summary)")
             print("plugin:   \(verdict.outcome.plugin ?? "(default)")")

@@ -62,14 +62,20 @@ struct Serve: AsyncParsableCommand {
             configPath: config, policy: policy, metrics: metrics, logger: Logger(label: "moongate.reload"),
             watch: loaded.policy.watch && watch)
         var services: [any Service] = [server, reloader]
-        if let admin = loaded.admin {
-            services.append(AdminServer(config: admin, policy: policy, registry: registry, reloader: reloader, group: group, logger: logger))
-        }
         do {
             try await server.start()
         } catch {
             printError("moongate: cannot listen: \(error)")
             throw ExitCode.failure
+        }
+        if !server.certificates.isEmpty {
+            services.append(CertificateReloader(listeners: server.certificates, logger: Logger(label: "moongate.tls")))
+        }
+        if let admin = loaded.admin {
+            services.append(
+                AdminServer(
+                    config: admin, policy: policy, registry: registry, reloader: reloader, group: group, logger: logger,
+                    certificates: server.certificates))
         }
         let serviceGroup = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

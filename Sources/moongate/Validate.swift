@@ -44,7 +44,11 @@ struct Validate: ParsableCommand {
         logToStandardError(level: logLevel)
         let spec: PolicySpec
         do {
-            spec = try PolicySpec.read(try ConfigLoader.load(path: config).policy)
+            let loaded = try ConfigLoader.load(path: config)
+            for cluster in loaded.clusters where cluster.tls?.insecureSkipVerify == true {
+                printError("\(config): warning: cluster \(cluster.name): tls.insecure_skip_verify is on, upstream certificates are not checked")
+            }
+            spec = try PolicySpec.read(loaded.policy)
         } catch {
             printError("\(error)")
             fail(nil)

@@ -51,6 +51,14 @@ enum {
     MOON_F_TARGET_HOST,
     MOON_F_CLIENT_IP,
     MOON_F_FORM,
+    // The client's TLS session (req.client.tls); SANS holds the names separated by '\n'.
+    MOON_F_TLS_VERSION,
+    MOON_F_TLS_ALPN,
+    MOON_F_TLS_SNI,
+    MOON_F_TLS_CIPHER,
+    MOON_F_TLS_SUBJECT,
+    MOON_F_TLS_SANS,
+    MOON_F_TLS_SHA256,
     MOON_F_COUNT
 };
 

@@ -13,6 +13,7 @@ enum UpstreamDialer {
         if case DialError.refusedAddress(let host, let cls)? = error as? DialError {
             return (403, "\(host) resolves to a \(cls) address")
         }
+        if let tls = error as? UpstreamTLSError { return (502, "upstream TLS failed: \(tls.reason)") }
         return (503, "upstream unreachable")
     }
 
@@ -23,10 +24,12 @@ enum UpstreamDialer {
         let key = destination.key
         let address: EventLoopFuture<SocketAddress>
         let connectTimeout: Duration
+        var secure: (UpstreamTLS, Endpoint)?
         switch destination {
         case .cluster(let target):
             let cluster = target.config
             let endpoint = cluster.endpoints[loop.nextEndpointIndex(cluster.name, count: cluster.endpoints.count)]
+            if cluster.tls != nil, let tls = runtime.tls.upstream(cluster.name) { secure = (tls, endpoint) }
             connectTimeout = cluster.connectTimeout
             address = runtime.resolver.resolve(
                 Authority(host: endpoint.host.contains(":") ? "[\(endpoint.host)]" : endpoint.host, port: endpoint.port),
@@ -36,17 +39,37 @@ enum UpstreamDialer {
             address = runtime.resolver.resolve(authority, allowed: runtime.allowedAddresses, on: eventLoop, floor: true)
         }
         let limits = runtime.config.limits
-        return address.flatMap { address in
+        guard let (tls, endpoint) = secure else {
+            return address.flatMap { address in
+                ClientBootstrap(group: eventLoop)
+                    .connectTimeout(connectTimeout.timeAmount)
+                    .channelOption(.allowRemoteHalfClosure, value: true)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits)
+                        }
+                    }
+                    .connect(to: address)
+            }
+        }
+        // TLS: the channel is handed over once the handshake (and certificate check) has passed.
+        let metrics = runtime.tls.metrics
+        let timeout = runtime.config.timeouts.tlsHandshake.timeAmount
+        let handshake = eventLoop.makePromise(of: Void.self)
+        let connected = address.flatMap { address in
             ClientBootstrap(group: eventLoop)
                 .connectTimeout(connectTimeout.timeAmount)
                 .channelOption(.allowRemoteHalfClosure, value: true)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        handshake.completeWith(try tls.configure(channel, endpoint: endpoint, timeout: timeout, metrics: metrics))
                         try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits)
                     }
                 }
                 .connect(to: address)
         }
+        connected.whenFailure { handshake.fail($0) }
+        return connected.flatMap { channel in handshake.futureResult.map { channel } }
     }
 
 
@@ -93,7 +116,12 @@ enum UpstreamDialer {
                 done(.success(handler))
             case .failure(let error):
                 let (status, reason) = failure(error)
-                runtime.logger.info("upstream unreachable", metadata: ["upstream": "\(destination.key)", "error": "\(error)"])
+                if let tls = error as? UpstreamTLSError {
+                    runtime.logger.warning(
+                        "upstream TLS failed", metadata: ["upstream": "\(destination.key)", "reason": "\(tls.reason)", "error": "\(tls.detail)"])
+                } else {
+                    runtime.logger.info("upstream unreachable", metadata: ["upstream": "\(destination.key)", "error": "\(error)"])
+                }
                 done(.failure(Failure(status: status, reason: reason, error: error)))
             }
         }
