@@ -96,3 +96,25 @@ extension ConfigLoader {
         return tls
     }
 }
+
+extension ConfigLoader {
+    /// A cluster's `via` must name another configured cluster that is reached directly (one hop).
+    static func checkParents(_ clusters: [ClusterConfig], node: ConfigNode?) throws(ConfigError) {
+        let byName = Dictionary(clusters.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        for cluster in clusters {
+            guard let via = cluster.via else { continue }
+            let problem: String?
+            if via == cluster.name {
+                problem = "cluster \(cluster.name) cannot be reached through itself"
+            } else if let parent = byName[via] {
+                problem = parent.via != nil ? "cluster \(cluster.name): its parent \(via) has a parent itself (one hop only)"
+                    : parent.tls != nil ? "cluster \(cluster.name): its parent \(via) must be a cleartext proxy (no tls)" : nil
+            } else {
+                problem = "cluster \(cluster.name): via names no configured cluster ('\(via)')"
+            }
+            if let problem {
+                throw node?.error(problem) ?? ConfigError(file: "", line: nil, keyPath: "clusters", message: problem)
+            }
+        }
+    }
+}

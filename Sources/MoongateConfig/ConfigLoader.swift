@@ -49,6 +49,7 @@ public enum ConfigLoader {
         if let node = top["timeouts"] { config.timeouts = try parseTimeouts(node) }
         if let node = top["event_loop_threads"] { config.eventLoopThreads = try node.int(in: 0...256) }
         config.policy.clusterNames = config.clusters.map(\.name)
+        try checkParents(config.clusters, node: top["clusters"])
         try checkUnique(config.listeners.map(\.name), what: "listener", node: top["listeners"])
         try checkUnique(config.clusters.map(\.name), what: "cluster", node: top["clusters"])
         try checkUnique(config.policy.plugins.map(\.name), what: "plugin", node: top["policy"])
@@ -86,7 +87,7 @@ public enum ConfigLoader {
     }
 
     private static func parseCluster(_ node: ConfigNode, folder: String) throws -> ClusterConfig {
-        let map = try node.mapping(allowed: ["name", "endpoints", "connect_timeout", "pool_size", "protocol", "tls"])
+        let map = try node.mapping(allowed: ["name", "endpoints", "connect_timeout", "pool_size", "protocol", "tls", "via"])
         guard let name = map["name"] else { throw node.error("a cluster needs a name") }
         guard let endpointsNode = map["endpoints"] else { throw node.error("a cluster needs endpoints") }
         let endpoints = try endpointsNode.list().map { item throws in
@@ -105,6 +106,7 @@ public enum ConfigLoader {
             connectTimeout: try map["connect_timeout"]?.duration() ?? .seconds(5),
             poolSize: try map["pool_size"]?.int(in: 0...10_000) ?? 64)
         cluster.tls = try map["tls"].flatMap { try parseClusterTLS($0, folder: folder) }
+        cluster.via = try map["via"]?.string()
         return cluster
     }
 

@@ -54,6 +54,9 @@ public struct ClusterConfig: Sendable {
     public var poolSize: Int
     /// TLS toward the endpoints (nil: cleartext).
     public var tls: ClusterTLSConfig? = nil
+    /// A parent HTTP proxy (another cluster) that the endpoints are reached through: Moongate sends
+    /// it `CONNECT endpoint` in the clear, then speaks (TLS and) HTTP inside the tunnel.
+    public var via: String? = nil
 }
 
 /// The admin listener (readiness, policy state, metrics, reload).

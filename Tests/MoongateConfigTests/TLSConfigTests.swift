@@ -56,4 +56,40 @@ struct TLSConfigTests {
         #expect(found?.hasPrefix("/etc/moongate/test.yaml:") == true, "\(found ?? "no error")")
         #expect(found?.contains(message) == true, "\(found ?? "no error")")
     }
+
+    @Test("a cluster's tls and via")
+    func clusterTLSAndVia() throws {
+        let config = try ConfigLoader.parse(
+            """
+            clusters:
+              - { name: parent, endpoints: ["127.0.0.1:3128"] }
+              - name: origin
+                endpoints: ["origin.test:443"]
+                via: parent
+                tls: { sni: Origin.TEST, ca_file: ca.pem, cert: c.pem, key: c.key, insecure_skip_verify: true }
+              - { name: plain, endpoints: ["127.0.0.1:1"], tls: true }
+            """, path: "/etc/moongate/c.yaml")
+        let origin = try #require(config.cluster(named: "origin"))
+        #expect(origin.via == "parent")
+        #expect(origin.tls?.serverName == "origin.test")
+        #expect(origin.tls?.caFile == "/etc/moongate/ca.pem")
+        #expect(origin.tls?.certificateFile == "/etc/moongate/c.pem")
+        #expect(origin.tls?.insecureSkipVerify == true)
+        #expect(origin.tls?.alpn == ["http/1.1"])
+        #expect(config.cluster(named: "plain")?.tls?.caFile == nil)
+        #expect(config.cluster(named: "parent")?.tls == nil)
+    }
+
+    @Test("bad cluster tls and via are errors", arguments: [
+        ("- { name: a, endpoints: [\"h:1\"], tls: { alpn: [h2] } }", "only offer http/1.1"),
+        ("- { name: a, endpoints: [\"h:1\"], tls: { cert: c.pem } }", "both cert and key"),
+        ("- { name: a, endpoints: [\"h:1\"], via: nowhere }", "via names no configured cluster"),
+        ("- { name: a, endpoints: [\"h:1\"], via: a }", "through itself"),
+        ("- { name: a, endpoints: [\"h:1\"], tls: true }\n  - { name: b, endpoints: [\"h:1\"], via: a }", "cleartext proxy"),
+    ])
+    func badClusters(cluster: String, message: String) {
+        let found = error("clusters:\n  \(cluster)\n")
+        #expect(found?.hasPrefix("/etc/moongate/test.yaml:") == true, "\(found ?? "no error")")
+        #expect(found?.contains(message) == true, "\(found ?? "no error")")
+    }
 }

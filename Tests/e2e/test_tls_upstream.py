@@ -186,3 +186,17 @@ def test_a_client_certificate_is_presented_to_an_origin_that_requires_one(moonga
     port2, admin2 = free_port(), free_port()
     moongate(config(port2, admin2, o.port, plugin, f"      sni: origin.test\n      ca_file: {ca.path}\n"), port2, name="nocert")
     assert get(port2)[0] == 502
+
+
+def test_a_tunnel_through_a_parent_proxy_whose_certificate_fails_is_a_503(moongate, setup):
+    ca, _, origin, tmp_path = setup
+    o = origin(["elsewhere.test"])
+    plugin = tmp_path / "via.lua"
+    plugin.write_text('local M = {}\nfunction M.connect(req) return moongate.tunnel_via("secure") end\nreturn M\n')
+    port, admin = free_port(), free_port()
+    moongate(config(port, admin, o.port, plugin, f"      sni: parent.test\n      ca_file: {ca.path}\n"), port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n")
+    assert recv_all(s).startswith(b"HTTP/1.1 503")
+    assert 'moongate_upstream_tls_failures_total{cluster="secure",reason="hostname"}' in metrics(admin) \
+        or 'moongate_upstream_tls_failures_total{cluster="secure",reason="certificate"}' in metrics(admin)

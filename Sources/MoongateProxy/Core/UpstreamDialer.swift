@@ -14,6 +14,7 @@ enum UpstreamDialer {
             return (403, "\(host) resolves to a \(cls) address")
         }
         if let tls = error as? UpstreamTLSError { return (502, "upstream TLS failed: \(tls.reason)") }
+        if let parent = error as? ParentProxyError { return (502, parent.description) }
         return (503, "upstream unreachable")
     }
 
@@ -24,12 +25,14 @@ enum UpstreamDialer {
         let key = destination.key
         let address: EventLoopFuture<SocketAddress>
         let connectTimeout: Duration
-        var secure: (UpstreamTLS, Endpoint)?
         switch destination {
         case .cluster(let target):
             let cluster = target.config
+            // TLS, or a parent proxy: the channel is handed over once the tunnel and handshake are up.
+            if cluster.tls != nil || cluster.via != nil {
+                return SecureUpstream.dial(target, key: key, runtime: runtime, loop: loop, on: eventLoop)
+            }
             let endpoint = cluster.endpoints[loop.nextEndpointIndex(cluster.name, count: cluster.endpoints.count)]
-            if cluster.tls != nil, let tls = runtime.tls.upstream(cluster.name) { secure = (tls, endpoint) }
             connectTimeout = cluster.connectTimeout
             address = runtime.resolver.resolve(
                 Authority(host: endpoint.host.contains(":") ? "[\(endpoint.host)]" : endpoint.host, port: endpoint.port),
@@ -39,39 +42,18 @@ enum UpstreamDialer {
             address = runtime.resolver.resolve(authority, allowed: runtime.allowedAddresses, on: eventLoop, floor: true)
         }
         let limits = runtime.config.limits
-        guard let (tls, endpoint) = secure else {
-            return address.flatMap { address in
-                ClientBootstrap(group: eventLoop)
-                    .connectTimeout(connectTimeout.timeAmount)
-                    .channelOption(.allowRemoteHalfClosure, value: true)
-                    .channelInitializer { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits)
-                        }
-                    }
-                    .connect(to: address)
-            }
-        }
-        // TLS: the channel is handed over once the handshake (and certificate check) has passed.
-        let metrics = runtime.tls.metrics
-        let timeout = runtime.config.timeouts.tlsHandshake.timeAmount
-        let handshake = eventLoop.makePromise(of: Void.self)
-        let connected = address.flatMap { address in
+        return address.flatMap { address in
             ClientBootstrap(group: eventLoop)
                 .connectTimeout(connectTimeout.timeAmount)
                 .channelOption(.allowRemoteHalfClosure, value: true)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        handshake.completeWith(try tls.configure(channel, endpoint: endpoint, timeout: timeout, metrics: metrics))
                         try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits)
                     }
                 }
                 .connect(to: address)
         }
-        connected.whenFailure { handshake.fail($0) }
-        return connected.flatMap { channel in handshake.futureResult.map { channel } }
     }
-
 
     /// Dials a tunnel's target (CONNECT terminated here) with `handler` as the connection's only
     /// handler: the address floor for names, no lookup for IP literals (no future in between).
