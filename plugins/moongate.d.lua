@@ -187,15 +187,24 @@ function moongate.route(cluster) end
 ---@return moongate.Verb
 function moongate.forward() end
 
+---How Moongate speaks to a tunnel's target: `tls = true`, or a table. With TLS, the client sends
+---cleartext in the tunnel and Moongate encrypts it toward the target (verified against the config's
+---`tunnel_tls.ca_file`, else the system trust store); a handshake or check that fails is a 503.
+---@class moongate.TunnelOptions
+---@field tls boolean|{ sni: string|nil, verify: boolean|nil }|nil  sni: default the target's host; verify: default true
+
 ---Terminate the CONNECT here: connect to the target, answer 200, relay bytes.
----@return moongate.Verb
-function moongate.tunnel() end
+---@param options? moongate.TunnelOptions
+---@return moongate.Verb, moongate.TunnelOptions|nil
+function moongate.tunnel(options) end
 
 ---Send the CONNECT on to a cluster (an upstream proxy) that terminates it. Checked like
----moongate.route.
+---moongate.route. Its options may not ask for TLS yet (a script fault): for TLS through a parent
+---proxy, use a cluster with `via:` and `tls:`.
 ---@param cluster string
----@return moongate.Verb, string
-function moongate.tunnel_via(cluster) end
+---@param options? moongate.TunnelOptions
+---@return moongate.Verb, string, moongate.TunnelOptions|nil
+function moongate.tunnel_via(cluster, options) end
 
 ---The names of the configured clusters, sorted (a new table each call). Empty when they are not
 ---known (a policy loaded without a config, as in some tests): then nothing is checked. Check the

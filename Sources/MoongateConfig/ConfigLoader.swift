@@ -35,7 +35,7 @@ public enum ConfigLoader {
         }
         let folder = directory(of: path)
         let top = try ConfigNode(node: root, path: "", file: path).mapping(allowed: [
-            "listeners", "clusters", "policy", "admin", "limits", "timeouts", "event_loop_threads",
+            "listeners", "clusters", "policy", "admin", "limits", "timeouts", "event_loop_threads", "tunnel_tls",
         ])
         var config = MoongateConfiguration(
             sourcePath: path, listeners: [], clusters: [],
@@ -48,6 +48,7 @@ public enum ConfigLoader {
         if let node = top["limits"] { config.limits = try parseLimits(node) }
         if let node = top["timeouts"] { config.timeouts = try parseTimeouts(node) }
         if let node = top["event_loop_threads"] { config.eventLoopThreads = try node.int(in: 0...256) }
+        if let node = top["tunnel_tls"] { config.tunnelTLS = try parseClusterTLS(node, folder: folder) }
         config.policy.clusterNames = config.clusters.map(\.name)
         try checkParents(config.clusters, node: top["clusters"])
         try checkUnique(config.listeners.map(\.name), what: "listener", node: top["listeners"])

@@ -11,6 +11,8 @@ public struct MoongateConfiguration: Sendable {
     public var timeouts: Timeouts
     /// Event-loop threads (0 = one per core).
     public var eventLoopThreads: Int
+    /// TLS that Moongate originates toward tunnel targets (`tunnel_tls`: CA file, client certificate).
+    public var tunnelTLS: ClusterTLSConfig? = nil
 
     /// The cluster with this name.
     public func cluster(named name: String) -> ClusterConfig? { clusters.first { $0.name == name } }

@@ -209,7 +209,11 @@ public final class PolicyInstance {
         default:
             decision = .respond(status: Int(raw.status), body: string(raw.arg, raw.arg_len), headers: decisionHeaders())
         }
-        return PolicyOutcome(decision: decision, plugin: plugin)
+        var outcome = PolicyOutcome(decision: decision, plugin: plugin)
+        if raw.tls != 0 {
+            outcome.tunnelTLS = TunnelTLSRequest(serverName: string(raw.tls_sni, raw.tls_sni_len)?.lowercased(), verify: raw.tls_verify != 0)
+        }
+        return outcome
     }
 
     private func makeFault(status: Int32, plugin: String, hook: Hook) -> PolicyFault {

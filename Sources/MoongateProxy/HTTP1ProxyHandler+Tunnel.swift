@@ -40,7 +40,9 @@ extension HTTP1ProxyHandler {
     func startTunnel(to target: Authority, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, context: ChannelHandlerContext) {
         let attempt = TunnelAttempt(request: request, instance: instance, outcome: outcome, target: target)
         state = .connecting(attempt)
-        let dialled = UpstreamDialer.dialTarget(target, with: attempt.upstreamGlue, runtime: runtime, on: context.eventLoop)
+        let dialled = outcome.tunnelTLS.map { tls in
+            TunnelTLS.dial(target, tls: tls, then: attempt.upstreamGlue, runtime: runtime, on: context.eventLoop)
+        } ?? UpstreamDialer.dialTarget(target, with: attempt.upstreamGlue, runtime: runtime, on: context.eventLoop)
         dialled
             .assumeIsolated()
             .whenComplete { result in

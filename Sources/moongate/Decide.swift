@@ -53,6 +53,9 @@ struct Decide: ParsableCommand {
             let verdict = instance.evaluate(parsed)
             print("decision: \(verdict.outcome.decision.summary)")
             print("plugin:   \(verdict.outcome.plugin ?? "(default)")")
+            if let tls = verdict.outcome.tunnelTLS {
+                print("tls:      to the target, sni \(tls.serverName ?? "(the target's host)"), verify \(tls.verify)")
+            }
             switch verdict.outcome.decision {
             case .deny(_, let reason, let extra), .respond(_, let reason, let extra):
                 if let reason { print("reason:   \(reason)") }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import MoongateConfig
 import MoongatePolicy
+import MoongateProxy
 
 #if canImport(Glibc)
 import Glibc
@@ -48,6 +49,9 @@ struct Validate: ParsableCommand {
             for cluster in loaded.clusters where cluster.tls?.insecureSkipVerify == true {
                 printError("\(config): warning: cluster \(cluster.name): tls.insecure_skip_verify is on, upstream certificates are not checked")
             }
+            let tlsProblems = TLSCheck.problems(loaded)
+            for problem in tlsProblems { printError("\(problem)") }
+            if !tlsProblems.isEmpty { fail("\(tlsProblems.count) TLS file(s) cannot be used") }
             spec = try PolicySpec.read(loaded.policy)
         } catch {
             printError("\(error)")

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from certs import CA, fingerprint
-from conftest import BIN, free_port, recv_head
+from conftest import BIN, free_port, recv_exactly, recv_head, wait_port
 from origin import Origin
 from test_tls_listener import PLUGIN, tls_config
 
@@ -30,6 +30,7 @@ def served(moongate, tmp_path):
     plugin.write_text(PLUGIN)
     port, admin = free_port(), free_port()
     mg = moongate(tls_config(port, origin.port, plugin, [(a[0], a[1], None, False), (b[0], b[1], None, False)], admin_port=admin), port)
+    wait_port(admin)  # the admin listener starts after the proxy's
     yield port, admin, ca, a, b, mg
     origin.close()
 
@@ -46,6 +47,15 @@ def replace(path, data):
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)
     os.rename(tmp, path)
+
+
+def response(sock):
+    """Reads one response with a Content-Length body; returns its status line."""
+    head, rest = recv_head(sock)
+    length = int([line.split(":", 1)[1] for line in head.split("\r\n") if line.lower().startswith("content-length:")][0])
+    if len(rest) < length:
+        recv_exactly(sock, length - len(rest))
+    return head.split("\r\n")[0]
 
 
 def wait_for(predicate, timeout=10.0):
@@ -69,7 +79,7 @@ def test_a_new_pair_serves_the_next_handshake_and_open_connections_are_untouched
     ctx = ssl.create_default_context(cafile=str(ca.path))
     held = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="a.test")
     held.sendall(b"GET /one HTTP/1.1\r\nHost: a.test\r\n\r\n")
-    assert recv_head(held)[0].startswith("HTTP/1.1 200")
+    assert response(held).startswith("HTTP/1.1 200")
 
     fresh = CA.issue(ca, "a-new", ["a.test"])
     replace(a[1], fresh[1].read_bytes())
@@ -78,7 +88,7 @@ def test_a_new_pair_serves_the_next_handshake_and_open_connections_are_untouched
     assert peer_fingerprint(port, ca, "b.test") == fingerprint(b[0])
 
     held.sendall(b"GET /two HTTP/1.1\r\nHost: a.test\r\n\r\n")
-    assert recv_head(held)[0].startswith("HTTP/1.1 200")
+    assert response(held).startswith("HTTP/1.1 200")
     import hashlib
     assert hashlib.sha256(held.getpeercert(binary_form=True)).hexdigest() == before
     held.close()
@@ -157,7 +167,7 @@ def test_rotation_under_load_fails_no_handshake(served, tmp_path):
     assert len(seen & set(issued)) >= 2
 
 
-def test_a_broken_pair_at_start_up_is_an_error_naming_the_file(tmp_path):
+def test_a_broken_pair_at_start_up_is_an_error_naming_the_file_and_validate_finds_it(tmp_path):
     ca = CA(tmp_path)
     a = ca.issue("a", ["a.test"])
     b = ca.issue("b", ["b.test"])
@@ -168,3 +178,9 @@ def test_a_broken_pair_at_start_up_is_an_error_naming_the_file(tmp_path):
     out = subprocess.run([BIN, "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
     assert out.returncode != 0
     assert str(b[1]) in out.stderr and "does not match" in out.stderr
+    # `moongate validate` finds it before a deploy, and passes once the pair is right.
+    out = subprocess.run([BIN, "validate", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and str(b[1]) in out.stderr and "TLS file(s) cannot be used" in out.stderr
+    cfg.write_text(tls_config(free_port(), free_port(), plugin, [(a[0], a[1], None, False)]))
+    out = subprocess.run([BIN, "validate", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr

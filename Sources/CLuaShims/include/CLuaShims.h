@@ -70,6 +70,10 @@ typedef struct moon_decision {
     const char *arg;        // cluster (route, tunnel_via), reason (deny) or body (respond)
     size_t arg_len;
     int header_count;       // extra response headers, stored as MOON_EDIT_SET edits
+    int tls;                // tunnel / tunnel_via with { tls = ... }: originate TLS toward the target
+    int tls_verify;         // ... verifying its certificate (default 1)
+    const char *tls_sni;    // ... with this SNI name (NULL: the target's host)
+    size_t tls_sni_len;
 } moon_decision;
 
 // ---- state lifecycle ------------------------------------------------------------------------------------

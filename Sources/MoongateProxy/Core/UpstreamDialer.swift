@@ -15,6 +15,7 @@ enum UpstreamDialer {
         }
         if let tls = error as? UpstreamTLSError { return (502, "upstream TLS failed: \(tls.reason)") }
         if let parent = error as? ParentProxyError { return (502, parent.description) }
+        if let tunnel = error as? TunnelTLSError { return (503, "TLS to the target failed: \(tunnel.reason)") }
         return (503, "upstream unreachable")
     }
 

@@ -1,4 +1,5 @@
 import MoongateConfig
+import NIOSSL
 import Synchronization
 
 /// The TLS state of a running proxy: the certificates of its TLS listeners (by listener name), the
@@ -7,6 +8,8 @@ final class TLSRegistry: Sendable {
     private let listeners = Mutex<[String: ListenerCertificates]>([:])
     private let order = Mutex<[String]>([])
     private let clusters = Mutex<[String: UpstreamTLS]>([:])
+    /// TLS toward tunnel targets (`tunnel_tls`): one context that verifies, one that does not.
+    private let tunnels = Mutex<(verifying: UpstreamTLS, trusting: UpstreamTLS)?>(nil)
     let metrics = TLSMetrics()
 
     /// Loads the certificates of every listener with `tls:` and the context of every cluster with
@@ -19,6 +22,12 @@ final class TLSRegistry: Sendable {
             listeners.withLock { $0[listener.name] = certificates }
             order.withLock { $0.append(listener.name) }
         }
+        var verifying = config.tunnelTLS ?? ClusterTLSConfig()
+        verifying.insecureSkipVerify = false
+        var trusting = verifying
+        trusting.insecureSkipVerify = true
+        let pair = (try UpstreamTLS(cluster: "tunnel", settings: verifying), try UpstreamTLS(cluster: "tunnel", settings: trusting))
+        tunnels.withLock { $0 = pair }
         for cluster in config.clusters {
             guard let settings = cluster.tls else { continue }
             let upstream = try UpstreamTLS(cluster: cluster.name, settings: settings)
@@ -30,6 +39,12 @@ final class TLSRegistry: Sendable {
 
     /// The TLS settings of a cluster, if it has any.
     func upstream(_ cluster: String) -> UpstreamTLS? { clusters.withLock { $0[cluster] } }
+
+    /// The context for TLS toward a tunnel's target (loaded by ``load(_:)``).
+    func tunnelContext(verify: Bool) -> NIOSSLContext {
+        let pair = tunnels.withLock { $0 }!
+        return verify ? pair.verifying.context : pair.trusting.context
+    }
 
     /// Every TLS listener's certificates, in the config's order.
     var all: [ListenerCertificates] {

@@ -86,15 +86,28 @@ final class UpstreamHandshakeWatcher: ChannelInboundHandler, RemovableChannelHan
     private let timeout: TimeAmount
     private var timer: Scheduled<Void>?
     private var done = false
+    /// A TLS handler to put in front of this one when it joins the pipeline (a tunnel's target,
+    /// which is dialled with one handler).
+    private var installing: NIOSSLClientHandler?
 
-    init(promise: EventLoopPromise<Void>, cluster: String, timeout: TimeAmount, metrics: TLSMetrics) {
+    init(promise: EventLoopPromise<Void>, cluster: String, timeout: TimeAmount, metrics: TLSMetrics, installing: NIOSSLClientHandler? = nil) {
         self.promise = promise
         self.cluster = cluster
         self.timeout = timeout
         self.metrics = metrics
+        self.installing = installing
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        if let ssl = installing {
+            installing = nil
+            do {
+                try context.pipeline.syncOperations.addHandler(ssl, position: .before(self))
+            } catch {
+                fail(UpstreamTLSError(reason: "setup", detail: "\(error)"), context: context)
+                return
+            }
+        }
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
             let (watcher, context) = bound.value
