@@ -199,8 +199,8 @@ function moongate.forward() end
 function moongate.tunnel(options) end
 
 ---Send the CONNECT on to a cluster (an upstream proxy) that terminates it. Checked like
----moongate.route. Its options may not ask for TLS yet (a script fault): for TLS through a parent
----proxy, use a cluster with `via:` and `tls:`.
+---moongate.route. With `{ tls = ... }`, Moongate runs TLS toward the target inside the parent's
+---tunnel (the client sends cleartext; the parent sees ciphertext).
 ---@param cluster string
 ---@param options? moongate.TunnelOptions
 ---@return moongate.Verb, string, moongate.TunnelOptions|nil

@@ -159,11 +159,7 @@ static void decode(lua_State *L, int fn_ref, int base, moon_decision *out) {
         if (!moon_cluster_ok(moon_ctx_of(L), out->arg, out->arg_len)) {
             invalid(L, fn_ref, "route and tunnel_via need the name of a configured cluster");
         }
-        if (verb == MOON_VERB_TUNNEL_VIA) {
-            read_tunnel_options(L, fn_ref, v + 2, out);
-            // Not built yet: a parent's tunnel would carry cleartext, so refuse rather than ignore it.
-            if (out->tls) invalid(L, fn_ref, "tunnel_via does not originate TLS yet (use a cluster with via: and tls:)");
-        }
+        if (verb == MOON_VERB_TUNNEL_VIA) read_tunnel_options(L, fn_ref, v + 2, out);
         break;
     case MOON_VERB_TUNNEL:
         read_tunnel_options(L, fn_ref, v + 1, out);

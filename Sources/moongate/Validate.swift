@@ -49,9 +49,10 @@ struct Validate: ParsableCommand {
             for cluster in loaded.clusters where cluster.tls?.insecureSkipVerify == true {
                 printError("\(config): warning: cluster \(cluster.name): tls.insecure_skip_verify is on, upstream certificates are not checked")
             }
-            let tlsProblems = TLSCheck.problems(loaded)
-            for problem in tlsProblems { printError("\(problem)") }
-            if !tlsProblems.isEmpty { fail("\(tlsProblems.count) TLS file(s) cannot be used") }
+            let tls = TLSCheck.problems(loaded)
+            for file in tls.missing { printError("\(config): warning: \(file) does not exist (yet): serve will not start without it") }
+            for problem in tls.unusable { printError("\(problem)") }
+            if !tls.unusable.isEmpty { fail("\(tls.unusable.count) TLS file(s) cannot be used") }
             spec = try PolicySpec.read(loaded.policy)
         } catch {
             printError("\(error)")

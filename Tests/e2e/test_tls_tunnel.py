@@ -1,7 +1,8 @@
 """TLS originated by Moongate inside a tunnel: a script answers a CONNECT with
-`moongate.tunnel{ tls = { sni = ..., verify = ... } }`, the client sends cleartext, and the target
-receives it encrypted (SNI and verification against `tunnel_tls.ca_file`). A certificate that does
-not verify is a 503, never a 200; `verify = false` accepts it. Over HTTP/1.1 and HTTP/2 CONNECT."""
+`moongate.tunnel{ tls = { sni = ..., verify = ... } }` (or `tunnel_via(parent, { tls = ... })`),
+the client sends cleartext, and the target receives it encrypted (SNI and verification against
+`tunnel_tls.ca_file`). A certificate that does not verify is a 503, never a 200; `verify = false`
+accepts it. Over HTTP/1.1 and HTTP/2 CONNECT, and through a parent proxy in one hop."""
 import socket
 import ssl
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 
 from certs import CA
 from conftest import BIN, free_port, recv_all, recv_exactly, recv_head
+from test_tls_via import Parent
 
 PLUGIN = """
 local M = {}
@@ -181,3 +183,50 @@ def test_decide_shows_the_tls_a_tunnel_asks_for(tmp_path):
     out = subprocess.run([BIN, "decide", "--config", str(cfg), "--request", "CONNECT 127.0.0.1:443"],
                          capture_output=True, text=True, timeout=30)
     assert "decision: tunnel" in out.stdout and "tls:      to the target, sni secure.test, verify true" in out.stdout
+
+
+VIA = """
+local M = {}
+function M.connect(req) return moongate.tunnel_via("parent", { tls = { sni = "secure.test" } }) end
+return M
+"""
+
+
+@pytest.mark.parametrize("names, ok", [(["secure.test"], True), (["elsewhere.test"], False)])
+def test_tls_toward_the_target_inside_a_parent_proxys_tunnel(moongate, tmp_path, names, ok):
+    ca = CA(tmp_path)
+    target = TLSEcho(*ca.issue("target", names))
+    parent = Parent()
+    plugin = tmp_path / "via.lua"
+    plugin.write_text(VIA)
+    port = free_port()
+    try:
+        moongate(f"""listeners:
+  - name: proxy
+    address: 127.0.0.1
+    port: {port}
+clusters:
+  - name: parent
+    endpoints: ["127.0.0.1:{parent.port}"]
+tunnel_tls:
+  ca_file: {ca.path}
+policy:
+  watch: false
+  plugins:
+    - name: via
+      file: {plugin}
+""", port)
+        s = connect(port, target.port)
+        head, rest = recv_head(s)
+        assert parent.targets == [f"127.0.0.1:{target.port}"]
+        assert parent.first_bytes == [0x16]  # the parent sees a TLS handshake, not the client's bytes
+        if not ok:
+            assert head.startswith("HTTP/1.1 503") and b"TLS to the target failed" in rest + recv_all(s, timeout=2)
+            return
+        assert head.startswith("HTTP/1.1 200")
+        s.sendall(b"through the parent")
+        assert recv_exactly(s, 18) == b"THROUGH THE PARENT"
+        assert target.sni == ["secure.test"]
+    finally:
+        target.close()
+        parent.close()

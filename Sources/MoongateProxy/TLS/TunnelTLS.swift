@@ -44,6 +44,30 @@ enum TunnelTLS {
         }
     }
 
+    /// Starts TLS toward `target` on a connected channel (a parent proxy's tunnel): the TLS client
+    /// and a handshake watcher go in at the end of its pipeline. The future completes once the
+    /// handshake has verified.
+    static func start(on channel: any Channel, tls request: TunnelTLSRequest, target: Authority, runtime: ProxyRuntime) -> EventLoopFuture<Void> {
+        do {
+            let ssl = try NIOSSLClientHandler(context: runtime.tls.tunnelContext(verify: request.verify), serverHostname: serverName(request, target))
+            let watcher = UpstreamHandshakeWatcher(
+                promise: channel.eventLoop.makePromise(), cluster: "tunnel", timeout: runtime.config.timeouts.tlsHandshake.timeAmount,
+                metrics: runtime.tls.metrics)
+            try channel.pipeline.syncOperations.addHandler(ssl)
+            try channel.pipeline.syncOperations.addHandler(watcher)
+            return watcher.promise.futureResult
+        } catch {
+            return channel.eventLoop.makeFailedFuture(TunnelTLSError(reason: "setup", detail: "\(error)"))
+        }
+    }
+
+    /// The error a tunnel reports for a failed TLS step (a 503).
+    static func tunnelError(_ error: any Error) -> any Error {
+        if let tls = error as? UpstreamTLSError { return TunnelTLSError(reason: tls.reason, detail: tls.detail) }
+        if error is TunnelTLSError { return error }
+        return TunnelTLSError(reason: "closed", detail: "\(error)")
+    }
+
     /// The configured name, else the target's host unless it is an IP literal.
     static func serverName(_ request: TunnelTLSRequest, _ target: Authority) -> String? {
         if let name = request.serverName { return name }
