@@ -15,7 +15,8 @@
 --   return M
 --
 -- A test case (an entry of M.tests, or a line of a JSONL fixture) has: name, request, headers,
--- client, tls, and what it expects: expect ("tunnel", "route api", "deny 403", "none"),
+-- client, tls (true, or a table of the moongate.TLS fields: { sni = "a.test", alpn = "h2",
+-- subject = "CN=alice", sans = { "alice.test" } }), and what it expects: expect ("tunnel", "route api", "deny 403", "none"),
 -- expect_headers, expect_absent, expect_plugin. A plugin's own tests may also have hook, config
 -- (the plugin's config for this case), clusters (the cluster names it runs with) and expect_error
 -- (text the plugin's load error must contain: the case's config must be refused). Any other key is
@@ -50,7 +51,18 @@
 ---@class moongate.Client
 ---@field ip string
 ---@field port integer
----@field tls boolean
+---@field tls false|moongate.TLS  false for a cleartext client, else the TLS session (so `client.tls and ...` works)
+
+---The client's TLS session, as the handshake settled it. The certificate fields are set only for a
+---client certificate that verified against the listener's `client_ca`.
+---@class moongate.TLS
+---@field version string|nil       "TLSv1.2" or "TLSv1.3"
+---@field alpn string|nil          "h2", "http/1.1", or nil when the client offered no ALPN
+---@field sni string|nil           the server name the client asked for, lower-case
+---@field cipher string|nil        the cipher suite's standard name, when known
+---@field subject string|nil       the client certificate's subject, "CN=alice,O=Example"
+---@field sans string[]|nil        its subjectAltName entries (DNS names, e-mails, URIs, IPs); a new list per read
+---@field sha256 string|nil        the SHA-256 fingerprint of its DER form, lower-case hex
 
 ---The request being decided. Fields are read lazily from the proxy's copy; nothing is converted
 ---to Lua until read. The object is long-lived and reused: do not keep it beyond the hook call
@@ -193,15 +205,24 @@ function moongate.route(cluster) end
 ---@return moongate.Verb
 function moongate.forward() end
 
+---How Moongate speaks to a tunnel's target: `tls = true`, or a table. With TLS, the client sends
+---cleartext in the tunnel and Moongate encrypts it toward the target (verified against the config's
+---`tunnel_tls.ca_file`, else the system trust store); a handshake or check that fails is a 503.
+---@class moongate.TunnelOptions
+---@field tls boolean|{ sni: string|nil, verify: boolean|nil }|nil  sni: default the target's host; verify: default true
+
 ---Terminate the CONNECT here: connect to the target, answer 200, relay bytes.
----@return moongate.Verb
-function moongate.tunnel() end
+---@param options? moongate.TunnelOptions
+---@return moongate.Verb, moongate.TunnelOptions|nil
+function moongate.tunnel(options) end
 
 ---Send the CONNECT on to a cluster (an upstream proxy) that terminates it. Checked like
----moongate.route.
+---moongate.route. With `{ tls = ... }`, Moongate runs TLS toward the target inside the parent's
+---tunnel (the client sends cleartext; the parent sees ciphertext).
 ---@param cluster string
----@return moongate.Verb, string
-function moongate.tunnel_via(cluster) end
+---@param options? moongate.TunnelOptions
+---@return moongate.Verb, string, moongate.TunnelOptions|nil
+function moongate.tunnel_via(cluster, options) end
 
 ---The names of the configured clusters, sorted (a new table each call). Empty when they are not
 ---known (a policy loaded without a config, as in some tests): then nothing is checked. Check the

@@ -86,6 +86,53 @@ static void read_headers(lua_State *L, int fn_ref, int idx, moon_decision *out) 
     }
 }
 
+// The options of tunnel / tunnel_via: { tls = true } or { tls = { sni = "name", verify = true } }.
+// Strings stay valid: the table holding them is a return value, on the stack until moon_call_end.
+static void read_tunnel_options(lua_State *L, int fn_ref, int idx, moon_decision *out) {
+    if (lua_isnoneornil(L, idx)) return;
+    if (lua_type(L, idx) != LUA_TTABLE) invalid(L, fn_ref, "tunnel options must be a table: { tls = { sni = ..., verify = ... } }");
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        size_t kl = 0;
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &kl) : NULL;
+        if (k == NULL || kl != 3 || memcmp(k, "tls", 3) != 0) invalid(L, fn_ref, "tunnel options take only tls");
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, idx, "tls");
+    int t = lua_type(L, -1);
+    if (t == LUA_TBOOLEAN) {
+        out->tls = lua_toboolean(L, -1);
+        out->tls_verify = 1;
+    } else if (t == LUA_TTABLE) {
+        int tls = lua_gettop(L);
+        out->tls = 1;
+        out->tls_verify = 1;
+        lua_pushnil(L);
+        while (lua_next(L, tls) != 0) {
+            size_t kl = 0;
+            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &kl) : NULL;
+            int known = k && ((kl == 3 && memcmp(k, "sni", 3) == 0) || (kl == 6 && memcmp(k, "verify", 6) == 0));
+            if (!known) invalid(L, fn_ref, "tls takes only sni and verify");
+            lua_pop(L, 1);
+        }
+        lua_getfield(L, tls, "sni");
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            out->tls_sni = lua_tolstring(L, -1, &out->tls_sni_len);
+            if (out->tls_sni_len == 0 || out->tls_sni_len > 253) invalid(L, fn_ref, "tls.sni must be a host name");
+        } else if (!lua_isnil(L, -1)) {
+            invalid(L, fn_ref, "tls.sni must be a string");
+        }
+        lua_pop(L, 1);
+        lua_getfield(L, tls, "verify");
+        if (lua_type(L, -1) == LUA_TBOOLEAN) out->tls_verify = lua_toboolean(L, -1);
+        else if (!lua_isnil(L, -1)) invalid(L, fn_ref, "tls.verify must be true or false");
+        lua_pop(L, 1);
+    } else if (t != LUA_TNIL) {
+        invalid(L, fn_ref, "tls must be true, false or a table { sni = ..., verify = ... }");
+    }
+    lua_pop(L, 1);
+}
+
 static void decode(lua_State *L, int fn_ref, int base, moon_decision *out) {
     int v = base + 1;
     out->verb = MOON_VERB_NONE;
@@ -93,6 +140,10 @@ static void decode(lua_State *L, int fn_ref, int base, moon_decision *out) {
     out->arg = NULL;
     out->arg_len = 0;
     out->header_count = 0;
+    out->tls = 0;
+    out->tls_verify = 1;
+    out->tls_sni = NULL;
+    out->tls_sni_len = 0;
     int t = lua_type(L, v);
     if (t == LUA_TNIL) return;
     if (t != LUA_TSTRING) invalid(L, fn_ref, "expected a verb (moongate.route(...), moongate.deny(...), ...) or nil");
@@ -108,6 +159,10 @@ static void decode(lua_State *L, int fn_ref, int base, moon_decision *out) {
         if (!moon_cluster_ok(moon_ctx_of(L), out->arg, out->arg_len)) {
             invalid(L, fn_ref, "route and tunnel_via need the name of a configured cluster");
         }
+        if (verb == MOON_VERB_TUNNEL_VIA) read_tunnel_options(L, fn_ref, v + 2, out);
+        break;
+    case MOON_VERB_TUNNEL:
+        read_tunnel_options(L, fn_ref, v + 1, out);
         break;
     case MOON_VERB_DENY:
         out->status = read_status(L, fn_ref, v + 1, 403, 400);

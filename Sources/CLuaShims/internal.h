@@ -61,7 +61,7 @@ typedef struct moon_ctx {
     moon_arena edit_arena;
     moon_edit edits[MOON_MAX_EDITS];
     int nedits;
-    int req_ref, res_ref, edit_ref, target_ref, client_ref;
+    int req_ref, res_ref, edit_ref, target_ref, client_ref, tls_ref;
     const void *req_ud, *res_ud, *edit_ud;  // the view objects themselves, to check a method's self
     int template_ref;     // the table each new environment is copied from
     int call_base;        // stack top before a hook call's results

@@ -300,7 +300,7 @@ lua_State *moon_newstate(size_t mem_cap) {
     *(moon_ctx **)lua_getextraspace(L) = ctx;
     lua_atpanic(L, panic_handler);
     lua_setwarnf(L, silent_warn, NULL);
-    ctx->req_ref = ctx->res_ref = ctx->edit_ref = ctx->target_ref = ctx->client_ref = LUA_NOREF;
+    ctx->req_ref = ctx->res_ref = ctx->edit_ref = ctx->target_ref = ctx->client_ref = ctx->tls_ref = LUA_NOREF;
     ctx->template_ref = LUA_NOREF;
     ctx->budget = 1000000;
     extern int moon_open_sandbox(lua_State * L);

@@ -260,7 +260,41 @@ static int client_index(lua_State *L) {
         return 1;
     }
     if (KEY("tls")) {
-        lua_pushboolean(L, ctx->req.tls);
+        // false for a cleartext client (so `client.tls and ...` reads as before), else the session view.
+        if (ctx->req.tls) lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->tls_ref);
+        else lua_pushboolean(L, 0);
+        return 1;
+    }
+    return 0;
+}
+
+// req.client.tls: the handshake's version, ALPN, SNI and cipher, and a verified client
+// certificate's subject, subjectAltNames (a new list per read) and SHA-256 fingerprint.
+static int tls_index(lua_State *L) {
+    moon_ctx *ctx = moon_ctx_of(L);
+    size_t kl;
+    const char *k = lua_tolstring(L, 2, &kl);
+    if (k == NULL || !ctx->in_call || !ctx->req.tls) return 0;
+    moon_msg *m = &ctx->req;
+    if (KEY("version")) return push_field(L, m, MOON_F_TLS_VERSION);
+    if (KEY("alpn")) return push_field(L, m, MOON_F_TLS_ALPN);
+    if (KEY("sni")) return push_field(L, m, MOON_F_TLS_SNI);
+    if (KEY("cipher")) return push_field(L, m, MOON_F_TLS_CIPHER);
+    if (KEY("subject")) return push_field(L, m, MOON_F_TLS_SUBJECT);
+    if (KEY("sha256")) return push_field(L, m, MOON_F_TLS_SHA256);
+    if (KEY("sans")) {
+        moon_span s = m->fields[MOON_F_TLS_SANS];
+        if (s.off == MOON_ABSENT) return 0;
+        lua_createtable(L, 4, 0);
+        const char *p = m->arena.bytes + s.off, *end = p + s.len;
+        lua_Integer n = 0;
+        while (p < end) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            const char *stop = nl ? nl : end;
+            lua_pushlstring(L, p, (size_t)(stop - p));
+            lua_rawseti(L, -2, ++n);
+            p = nl ? nl + 1 : end;
+        }
         return 1;
     }
     return 0;
@@ -380,6 +414,7 @@ void moon_install_views(lua_State *L, moon_ctx *ctx) {
     ctx->res_ref = make_view(L, &ctx->res, response_index, "moongate.response", &ctx->res_ud);
     ctx->target_ref = make_view(L, &ctx->req, target_index, "moongate.target", NULL);
     ctx->client_ref = make_view(L, &ctx->req, client_index, "moongate.client", NULL);
+    ctx->tls_ref = make_view(L, &ctx->req, tls_index, "moongate.tls", NULL);
 
     void **ud = lua_newuserdatauv(L, sizeof(void *), 0);
     *ud = ctx;

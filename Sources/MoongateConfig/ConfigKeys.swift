@@ -6,9 +6,10 @@
 public enum ConfigKeys {
     /// Each section's path (`.` is the top level, `[]` an entry of a list) and its keys.
     public static let sections: [(section: String, keys: [String])] = [
-        (".", ["listeners", "clusters", "policy", "admin", "limits", "timeouts", "event_loop_threads", "overload", "resolver"]),
-        ("listeners[]", ["name", "address", "port", "protocols"]),
-        ("clusters[]", ["name", "endpoints", "connect_timeout", "pool_size", "protocol"]),
+        (".", ["listeners", "clusters", "policy", "admin", "limits", "timeouts", "event_loop_threads", "overload", "resolver",
+            "tunnel_tls"]),
+        ("listeners[]", ["name", "address", "port", "protocols", "tls"]),
+        ("clusters[]", ["name", "endpoints", "connect_timeout", "pool_size", "protocol", "tls", "via"]),
         ("policy", [
             "plugins", "plugins_dir", "memory_cap", "instruction_budget", "watch", "fixtures", "allowed_addresses",
             "hook_deadline", "init_deadline",
@@ -22,6 +23,7 @@ public enum ConfigKeys {
         ("timeouts", [
             "request_headers", "stream_idle", "upstream_connect", "upstream_response", "tunnel_idle", "tunnel_max_duration",
             "drain", "request_body_idle", "request_body", "keepalive_idle", "response_write_idle",
+            "tls_handshake",
         ]),
         ("overload", ["max_connections", "max_buffered_bytes", "max_memory", "check_interval", "retry_after", "recover_ratio"]),
         ("resolver", ["threads", "cache_ttl", "cache_size", "hosts"]),

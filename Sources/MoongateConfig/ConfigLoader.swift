@@ -36,13 +36,14 @@ public enum ConfigLoader {
         let folder = directory(of: path)
         let top = try ConfigNode(node: root, path: "", file: path).mapping(allowed: [
             "listeners", "clusters", "policy", "admin", "limits", "timeouts", "event_loop_threads", "resolver", "overload",
+            "tunnel_tls",
         ])
         var config = MoongateConfiguration(
             sourcePath: path, listeners: [], clusters: [],
             policy: PolicyConfig(plugins: [], memoryCap: 16 << 20, instructionBudget: 1_000_000, watch: true, fixtures: []),
             admin: nil, limits: Limits(), timeouts: Timeouts(), eventLoopThreads: 0)
-        if let node = top["listeners"] { config.listeners = try node.list().map(parseListener) }
-        if let node = top["clusters"] { config.clusters = try node.list().map(parseCluster) }
+        if let node = top["listeners"] { config.listeners = try node.list().map { try parseListener($0, folder: folder) } }
+        if let node = top["clusters"] { config.clusters = try node.list().map { try parseCluster($0, folder: folder) } }
         if let node = top["policy"] { config.policy = try parsePolicy(node, folder: folder) }
         if let node = top["admin"] { config.admin = try parseAdmin(node) }
         if let node = top["limits"] { config.limits = try parseLimits(node) }
@@ -50,7 +51,9 @@ public enum ConfigLoader {
         if let node = top["event_loop_threads"] { config.eventLoopThreads = try node.int(in: 0...256) }
         if let node = top["resolver"] { config.resolver = try parseResolver(node) }
         if let node = top["overload"] { config.overload = try parseOverload(node) }
+        if let node = top["tunnel_tls"] { config.tunnelTLS = try parseClusterTLS(node, folder: folder) }
         config.policy.clusterNames = config.clusters.map(\.name)
+        try checkParents(config.clusters, node: top["clusters"])
         try checkUnique(config.listeners.map(\.name), what: "listener", node: top["listeners"])
         try checkUnique(config.clusters.map(\.name), what: "cluster", node: top["clusters"])
         try checkUnique(config.policy.plugins.map(\.name), what: "plugin", node: top["policy"])
@@ -65,8 +68,8 @@ public enum ConfigLoader {
         }
     }
 
-    private static func parseListener(_ node: ConfigNode) throws -> ListenerConfig {
-        let map = try node.mapping(allowed: ["name", "address", "port", "protocols"])
+    private static func parseListener(_ node: ConfigNode, folder: String) throws -> ListenerConfig {
+        let map = try node.mapping(allowed: ["name", "address", "port", "protocols", "tls"])
         guard let port = map["port"] else { throw node.error("a listener needs a port") }
         var listener = ListenerConfig(
             name: try map["name"]?.string() ?? "listener-\(try port.int(in: 0...65535))",
@@ -83,11 +86,12 @@ public enum ConfigLoader {
                 return value
             }
         }
+        listener.tls = try map["tls"].map { try parseListenerTLS($0, folder: folder) }
         return listener
     }
 
-    private static func parseCluster(_ node: ConfigNode) throws -> ClusterConfig {
-        let map = try node.mapping(allowed: ["name", "endpoints", "connect_timeout", "pool_size", "protocol"])
+    private static func parseCluster(_ node: ConfigNode, folder: String) throws -> ClusterConfig {
+        let map = try node.mapping(allowed: ["name", "endpoints", "connect_timeout", "pool_size", "protocol", "tls", "via"])
         guard let name = map["name"] else { throw node.error("a cluster needs a name") }
         guard let endpointsNode = map["endpoints"] else { throw node.error("a cluster needs endpoints") }
         let endpoints = try endpointsNode.list().map { item throws in
@@ -101,10 +105,13 @@ public enum ConfigLoader {
         if let proto = map["protocol"], try proto.string() != "http1" {
             throw proto.error("only http1 upstreams are supported by this build")
         }
-        return ClusterConfig(
+        var cluster = ClusterConfig(
             name: try name.string(), endpoints: endpoints,
             connectTimeout: try map["connect_timeout"]?.duration() ?? .seconds(5),
             poolSize: try map["pool_size"]?.int(in: 0...10_000) ?? 64)
+        cluster.tls = try map["tls"].flatMap { try parseClusterTLS($0, folder: folder) }
+        cluster.via = try map["via"]?.string()
+        return cluster
     }
 
     /// Parses `host:port` or `[v6]:port`.
@@ -189,7 +196,7 @@ public enum ConfigLoader {
     private static func parseTimeouts(_ node: ConfigNode) throws(ConfigError) -> Timeouts {
         let map = try node.mapping(allowed: Set<String>([
             "request_headers", "stream_idle", "upstream_connect", "upstream_response", "tunnel_idle",
-            "tunnel_max_duration", "drain",
+            "tunnel_max_duration", "drain", "tls_handshake",
         ]).union(clientTimeoutKeys))
         var t = Timeouts()
         t.client = try parseClientTimeouts(map)
@@ -200,6 +207,7 @@ public enum ConfigLoader {
         if let n = map["tunnel_idle"] { t.tunnelIdle = try n.duration() }
         if let n = map["tunnel_max_duration"] { t.tunnelMaxDuration = try n.duration() }
         if let n = map["drain"] { t.drain = try n.duration() }
+        if let n = map["tls_handshake"] { t.tlsHandshake = try n.duration() }
         return t
     }
 

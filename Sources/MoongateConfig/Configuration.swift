@@ -13,6 +13,8 @@ public struct MoongateConfiguration: Sendable {
     public var eventLoopThreads: Int
     public var resolver = ResolverConfig()
     public var overload = OverloadConfig()
+    /// TLS that Moongate originates toward tunnel targets (`tunnel_tls`: CA file, client certificate).
+    public var tunnelTLS: ClusterTLSConfig? = nil
 
     /// The cluster with this name.
     public func cluster(named name: String) -> ClusterConfig? { clusters.first { $0.name == name } }
@@ -32,6 +34,8 @@ public struct ListenerConfig: Sendable, Equatable {
     public var address: String
     public var port: Int
     public var protocols: [ListenerProtocol]
+    /// TLS on this listener (nil: cleartext); ALPN then chooses among `protocols`.
+    public var tls: ListenerTLSConfig? = nil
 }
 
 /// A host and port.
@@ -52,6 +56,11 @@ public struct ClusterConfig: Sendable {
     public var connectTimeout: Duration
     /// Idle keep-alive connections kept per event loop.
     public var poolSize: Int
+    /// TLS toward the endpoints (nil: cleartext).
+    public var tls: ClusterTLSConfig? = nil
+    /// A parent HTTP proxy (another cluster) that the endpoints are reached through: Moongate sends
+    /// it `CONNECT endpoint` in the clear, then speaks (TLS and) HTTP inside the tunnel.
+    public var via: String? = nil
 }
 
 /// The admin listener (readiness, policy state, metrics, reload).
@@ -123,5 +132,7 @@ public struct Timeouts: Sendable {
     public var drain: Duration = .seconds(30)
     /// The request body, keep-alive and slow-reader deadlines of client connections.
     public var client = ClientTimeouts()
+    /// How long a TLS client may take to complete its handshake (`timeouts.tls_handshake`).
+    public var tlsHandshake: Duration = .seconds(10)
     public init() {}
 }

@@ -99,6 +99,8 @@ public enum Decision: Hashable, Sendable {
 public struct PolicyOutcome: Hashable, Sendable, CustomStringConvertible {
     public let decision: Decision
     public let plugin: String?
+    /// For a tunnel (or tunnel_via) with `{ tls = ... }`: Moongate originates TLS toward the target.
+    public var tunnelTLS: TunnelTLSRequest? = nil
 
     /// Creates an outcome.
     public init(decision: Decision, plugin: String?) {
@@ -117,4 +119,19 @@ public enum Hook: String, Sendable, CaseIterable {
     case sanitizeRequest = "sanitize_request"
     case sanitizeResponse = "sanitize_response"
     case log
+}
+
+/// A script's `moongate.tunnel{ tls = { sni = ..., verify = ... } }`: the client sends cleartext in
+/// the tunnel and Moongate encrypts it toward the target.
+public struct TunnelTLSRequest: Hashable, Sendable {
+    /// The SNI name (nil: the target's host, none for an IP literal).
+    public var serverName: String?
+    /// Whether the target's certificate is verified (chain and name).
+    public var verify: Bool
+
+    /// Creates a request.
+    public init(serverName: String? = nil, verify: Bool = true) {
+        self.serverName = serverName
+        self.verify = verify
+    }
 }

@@ -29,6 +29,8 @@ public struct DecisionCase: Sendable {
     /// `ip` or `ip:port` of the client.
     public var client: String?
     public var tls: Bool
+    /// The TLS session details of a `tls = { sni = ..., alpn = ..., ... }` case.
+    public var session: TLSSessionInfo?
     /// The hook to call (plugin tests only): `route`, `connect`, `sanitize_request`.
     public var hook: String?
     /// The plugin config for this case (plugin tests only); the live config when absent.
@@ -69,7 +71,12 @@ public struct DecisionCase: Sendable {
         self.clusters = try fields.strings("clusters")
         self.hook = try fields.string("hook")
         self.client = try fields.string("client")
-        self.tls = try fields.bool("tls") ?? false
+        if let table = value["tls"], case .table = table {
+            self.session = try TLSSessionInfo(caseValue: table)
+            self.tls = true
+        } else {
+            self.tls = try fields.bool("tls") ?? false
+        }
         self.expect = try fields.string("expect")
         self.expectPlugin = try fields.string("expect_plugin")
         self.expectAbsent = try fields.strings("expect_absent") ?? []
@@ -141,7 +148,7 @@ public struct DecisionCase: Sendable {
 
     /// Builds the request the case describes.
     public func makeRequest() throws(CaseError) -> PolicyRequest {
-        var clientInfo = ClientInfo(ip: "127.0.0.1", port: 40000, tls: tls)
+        var clientInfo = ClientInfo(ip: "127.0.0.1", port: 40000, tls: tls, session: session)
         if let client {
             let bareIPv6 = !client.hasPrefix("[") && client.filter({ $0 == ":" }).count > 1
             if !bareIPv6, let endpoint = ConfigLoader.parseEndpoint(client) {

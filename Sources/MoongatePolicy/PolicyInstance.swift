@@ -288,7 +288,11 @@ public final class PolicyInstance {
             }
             traceCall(slot, hook: hook, answer: decision == .noOpinion ? "nil" : decision.summary, edits: headers)
         }
-        return PolicyOutcome(decision: decision, plugin: plugin)
+        var outcome = PolicyOutcome(decision: decision, plugin: plugin)
+        if raw.tls != 0 {
+            outcome.tunnelTLS = TunnelTLSRequest(serverName: string(raw.tls_sni, raw.tls_sni_len)?.lowercased(), verify: raw.tls_verify != 0)
+        }
+        return outcome
     }
 
     private func makeFault(status: Int32, plugin: String, hook: Hook) -> PolicyFault {

@@ -2,12 +2,59 @@
 public struct ClientInfo: Hashable, Sendable {
     public var ip: String
     public var port: Int
+    /// True when the client reached Moongate over TLS.
     public var tls: Bool
+    /// The TLS session's details (`req.client.tls` in a script), when known.
+    public var session: TLSSessionInfo?
     /// Creates client information.
-    public init(ip: String, port: Int = 0, tls: Bool = false) {
+    public init(ip: String, port: Int = 0, tls: Bool = false, session: TLSSessionInfo? = nil) {
         self.ip = ip
         self.port = port
-        self.tls = tls
+        self.tls = tls || session != nil
+        self.session = session
+    }
+}
+
+/// What a TLS handshake with a client settled, as a script reads it in `req.client.tls`.
+public struct TLSSessionInfo: Hashable, Sendable {
+    /// `TLSv1.2` or `TLSv1.3`.
+    public var version: String
+    /// The protocol ALPN chose (`h2`, `http/1.1`), if any.
+    public var alpn: String?
+    /// The name the client asked for (SNI), lower-case, if any.
+    public var sni: String?
+    /// The cipher suite's standard name, when the TLS library tells it.
+    public var cipher: String?
+    /// The client's certificate, when it presented one that verified.
+    public var clientCertificate: ClientCertificateInfo?
+
+    /// Creates session details.
+    public init(
+        version: String, alpn: String? = nil, sni: String? = nil, cipher: String? = nil,
+        clientCertificate: ClientCertificateInfo? = nil
+    ) {
+        self.version = version
+        self.alpn = alpn
+        self.sni = sni
+        self.cipher = cipher
+        self.clientCertificate = clientCertificate
+    }
+}
+
+/// A verified client certificate as policy sees it.
+public struct ClientCertificateInfo: Hashable, Sendable {
+    /// The subject, as `CN=alice,O=Example` (attributes in certificate order).
+    public var subject: String
+    /// The subjectAltName entries: DNS names, e-mail addresses, URIs and IP addresses, as text.
+    public var sans: [String]
+    /// The SHA-256 fingerprint of the DER certificate, lower-case hex.
+    public var sha256: String
+
+    /// Creates certificate details.
+    public init(subject: String, sans: [String], sha256: String) {
+        self.subject = subject
+        self.sans = sans
+        self.sha256 = sha256
     }
 }
 

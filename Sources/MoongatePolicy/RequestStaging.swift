@@ -47,11 +47,24 @@ enum RequestStaging {
         moon_req_set_ints(
             L, Int32(request.target?.port ?? 0), Int32(request.port ?? 0), Int32(request.client.port),
             request.client.tls ? 1 : 0)
+        if let session = request.client.session { stageTLS(session, into: L) }
         for field in request.headers {
             withBytes(field.name) { n, nl in
                 withBytes(field.value) { v, vl in moon_req_add_header(L, n, nl, v, vl) }
             }
         }
+    }
+
+    /// The client's TLS session, for `req.client.tls`.
+    private static func stageTLS(_ session: TLSSessionInfo, into L: OpaquePointer) {
+        put(L, Int32(MOON_F_TLS_VERSION), session.version)
+        put(L, Int32(MOON_F_TLS_ALPN), session.alpn)
+        put(L, Int32(MOON_F_TLS_SNI), session.sni)
+        put(L, Int32(MOON_F_TLS_CIPHER), session.cipher)
+        guard let certificate = session.clientCertificate else { return }
+        put(L, Int32(MOON_F_TLS_SUBJECT), certificate.subject)
+        put(L, Int32(MOON_F_TLS_SANS), certificate.sans.joined(separator: "\n"))
+        put(L, Int32(MOON_F_TLS_SHA256), certificate.sha256)
     }
 
     static func stageResponse(status: Int, headers: [HeaderField], into L: OpaquePointer) {

@@ -27,10 +27,12 @@ public final class AdminServer: Service, Sendable {
     /// Moongate is overloaded.
     public init(
         config: AdminConfig, policy: PolicyHost, registry: PrometheusCollectorRegistry, reloader: PolicyReloader?,
-        group: any EventLoopGroup, logger: Logger, metrics: ProxyMetrics? = nil, overload: OverloadGuard? = nil
+        group: any EventLoopGroup, logger: Logger, metrics: ProxyMetrics? = nil, overload: OverloadGuard? = nil,
+        certificates: [ListenerCertificates] = []
     ) {
         self.config = config
-        self.state = AdminState(policy: policy, registry: registry, reloader: reloader, metrics: metrics, overload: overload)
+        self.state = AdminState(
+            policy: policy, registry: registry, reloader: reloader, metrics: metrics, overload: overload, certificates: certificates)
         self.group = group
         self.logger = logger
     }
@@ -69,16 +71,18 @@ final class AdminState: Sendable {
     let reloader: PolicyReloader?
     let metrics: ProxyMetrics?
     let overload: OverloadGuard?
+    let certificates: [ListenerCertificates]
 
     init(
         policy: PolicyHost, registry: PrometheusCollectorRegistry, reloader: PolicyReloader?, metrics: ProxyMetrics? = nil,
-        overload: OverloadGuard? = nil
+        overload: OverloadGuard? = nil, certificates: [ListenerCertificates] = []
     ) {
         self.policy = policy
         self.registry = registry
         self.reloader = reloader
         self.metrics = metrics
         self.overload = overload
+        self.certificates = certificates
     }
 
     func respond(method: HTTPMethod, path: String) -> (HTTPResponseStatus, String, String) {
@@ -136,6 +140,7 @@ final class AdminState: Sendable {
         text += "\"tests_passed\":\(generation.testResults.count),\"plugins\":[\(plugins.joined(separator: ","))],"
         text += "\"files\":[\(files.joined(separator: ","))]"
         if let last = reloader?.lastAttempt { text += ",\"last_attempt\":\(Self.json(last))" }
+        if !certificates.isEmpty { text += ",\"tls\":\(TLSStatusJSON.render(certificates))" }
         return text + "}\n"
     }
 }

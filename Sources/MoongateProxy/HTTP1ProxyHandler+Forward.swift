@@ -41,7 +41,9 @@ extension HTTP1ProxyHandler {
                 exchange.attach(handler)
                 self.resumeClientReads()
             case .failure(let failure):
-                self.exchangeFailed(exchange, status: failure.status, reason: failure.reason, context: context)
+                // A tunnel whose parent could not be reached (TLS to it included) is a 503, as for any dial.
+                let status = exchange.kind == .connectVia && failure.error is UpstreamTLSError ? 503 : failure.status
+                self.exchangeFailed(exchange, status: status, reason: failure.reason, context: context)
             }
         }
     }

@@ -40,7 +40,9 @@ extension HTTP1ProxyHandler {
     func startTunnel(to target: Authority, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, context: ChannelHandlerContext) {
         let attempt = TunnelAttempt(request: request, instance: instance, outcome: outcome, target: target)
         state = .connecting(attempt)
-        let dialled = UpstreamDialer.dialTarget(target, with: attempt.upstreamGlue, runtime: runtime, loop: loop, on: context.eventLoop)
+        let dialled = outcome.tunnelTLS.map { tls in
+            TunnelTLS.dial(target, tls: tls, then: attempt.upstreamGlue, runtime: runtime, loop: loop, on: context.eventLoop)
+        } ?? UpstreamDialer.dialTarget(target, with: attempt.upstreamGlue, runtime: runtime, loop: loop, on: context.eventLoop)
         dialled
             .assumeIsolated()
             .whenComplete { result in
@@ -119,6 +121,13 @@ extension HTTP1ProxyHandler {
         upstream.delegate = nil
         upstream.rawMode = true
         rawMode = true
+        if let tls = exchange.outcome.tunnelTLS, let target = exchange.request.target {
+            // TLS toward the target inside the parent's tunnel: the client hears 200 only once it has verified.
+            context.eventLoop.assumeIsolated().execute {
+                self.startTLSInsideParentTunnel(exchange, tls: tls, target: target, upstream: upstreamChannel, keeper: upstream)
+            }
+            return
+        }
         var line = context.channel.allocator.buffer(capacity: 64)
         HTTP1Wire.writeStatusLine(head.status, into: &line)
         line.writeStaticString("\r\n")
@@ -136,6 +145,46 @@ extension HTTP1ProxyHandler {
         let tunnels = runtime.tunnels
         let ip = client.ip
         channel.closeFuture.whenComplete { _ in tunnels.closed(channel, client: ip) }
+    }
+
+    /// Runs on the tick after the parent's 2xx (the upstream handler has left its parse loop): TLS
+    /// goes in behind the upstream handler, which then leaves and hands it any bytes it kept.
+    private func startTLSInsideParentTunnel(
+        _ exchange: Exchange, tls: TunnelTLSRequest, target: Authority, upstream: any Channel, keeper: UpstreamHandler
+    ) {
+        guard let context, context.channel.isActive, upstream.isActive else {
+            context?.close(promise: nil)
+            upstream.close(promise: nil)
+            return
+        }
+        let handshake = TunnelTLS.start(on: upstream, tls: tls, target: target, runtime: runtime)
+        upstream.pipeline.syncOperations.removeHandler(keeper, promise: nil)
+        handshake.assumeIsolated().whenComplete { result in
+            guard let context = self.context else {
+                upstream.close(promise: nil)
+                return
+            }
+            let pair = GlueHandler.matchedPair()
+            switch result {
+            case .success where (try? upstream.pipeline.syncOperations.addHandler(pair.1)) != nil:
+                var head = context.channel.allocator.buffer(capacity: 40)
+                head.writeStaticString("HTTP/1.1 200 Connection established\r\n\r\n")
+                self.countTunnel(context.channel)
+                context.writeAndFlush(self.wrapOutboundOut(head), promise: nil)
+                self.glue(context: context, upstream: upstream, request: exchange.request, instance: exchange.instance,
+                          outcome: exchange.outcome, status: 200, startedAt: exchange.startedAt, pair: pair, upstreamKeeper: nil)
+            default:
+                upstream.close(promise: nil)
+                var error: any Error = ChannelError.ioOnClosedChannel
+                if case .failure(let failure) = result { error = failure }
+                let (status, reason) = UpstreamDialer.failure(TunnelTLS.tunnelError(error))
+                self.rawPending.discard()
+                self.respondLocally(status: status, reason: reason, close: true, context: context)
+                self.logLocal(
+                    exchange.request, exchange.outcome, status: status, bytesOut: localBodyLength(reason, exact: false),
+                    detail: reason, since: exchange.startedAt)
+            }
+        }
     }
 
     /// The upstream handler is still inside its parse loop (this runs from its `.end`), so

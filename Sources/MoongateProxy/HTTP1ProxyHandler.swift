@@ -93,10 +93,13 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var headStartedAt = NIODeadline.uptimeNanoseconds(0)
 
     private let parser: ClientRequestParser
+    /// The client's TLS session (nil: cleartext).
+    private let session: TLSSessionInfo?
 
-    init(runtime: ProxyRuntime, loop: LoopContext) {
+    init(runtime: ProxyRuntime, loop: LoopContext, session: TLSSessionInfo? = nil) {
         self.runtime = runtime
         self.loop = loop
+        self.session = session
         // The limits and deadlines of the live generation (a reload's apply from the next connection).
         _ = runtime.policy.instance(in: loop.policy)
         let settings = loop.policy.settings
@@ -109,7 +112,7 @@ final class HTTP1ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         if let remote = context.channel.remoteAddress {
-            client = ClientInfo(ip: remote.ipAddress ?? "0.0.0.0", port: remote.port ?? 0, tls: false)
+            client = ClientInfo(ip: remote.ipAddress ?? "0.0.0.0", port: remote.port ?? 0, session: session)
         }
         if context.channel.isActive { armFreshTimer(context: context) }
     }

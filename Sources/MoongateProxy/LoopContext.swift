@@ -41,6 +41,8 @@ final class ProxyRuntime: Sendable {
     let tunnels: TunnelRegistry
     /// Refuses requests while Moongate is overloaded.
     let overload: OverloadGuard
+    /// Listener certificates and cluster TLS contexts (loaded when the server starts).
+    let tls = TLSRegistry()
     private let loops: [ObjectIdentifier: NIOLoopBoundBox<LoopContext?>]
 
     init(

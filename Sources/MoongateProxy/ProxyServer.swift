@@ -40,6 +40,7 @@ public final class ProxyServer: Service, Sendable {
     @discardableResult
     public func start() async throws -> [SocketAddress] {
         HTTP1Pipeline.instantiateHandlerTypes()
+        try runtime.tls.load(runtime.config)
         var bound: [SocketAddress] = []
         for listener in runtime.config.listeners {
             let channel = try await bootstrap(for: listener).bind(host: listener.address, port: listener.port).get()
@@ -76,10 +77,15 @@ public final class ProxyServer: Service, Sendable {
         runtime.logger.info("stopped")
     }
 
+    /// The certificates of the TLS listeners (loaded by ``start()``), for the reloader and admin.
+    public var certificates: [ListenerCertificates] { runtime.tls.all }
+
     private func bootstrap(for listener: ListenerConfig) -> ServerBootstrap {
         let runtime = self.runtime
         let connections = self.connections
         let protocols = Set(listener.protocols)
+        let certificates = runtime.tls.certificates(of: listener.name)
+        let tlsMetrics = runtime.tls.metrics
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -93,6 +99,16 @@ public final class ProxyServer: Service, Sendable {
                     runtime.overload.connectionsChanged(connections.opened(channel))
                     channel.closeFuture.whenComplete { _ in runtime.overload.connectionsChanged(connections.closed(channel)) }
                     let loop = runtime.loopContext(channel.eventLoop)
+                    if let certificates {
+                        try TLSServerPipeline.configure(channel, certificates: certificates, runtime: runtime, metrics: tlsMetrics) { http2, session in
+                            if http2 || !protocols.contains(.http1) {
+                                try HTTP2Pipeline.configureServer(channel, runtime: runtime, session: session)
+                            } else {
+                                try HTTP1Pipeline.configureServer(channel.pipeline.syncOperations, handler: HTTP1ProxyHandler(runtime: runtime, loop: loop, session: session))
+                            }
+                        }
+                        return
+                    }
                     switch (protocols.contains(.http1), protocols.contains(.http2)) {
                     case (true, true):
                         try channel.pipeline.syncOperations.addHandler(PrefaceSniffer { http2, pipeline in

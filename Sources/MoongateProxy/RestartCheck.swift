@@ -1,7 +1,9 @@
 import MoongateConfig
 
 /// What a reload cannot apply to a running process: the listeners (their sockets are bound at
-/// start), the admin listener, the number of event loops and the resolver (its lookup threads). A reload whose config changes any of
+/// start), the admin listener, the number of event loops, the resolver (its lookup threads) and
+/// TLS settings (contexts are built once: a cluster's `tls`, `tunnel_tls`; certificate *files*
+/// reload by themselves). A reload whose config changes any of
 /// them is refused as a whole, with "restart required", rather than half-applied: the running
 /// generation stays, and the operator restarts to apply it.
 public enum RestartCheck {
@@ -22,6 +24,12 @@ public enum RestartCheck {
         if running.admin != new.admin { changed.append("admin changed") }
         if running.eventLoopThreads != new.eventLoopThreads { changed.append("event_loop_threads changed") }
         if running.resolver != new.resolver { changed.append("resolver changed") }
+        // Clusters reload, but their TLS contexts are built once, at start.
+        let tlsBefore = Dictionary(running.clusters.map { ($0.name, $0.tls) }, uniquingKeysWith: { first, _ in first })
+        for cluster in new.clusters where cluster.tls != (tlsBefore[cluster.name] ?? nil) {
+            changed.append("cluster \(cluster.name) tls changed")
+        }
+        if running.tunnelTLS != new.tunnelTLS { changed.append("tunnel_tls changed") }
         return changed
     }
 

@@ -34,6 +34,9 @@ struct Decide: ParsableCommand {
     @Flag(help: "List every plugin and hook called, in order, with its answer and time, the composition step that chose the result, the edits and the floors' effect.")
     var trace = false
 
+    @Option(help: "The client came over TLS with these details: 'sni=a.test,alpn=h2,version=TLSv1.3,cipher=…,subject=CN=alice,sans=a.test|b.test,sha256=…' (any subset).")
+    var tls: String?
+
     @Option(help: "Level of the lines scripts log, on standard error (print is debug).")
     var logLevel: String = "info"
 
@@ -57,8 +60,14 @@ struct Decide: ParsableCommand {
                 }
                 overrides[parts[0].lowercased(), default: []].append(parts[1].trimmingCharacters(in: "[]"))
             }
+            let session: TLSSessionInfo?
+            do {
+                session = try tls.map { spec throws(CaseError) in try TLSSessionInfo(spec: spec) }
+            } catch {
+                throw ValidationError(error.message)
+            }
             let report = try DryRun.run(
-                config: loaded, instance: instance, line: request, headers: fields, client: ClientInfo(ip: client),
+                config: loaded, instance: instance, line: request, headers: fields, client: ClientInfo(ip: client, session: session),
                 resolve: overrides, trace: trace)
             print(Self.text(report).joined(separator: "\n"))
         } catch let error as ConfigError {
@@ -76,6 +85,9 @@ struct Decide: ParsableCommand {
     static func text(_ report: DryRunReport) -> [String] {
         let verdict = report.verdict
         var out = ["decision: \(verdict.outcome.decision.summary)", "plugin:   \(verdict.outcome.plugin ?? "(default)")"]
+        if let tls = verdict.outcome.tunnelTLS {
+            out.append("tls:      to the target, sni \(tls.serverName ?? "(the target's host)"), verify \(tls.verify)")
+        }
         switch verdict.outcome.decision {
         case .deny(_, let reason, let extra), .respond(_, let reason, let extra):
             if let reason { out.append("reason:   \(reason)") }

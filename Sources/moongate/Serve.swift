@@ -68,17 +68,20 @@ struct Serve: AsyncParsableCommand {
         // The admin listener has a thread of its own, so it answers while the proxy's loops are
         // saturated or held by a runaway script.
         let adminGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        if let admin = loaded.admin {
-            services.append(
-                AdminServer(
-                    config: admin, policy: policy, registry: registry, reloader: reloader, group: adminGroup, logger: logger,
-                    metrics: metrics, overload: server.overload))
-        }
         do {
             try await server.start()
         } catch {
             printError("moongate: cannot listen: \(error)")
             throw ExitCode.failure
+        }
+        if !server.certificates.isEmpty {
+            services.append(CertificateReloader(listeners: server.certificates, logger: Logger(label: "moongate.tls")))
+        }
+        if let admin = loaded.admin {
+            services.append(
+                AdminServer(
+                    config: admin, policy: policy, registry: registry, reloader: reloader, group: adminGroup, logger: logger,
+                    metrics: metrics, overload: server.overload, certificates: server.certificates))
         }
         let serviceGroup = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import MoongateConfig
 import MoongatePolicy
+import MoongateProxy
 
 #if canImport(Glibc)
 import Glibc
@@ -46,6 +47,13 @@ struct Validate: ParsableCommand {
         do {
             let loaded = try ConfigLoader.load(path: config)
             for warning in Self.plainTextPasswordWarnings(loaded.policy, configPath: config) { printError(warning) }
+            for cluster in loaded.clusters where cluster.tls?.insecureSkipVerify == true {
+                printError("\(config): warning: cluster \(cluster.name): tls.insecure_skip_verify is on, upstream certificates are not checked")
+            }
+            let tls = TLSCheck.problems(loaded)
+            for file in tls.missing { printError("\(config): warning: \(file) does not exist (yet): serve will not start without it") }
+            for problem in tls.unusable { printError("\(problem)") }
+            if !tls.unusable.isEmpty { fail("\(tls.unusable.count) TLS file(s) cannot be used") }
             spec = try PolicySpec.read(loaded.policy)
         } catch {
             printError("\(error)")

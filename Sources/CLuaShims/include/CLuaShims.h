@@ -51,6 +51,14 @@ enum {
     MOON_F_TARGET_HOST,
     MOON_F_CLIENT_IP,
     MOON_F_FORM,
+    // The client's TLS session (req.client.tls); SANS holds the names separated by '\n'.
+    MOON_F_TLS_VERSION,
+    MOON_F_TLS_ALPN,
+    MOON_F_TLS_SNI,
+    MOON_F_TLS_CIPHER,
+    MOON_F_TLS_SUBJECT,
+    MOON_F_TLS_SANS,
+    MOON_F_TLS_SHA256,
     MOON_F_COUNT
 };
 
@@ -62,6 +70,10 @@ typedef struct moon_decision {
     const char *arg;        // cluster (route, tunnel_via), reason (deny) or body (respond)
     size_t arg_len;
     int header_count;       // extra response headers, stored as MOON_EDIT_SET edits
+    int tls;                // tunnel / tunnel_via with { tls = ... }: originate TLS toward the target
+    int tls_verify;         // ... verifying its certificate (default 1)
+    const char *tls_sni;    // ... with this SNI name (NULL: the target's host)
+    size_t tls_sni_len;
 } moon_decision;
 
 // ---- state lifecycle ------------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ enum UpstreamDialer {
         if case DialError.refusedAddress(let host, let cls)? = error as? DialError {
             return (403, "\(host) resolves to a \(cls) address")
         }
+        if let tls = error as? UpstreamTLSError { return (502, "upstream TLS failed: \(tls.reason)") }
+        if let parent = error as? ParentProxyError { return (502, parent.description) }
+        if let tunnel = error as? TunnelTLSError { return (503, "TLS to the target failed: \(tunnel.reason)") }
         return (503, "upstream unreachable")
     }
 
@@ -29,6 +32,10 @@ enum UpstreamDialer {
         let floor: Bool
         switch destination {
         case .cluster(let cluster):
+            // TLS, or a parent proxy: the channel is handed over once the tunnel and handshake are up.
+            if cluster.config.tls != nil || cluster.config.via != nil {
+                return SecureUpstream.dial(cluster, key: key, runtime: runtime, loop: loop, on: eventLoop)
+            }
             let endpoint = cluster.config.endpoints[
                 loop.nextEndpointIndex(cluster.config.name, count: cluster.config.endpoints.count)]
             target = Authority(host: endpoint.host.contains(":") ? "[\(endpoint.host)]" : endpoint.host, port: endpoint.port)
@@ -101,7 +108,12 @@ enum UpstreamDialer {
                 done(.success(handler))
             case .failure(let error):
                 let (status, reason) = failure(error)
-                runtime.logger.info("upstream unreachable", metadata: ["upstream": "\(destination.key)", "error": "\(error)"])
+                if let tls = error as? UpstreamTLSError {
+                    runtime.logger.warning(
+                        "upstream TLS failed", metadata: ["upstream": "\(destination.key)", "reason": "\(tls.reason)", "error": "\(tls.detail)"])
+                } else {
+                    runtime.logger.info("upstream unreachable", metadata: ["upstream": "\(destination.key)", "error": "\(error)"])
+                }
                 done(.failure(Failure(status: status, reason: reason, error: error)))
             }
         }

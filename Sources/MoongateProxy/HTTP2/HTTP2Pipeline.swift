@@ -20,14 +20,14 @@ enum HTTP2Pipeline {
         ]
     }
 
-    static func configureServer(_ channel: any Channel, runtime: ProxyRuntime) throws {
+    static func configureServer(_ channel: any Channel, runtime: ProxyRuntime, session: TLSSessionInfo? = nil) throws {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = settings(limits: runtime.loopContext(channel.eventLoop).policy.settings.limits)
         connection.targetWindowSize = 1 << 20
         var stream = NIOHTTP2Handler.StreamConfiguration()
         stream.targetWindowSize = 65_535
         let remote = channel.remoteAddress
-        let client = ClientInfo(ip: remote?.ipAddress ?? "0.0.0.0", port: remote?.port ?? 0, tls: false)
+        let client = ClientInfo(ip: remote?.ipAddress ?? "0.0.0.0", port: remote?.port ?? 0, session: session)
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: connection, streamConfiguration: stream
         ) { streamChannel in

@@ -15,7 +15,9 @@ extension HTTP2StreamHandler {
         dial.clientEnded = endStream
         state = .dialling(dial)
         let tunnel = StreamTunnel(stream: self)
-        let dialled = UpstreamDialer.dialTarget(target, with: tunnel.targetSide, runtime: runtime, loop: loop, on: context.eventLoop)
+        let dialled = outcome.tunnelTLS.map { tls in
+            TunnelTLS.dial(target, tls: tls, then: tunnel.targetSide, runtime: runtime, loop: loop, on: context.eventLoop)
+        } ?? UpstreamDialer.dialTarget(target, with: tunnel.targetSide, runtime: runtime, loop: loop, on: context.eventLoop)
         dialled.assumeIsolated().whenComplete { result in
             guard case .dialling(let current) = self.state, current === dial, let context = self.context else {
                 if case .success(let channel) = result { channel.close(promise: nil) }
