@@ -140,8 +140,26 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
     ]
 )
+
+// Parser fuzzing (scripts/fuzz-parsers): one libFuzzer executable per parser, declared only when
+// MOONGATE_FUZZ=1, so ordinary builds neither compile nor link them. They link only against
+// libFuzzer (`-sanitize=fuzzer`) and reach the parsers through `@testable import` (debug builds).
+if Context.environment["MOONGATE_FUZZ"] == "1" {
+    let fuzzDependencies: [Target.Dependency] = ["MoongateProxy", "ParserFuzzing", .product(name: "NIOCore", package: "swift-nio")]
+    package.targets += [
+        .target(
+            name: "ParserFuzzing",
+            dependencies: ["MoongateProxy", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(name: "FuzzClientRequestParser", dependencies: fuzzDependencies, swiftSettings: swiftSettings),
+        .executableTarget(name: "FuzzUpstreamResponseParser", dependencies: fuzzDependencies, swiftSettings: swiftSettings),
+        .executableTarget(name: "FuzzChunkedDecoder", dependencies: fuzzDependencies, swiftSettings: swiftSettings),
+    ]
+}

@@ -72,6 +72,8 @@ final class ClientRequestParser {
     private var chunked = ChunkedDecoder(strictSizes: true, maxTrailerBytes: 0)
     /// The pending head's request line is known to be within its limit.
     private var requestLineEnded = false
+    /// Before a request line: the last read ended with the CR of an empty line.
+    private var emptyLineCR = false
     private let maxHeadBytes: Int
     private let maxFields: Int
     private let maxRequestLine: Int
@@ -156,10 +158,8 @@ final class ClientRequestParser {
     /// Accumulates until the blank line; returns the head's bytes when complete.
     private func takeHead(_ input: inout ByteBuffer) throws(ClientRequestError) -> ByteBuffer? {
         if pending.readableBytes == 0 {
-            // RFC 9112 §2.2: empty lines before a request line are ignored.
-            while input.readableBytes >= 2, input.getInteger(at: input.readerIndex, as: UInt16.self) == 0x0D0A {
-                input.moveReaderIndex(forwardBy: 2)
-            }
+            try skipEmptyLines(&input)
+            if input.readableBytes == 0 { return nil }
             if let end = try Self.headEnd(in: input, from: 0) {
                 guard end <= maxHeadBytes else { throw tooLarge(input) }
                 return input.readSlice(length: end)
@@ -183,6 +183,22 @@ final class ClientRequestParser {
         }
         guard pending.readableBytes <= maxHeadBytes else { throw tooLarge(pending) }
         return nil
+    }
+
+    /// RFC 9112 §2.2: empty lines before a request line are ignored, however the reads cut them (a
+    /// CR that ends a read waits for its LF in ``emptyLineCR``); a CR without its LF is refused.
+    private func skipEmptyLines(_ input: inout ByteBuffer) throws(ClientRequestError) {
+        while let byte = input.getInteger(at: input.readerIndex, as: UInt8.self) {
+            if emptyLineCR {
+                guard byte == 10 else { throw Self.bad("bare CR") }
+                emptyLineCR = false
+            } else if byte != 13 {
+                return
+            } else {
+                emptyLineCR = true
+            }
+            input.moveReaderIndex(forwardBy: 1)
+        }
     }
 
     /// The index just past the `\r\n\r\n` that ends a head, if present. A LF without its CR is
@@ -220,10 +236,9 @@ final class ClientRequestParser {
 
     private func parseHead(_ bytes: UnsafeRawBufferPointer) throws(ClientRequestError) -> ClientRequestHead {
         let bad = Self.bad
-        // [empty lines, when they came in a read of their own] method SP request-target SP HTTP/1.x CRLF
-        var i = 0
-        while i + 4 < bytes.count && bytes[i] == 13 && bytes[i + 1] == 10 { i += 2 }
-        let methodStart = i
+        // method SP request-target SP HTTP/1.x CRLF (empty lines before it were skipped as they came)
+        let methodStart = 0
+        var i = methodStart
         while HTTP1Syntax.isTokenByte(bytes[i]) { i += 1 }
         guard i > methodStart, bytes[i] == 32 else { throw bad("bad request line") }
         let method = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[methodStart..<i]), as: UTF8.self)
