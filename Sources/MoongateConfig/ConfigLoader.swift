@@ -35,7 +35,7 @@ public enum ConfigLoader {
         }
         let folder = directory(of: path)
         let top = try ConfigNode(node: root, path: "", file: path).mapping(allowed: [
-            "listeners", "clusters", "policy", "admin", "limits", "timeouts", "event_loop_threads",
+            "listeners", "clusters", "policy", "admin", "limits", "timeouts", "event_loop_threads", "http2",
         ])
         var config = MoongateConfiguration(
             sourcePath: path, listeners: [], clusters: [],
@@ -47,6 +47,7 @@ public enum ConfigLoader {
         if let node = top["admin"] { config.admin = try parseAdmin(node) }
         if let node = top["limits"] { config.limits = try parseLimits(node) }
         if let node = top["timeouts"] { config.timeouts = try parseTimeouts(node) }
+        if let node = top["http2"] { config.http2 = try parseHTTP2(node) }
         if let node = top["event_loop_threads"] { config.eventLoopThreads = try node.int(in: 0...256) }
         config.policy.clusterNames = config.clusters.map(\.name)
         try checkUnique(config.listeners.map(\.name), what: "listener", node: top["listeners"])

@@ -9,6 +9,8 @@ public struct MoongateConfiguration: Sendable {
     public var admin: AdminConfig?
     public var limits: Limits
     public var timeouts: Timeouts
+    /// The settings HTTP/2 listeners advertise (`http2:`).
+    public var http2 = HTTP2Config()
     /// Event-loop threads (0 = one per core).
     public var eventLoopThreads: Int
 

@@ -67,6 +67,8 @@ extension HTTP2StreamHandler {
 
     /// Bytes from the target go out as DATA (flushed at the end of each read batch).
     func targetData(_ bytes: ByteBuffer) {
+        lastActivity = .now()
+        guardian.sentData()
         context?.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes), endStream: false))), promise: nil)
     }
 
@@ -75,6 +77,7 @@ extension HTTP2StreamHandler {
     /// The target half-closed: END_STREAM.
     func targetEnded() {
         guard let context else { return }
+        lastActivity = .now()
         let empty = context.channel.allocator.buffer(capacity: 0)
         context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(empty), endStream: true))), promise: nil)
     }

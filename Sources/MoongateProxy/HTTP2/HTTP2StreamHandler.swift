@@ -48,24 +48,41 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     let runtime: ProxyRuntime
     let loop: LoopContext
     let client: ClientInfo
+    /// The connection's own flood counters (WINDOW_UPDATE credit).
+    let guardian: HTTP2FloodGuard
+    /// `timeouts.stream_idle`: a stream with no frame either way for this long is reset.
+    let idleTimeout: TimeAmount
     var state = State.awaitingHead
     var context: ChannelHandlerContext?
     var startedAt = NIODeadline.now()
+    /// When the last frame went either way (read by the idle timer).
+    var lastActivity = NIODeadline.now()
+    var idleTimer: Scheduled<Void>?
     private var pendingRead = false
 
-    init(runtime: ProxyRuntime, loop: LoopContext, client: ClientInfo) {
+    init(runtime: ProxyRuntime, loop: LoopContext, client: ClientInfo, guardian: HTTP2FloodGuard, idleTimeout: TimeAmount) {
         self.runtime = runtime
         self.loop = loop
         self.client = client
+        self.guardian = guardian
+        self.idleTimeout = idleTimeout
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        armIdleTimer(at: lastActivity + idleTimeout, context: context)
+    }
 
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        idleTimer?.cancel()
+        idleTimer = nil
+    }
 
     // MARK: - Inbound frames
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastActivity = .now()
         switch unwrapInboundIn(data) {
         case .headers(let headers):
             if case .awaitingHead = state {
@@ -81,12 +98,16 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             if frame.endStream { clientEnded(context: context) }
         case .rstStream:
             abort()
+        case .windowUpdate:
+            guardian.windowUpdateReceived()
         default:
             break
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
         abort()
         context.fireChannelInactive()
     }
@@ -237,7 +258,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         headers.add(name: "content-length", value: String(body.utf8.count))
         let withBody = request.method != "HEAD" && !body.isEmpty
         context.write(wrapOutboundOut(.headers(.init(headers: headers, endStream: !withBody))), promise: nil)
+        lastActivity = .now()
         if withBody {
+            guardian.sentData()
             let buffer = context.channel.allocator.buffer(string: body)
             context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(buffer), endStream: true))), promise: nil)
         }
@@ -330,10 +353,12 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     func upstream(_ upstream: UpstreamHandler, received part: UpstreamPart) {
         guard let context, case .exchanging(let exchange, let headSent) = state, exchange.upstream === upstream else { return }
+        lastActivity = .now()
         switch part {
         case .head(let head):
             if head.code < 200 { return }  // informational answers are not relayed over HTTP/2 yet
             exchange.status = head.code
+            exchange.upstreamKeepAlive = head.isKeepAlive
             var fields = head.fields
             if let fault = exchange.instance.sanitizeResponse(for: exchange.request, status: head.code, headers: &fields) {
                 runtime.logger.debug("sanitize_response failed", metadata: ["plugin": "\(fault.plugin)"])
@@ -352,6 +377,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         case .body(let bytes):
             guard headSent else { return }
             exchange.bytesToClient += bytes.readableBytes
+            lastActivity = .now()
+            guardian.sentData()
             context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes), endStream: false))), promise: nil)
         case .end:
             guard headSent else { return }
@@ -383,7 +410,11 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         guard exchange.requestComplete, exchange.responseComplete else { return }
         if let upstream = exchange.upstream {
             upstream.delegate = nil
-            upstream.close()
+            if exchange.upstreamKeepAlive {
+                exchange.idle.release(upstream, limit: exchange.poolLimit)
+            } else {
+                upstream.close()
+            }
         }
         state = .closed
         runtime.metrics.request(decision: exchange.outcome.decision.verb, status: exchange.status)
@@ -404,7 +435,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         answer(LocalAnswer(status: status, body: reason, keepAlive: true), request: exchange.request, outcome: exchange.outcome, context: context)
     }
 
-    private func abort() {
+    func abort() {
         switch state {
         case .exchanging(let exchange, _):
             exchange.upstream?.delegate = nil
