@@ -58,6 +58,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// When the last frame went either way (read by the idle timer).
     var lastActivity = NIODeadline.now()
     var idleTimer: Scheduled<Void>?
+    /// The request's `content-length`, which the DATA received must match (RFC 9113 §8.1.1).
+    var declaredLength: Int?
+    var receivedLength = 0
     private var pendingRead = false
 
     init(runtime: ProxyRuntime, loop: LoopContext, client: ClientInfo, guardian: HTTP2FloodGuard, idleTimeout: TimeAmount) {
@@ -89,11 +92,15 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
                 startedAt = .now()
                 handleHead(headers.headers, endStream: headers.endStream, context: context)
             } else {
-                // Trailers end the request (an HTTP/1.1 upstream gets the last chunk; trailers are dropped).
-                clientEnded(context: context)
+                clientTrailers(headers.headers, context: context)
             }
         case .data(let frame):
             guard case .byteBuffer(let bytes) = frame.data else { return }
+            receivedLength += bytes.readableBytes
+            if let declaredLength, receivedLength > declaredLength || (frame.endStream && receivedLength != declaredLength) {
+                malformed("DATA does not match content-length", context: context)
+                return
+            }
             clientData(bytes, context: context)
             if frame.endStream { clientEnded(context: context) }
         case .rstStream:
@@ -126,7 +133,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
     }
 
-    private func clientEnded(context: ChannelHandlerContext) {
+    func clientEnded(context: ChannelHandlerContext) {
         switch state {
         case .exchanging(let exchange, _):
             guard !exchange.requestComplete else { return }
@@ -189,25 +196,23 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     // MARK: - Request heads
 
     private func handleHead(_ fields: HPACKHeaders, endStream: Bool, context: ChannelHandlerContext) {
-        var method: String?, scheme: String?, authority: String?, path: String?, protocolName: String?
-        var headers: [HeaderField] = []
-        headers.reserveCapacity(fields.count)
-        for (name, value, _) in fields {
-            switch name {
-            case ":method": method = value
-            case ":scheme": scheme = value
-            case ":authority": authority = value
-            case ":path": path = value
-            case ":protocol": protocolName = value
-            default: headers.append(HeaderField(name, value))
-            }
+        let head: HTTP2RequestValidator.Head
+        do throws(HTTP2RequestValidator.Malformed) {
+            head = try HTTP2RequestValidator.validate(fields)
+        } catch {
+            malformed(error.reason, context: context)
+            return
+        }
+        declaredLength = head.contentLength
+        if endStream, let length = head.contentLength, length != 0 {
+            malformed("no DATA for a content-length", context: context)
+            return
         }
         let request: PolicyRequest
         do throws(RequestError) {
-            guard let method else { throw RequestError(status: 400, reason: "no :method") }
             request = try PolicyRequest.http2(
-                method: method, scheme: scheme, authority: authority, path: path, protocolName: protocolName,
-                headers: headers, client: client)
+                method: head.method, scheme: head.scheme, authority: head.authority, path: head.path,
+                protocolName: head.protocolName, headers: head.fields, client: client)
         } catch {
             // A malformed request is a stream error (RFC 9113 §8.1.1), never a tunnel (CX-BAD-6).
             runtime.logger.debug("malformed HTTP/2 request", metadata: ["reason": "\(error.reason)"])
@@ -267,6 +272,14 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         context.flush()
         runtime.metrics.request(decision: outcome?.decision.verb ?? "none", status: local.status)
         log(request, outcome: outcome, status: local.status, bytesIn: 0, bytesOut: body.utf8.count)
+    }
+
+    /// A malformed request (RFC 9113 §8.1.1): a stream error; an exchange under way is abandoned,
+    /// so its upstream sees a truncated request, never a complete one.
+    func malformed(_ reason: String, context: ChannelHandlerContext) {
+        runtime.logger.debug("malformed HTTP/2 request", metadata: ["reason": "\(reason)"])
+        abort()
+        reset(.protocolError, context: context)
     }
 
     func reset(_ code: HTTP2ErrorCode, context: ChannelHandlerContext) {
@@ -406,7 +419,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// on one client connection were never answered (seen with 50 streams at once; the cause is not
     /// found yet), so an HTTP/2 stream's upstream connection serves that stream only. This costs a
     /// TCP connection per request (P2 in the README) until the HTTP/2 issue's upstream-stream pools land.
-    private func finishIfComplete(_ exchange: Exchange) {
+    func finishIfComplete(_ exchange: Exchange) {
         guard exchange.requestComplete, exchange.responseComplete else { return }
         if let upstream = exchange.upstream {
             upstream.delegate = nil
