@@ -40,15 +40,23 @@ extension HTTP2StreamHandler {
         for bytes in dial.early { tunnel.toTarget(bytes) }
         tunnel.flushTarget()
         if dial.clientEnded { tunnel.clientEnded() }
+        trackTunnel(tunnel, target: channel, request: dial.request, outcome: dial.outcome, instance: dial.instance, context: context)
+        tunnel.resumeTargetReads()
+    }
+
+    /// Counts the tunnel as open until the stream closes, then closes the target and writes its
+    /// access-log line (and runs the log hooks under the generation that admitted it).
+    func trackTunnel(
+        _ tunnel: StreamTunnel, target channel: any Channel, request: PolicyRequest, outcome: PolicyOutcome,
+        instance: PolicyInstance, context: ChannelHandlerContext
+    ) {
         runtime.tunnels.opened(context.channel, client: client.ip)
         runtime.metrics.tunnelOpened()
         let runtime = self.runtime
         let client = self.client
-        let request = dial.request
-        let outcome = dial.outcome
         let startedAt = self.startedAt
         let streamChannel = context.channel
-        let logHooks = dial.instance.hasLogHooks ? dial.instance : nil
+        let logHooks = instance.hasLogHooks ? instance : nil
         streamChannel.closeFuture.assumeIsolated().whenComplete { _ in
             channel.close(promise: nil)
             runtime.tunnels.closed(streamChannel, client: client.ip)
@@ -60,7 +68,6 @@ extension HTTP2StreamHandler {
                 status: 200, bytesIn: tunnel.bytesToTarget, bytesOut: tunnel.bytesFromTarget, since: startedAt)
             logHooks?.log(request: request, status: 200)
         }
-        tunnel.resumeTargetReads()
     }
 
     // MARK: - What the tunnel's TCP side reports

@@ -240,8 +240,12 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             startExchange(
                 to: destination, request: request, instance: instance, outcome: verdict.outcome, headers: upstreamHeaders,
                 endStream: endStream, context: context)
+        case .exchange(.upgrade, let destination, let upstreamHeaders, _) where request.upgrade == "websocket":
+            startWebSocket(
+                to: destination, request: request, instance: instance, outcome: verdict.outcome, headers: upstreamHeaders,
+                endStream: endStream, context: context)
         case .exchange:
-            // WebSocket translation and CONNECT to a parent over HTTP/2 are not built yet.
+            // CONNECT to a parent and other upgrades over HTTP/2 are not built yet.
             answer(
                 LocalAnswer(status: 501, body: "this is not yet supported over HTTP/2", keepAlive: true), request: request,
                 outcome: verdict.outcome, context: context)
@@ -296,18 +300,30 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     // MARK: - Exchanges with HTTP/1.1 upstreams
 
-    private func startExchange(
+    private func startWebSocket(
         to destination: UpstreamDestination, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome,
         headers: [HeaderField], endStream: Bool, context: ChannelHandlerContext
     ) {
+        let head = Self.webSocketHead(request, headers: headers, allocator: context.channel.allocator)
+        startExchange(
+            to: destination, request: request, instance: instance, outcome: outcome, headers: headers, endStream: endStream,
+            kind: .upgrade, head: (head, .length), context: context)
+    }
+
+    private func startExchange(
+        to destination: UpstreamDestination, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome,
+        headers: [HeaderField], endStream: Bool, kind: Exchange.Kind = .forward, head prepared: (ByteBuffer, BodyFraming)? = nil,
+        context: ChannelHandlerContext
+    ) {
         let exchange = Exchange(
-            kind: .forward, request: request, instance: instance, outcome: outcome, upstreamKey: destination.key,
+            kind: kind, request: request, instance: instance, outcome: outcome, upstreamKey: destination.key,
             idle: loop.pools.connections(to: destination.key), poolLimit: destination.poolLimit, clientKeepAlive: true,
             startedAt: startedAt)
-        let (head, framing) = Self.upstreamHead(request, headers: headers, endStream: endStream, allocator: context.channel.allocator)
+        let (head, framing) =
+            prepared ?? Self.upstreamHead(request, headers: headers, endStream: endStream, allocator: context.channel.allocator)
         exchange.requestFraming = framing
         state = .exchanging(exchange, headSent: false)
-        if let handler = exchange.idle.acquire() {
+        if kind == .forward, let handler = exchange.idle.acquire() {
             handler.delegate = self
             exchange.attach(handler, first: head)
         } else {
@@ -330,6 +346,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         if endStream {
             exchange.requestComplete = true
             exchange.sendEnd()
+            // A WebSocket stream ended by its HEADERS (CX-EXT-4) half-closes the origin's side once the relay is up.
         }
     }
 
@@ -369,9 +386,13 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         lastActivity = .now()
         switch part {
         case .head(let head):
+            if exchange.kind == .upgrade && head.code == 101 {
+                exchange.tunnelHead = head  // the switch happens at the end of this message
+                return
+            }
             if head.code < 200 { return }  // informational answers are not relayed over HTTP/2 yet
             exchange.status = head.code
-            exchange.upstreamKeepAlive = head.isKeepAlive
+            exchange.upstreamKeepAlive = head.isKeepAlive && exchange.kind == .forward
             var fields = head.fields
             if let fault = exchange.instance.sanitizeResponse(for: exchange.request, status: head.code, headers: &fields) {
                 runtime.logger.debug("sanitize_response failed", metadata: ["plugin": "\(fault.plugin)"])
@@ -394,7 +415,13 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             guardian.sentData()
             context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes), endStream: false))), promise: nil)
         case .end:
+            if let tunnelHead = exchange.tunnelHead {
+                webSocketAccepted(exchange, head: tunnelHead, context: context)
+                return
+            }
             guard headSent else { return }
+            // A refused upgrade is an ordinary response, and the extended CONNECT stream ends with it.
+            if exchange.kind == .upgrade { exchange.requestComplete = true }
             // Done with the upstream first: the END_STREAM below can close this stream at once
             // (its channelInactive would otherwise take the connection down with it).
             exchange.responseComplete = true
