@@ -261,3 +261,38 @@ def test_warm_pooled_upstreams_answer_fifty_concurrent_streams(moongate, plugin,
         assert origin.connections <= 51
     finally:
         client.close()
+
+
+def test_terminate_http2_connect_config(moongate, tmp_path):
+    """configs/terminate_http2_connect.yaml as shipped (ports moved): CX-H2-1 over an HTTP/2-only
+    listener, CX-H2-4 bytestream, CX-DIS-4 for a target it does not list, CX-EXT-1 and its settings."""
+    from test_configs import adapt
+
+    target = Target(echo_until_eof)
+    port = free_port()
+    text = adapt("terminate_http2_connect.yaml", tmp_path, {10001: port, 10443: target.port, 9902: free_port()})
+    moongate(text, port)
+    client = Client(port)
+    try:
+        client.settle()
+        assert client.conn.remote_settings[S.MAX_CONCURRENT_STREAMS] == 100
+        assert client.conn.remote_settings[S.ENABLE_CONNECT_PROTOCOL] == 1
+        classic = client.connect(f"127.0.0.1:{target.port}")
+        extended = client.request([(":method", "CONNECT"), (":protocol", "bytestream"), (":scheme", "https"),
+                                   (":path", "/"), (":authority", f"127.0.0.1:{target.port}")], end_stream=False)
+        refused = client.connect("127.0.0.1:22")
+        client.pump(lambda: {classic, extended, refused} <= set(client.status))
+        assert client.status[classic] == 200 and client.status[extended] == 200
+        assert client.status[refused] == 403
+        client.send(classic, b"one", end_stream=True)
+        client.send(extended, b"two", end_stream=True)
+        client.pump(lambda: {classic, extended} <= client.ended)
+        assert client.data[classic] == b"onebye" and client.data[extended] == b"twobye"
+    finally:
+        client.close()
+        target.close()
+    # HTTP/1.1 is not spoken on this listener.
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.settimeout(5)
+    assert not s.recv(100).startswith(b"HTTP/1.1 200")
