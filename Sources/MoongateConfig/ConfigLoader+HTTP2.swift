@@ -24,3 +24,15 @@ extension ConfigLoader {
         return value
     }
 }
+
+extension ConfigLoader {
+    /// A cluster's `protocol:` (http1 or http2).
+    static func parseClusterProtocol(_ node: ConfigNode) throws(ConfigError) -> ClusterProtocol {
+        let name = try node.string()
+        guard let value = ClusterProtocol(rawValue: name) else {
+            let known = ClusterProtocol.allCases.map(\.rawValue).joined(separator: ", ")
+            throw node.error("unknown protocol '\(name)' (known: \(known))")
+        }
+        return value
+    }
+}

@@ -97,13 +97,12 @@ public enum ConfigLoader {
             return endpoint
         }
         guard !endpoints.isEmpty else { throw endpointsNode.error("a cluster needs at least one endpoint") }
-        if let proto = map["protocol"], try proto.string() != "http1" {
-            throw proto.error("only http1 upstreams are supported by this build")
-        }
-        return ClusterConfig(
+        var cluster = ClusterConfig(
             name: try name.string(), endpoints: endpoints,
             connectTimeout: try map["connect_timeout"]?.duration() ?? .seconds(5),
             poolSize: try map["pool_size"]?.int(in: 0...10_000) ?? 64)
+        if let node = map["protocol"] { cluster.upstreamProtocol = try parseClusterProtocol(node) }
+        return cluster
     }
 
     /// Parses `host:port` or `[v6]:port`.

@@ -52,6 +52,8 @@ public struct ClusterConfig: Sendable {
     public var connectTimeout: Duration
     /// Idle keep-alive connections kept per event loop.
     public var poolSize: Int
+    /// The protocol spoken to the endpoints (`protocol:`, default http1).
+    public var upstreamProtocol: ClusterProtocol = .http1
 }
 
 /// The admin listener (readiness, policy state, metrics, reload).

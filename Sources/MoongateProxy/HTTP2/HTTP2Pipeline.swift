@@ -56,6 +56,7 @@ enum HTTP2Pipeline {
         let guardian = HTTP2FloodGuard()
         // Streams run on their connection's event loop.
         let sharedGuardian = NIOLoopBound(guardian, eventLoop: channel.eventLoop)
+        let upstreams = NIOLoopBound(HTTP2UpstreamPool.pool(on: channel.eventLoop), eventLoop: channel.eventLoop)
         let idle = runtime.config.timeouts.streamIdle.timeAmount
         let connectionHandler = HTTP2ConnectionHandler(
             guardian: guardian, connectionWindow: http2.initialConnectionWindow, logger: runtime.logger)
@@ -67,7 +68,8 @@ enum HTTP2Pipeline {
             streamChannel.eventLoop.makeCompletedFuture {
                 let loop = runtime.loopContext(streamChannel.eventLoop)
                 let handler = HTTP2StreamHandler(
-                    runtime: runtime, loop: loop, client: client, guardian: sharedGuardian.value, idleTimeout: idle)
+                    runtime: runtime, loop: loop, client: client, guardian: sharedGuardian.value, upstreams: upstreams.value,
+                    idleTimeout: idle)
                 try streamChannel.pipeline.syncOperations.addHandler(handler)
             }
         }

@@ -19,6 +19,10 @@ extension HTTP2StreamHandler {
             malformed("DATA does not match content-length", context: context)
             return
         }
+        if case .forwardingH2(let forward) = state, !trailers.isEmpty {
+            forwardTrailers(trailers, forward)
+            return
+        }
         guard case .exchanging(let exchange, _) = state, !exchange.requestComplete, exchange.requestFraming == .chunked,
             !trailers.isEmpty
         else {

@@ -28,6 +28,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         case dialling(TunnelDial)
         /// A tunnel: this stream and a TCP connection relay bytes.
         case relaying(StreamTunnel)
+        /// Forwarded as a stream of an HTTP/2 upstream connection.
+        case forwardingH2(H2Forward)
         case closed
     }
 
@@ -50,6 +52,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     let client: ClientInfo
     /// The connection's own flood counters (WINDOW_UPDATE credit).
     let guardian: HTTP2FloodGuard
+    /// This loop's HTTP/2 upstream connections.
+    let upstreams: HTTP2UpstreamPool
     /// `timeouts.stream_idle`: a stream with no frame either way for this long is reset.
     let idleTimeout: TimeAmount
     var state = State.awaitingHead
@@ -63,7 +67,11 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     var receivedLength = 0
     private var pendingRead = false
 
-    init(runtime: ProxyRuntime, loop: LoopContext, client: ClientInfo, guardian: HTTP2FloodGuard, idleTimeout: TimeAmount) {
+    init(
+        runtime: ProxyRuntime, loop: LoopContext, client: ClientInfo, guardian: HTTP2FloodGuard, upstreams: HTTP2UpstreamPool,
+        idleTimeout: TimeAmount
+    ) {
+        self.upstreams = upstreams
         self.runtime = runtime
         self.loop = loop
         self.client = client
@@ -128,6 +136,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             dial.early.append(bytes)
         case .relaying(let tunnel):
             tunnel.toTarget(bytes)
+        case .forwardingH2(let forward):
+            forwardBody(bytes, forward)
         default:
             break
         }
@@ -144,6 +154,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             dial.clientEnded = true
         case .relaying(let tunnel):
             tunnel.clientEnded()
+        case .forwardingH2(let forward):
+            forwardEnd(forward)
         default:
             break
         }
@@ -153,6 +165,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         switch state {
         case .exchanging(let exchange, _): exchange.flushUpstream()
         case .relaying(let tunnel): tunnel.flushTarget()
+        case .forwardingH2(let forward): forward.stream?.flush()
         default: break
         }
         context.fireChannelReadComplete()
@@ -166,6 +179,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         switch state {
         case .exchanging(let exchange, _): otherSideWritable = exchange.upstream?.channel?.isWritable ?? true
         case .relaying(let tunnel): otherSideWritable = tunnel.targetIsWritable
+        case .forwardingH2(let forward): otherSideWritable = forward.stream?.isWritable ?? true
         default: otherSideWritable = true
         }
         if otherSideWritable {
@@ -187,6 +201,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             switch state {
             case .exchanging(let exchange, _): exchange.upstream?.resumeReading()
             case .relaying(let tunnel): tunnel.resumeTargetReads()
+            case .forwardingH2(let forward): forward.stream?.resumeReading()
             default: break
             }
         }
@@ -291,7 +306,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         context.writeAndFlush(wrapOutboundOut(.rstStream(code)), promise: nil)
     }
 
-    private func log(_ request: PolicyRequest, outcome: PolicyOutcome?, status: Int, bytesIn: Int, bytesOut: Int) {
+    func log(_ request: PolicyRequest, outcome: PolicyOutcome?, status: Int, bytesIn: Int, bytesOut: Int) {
         AccessLog.write(
             runtime.accessLogger, message: "request", client: client, method: request.method,
             target: request.target?.description ?? request.authority ?? "-", decision: outcome?.decision.summary ?? "-",
@@ -315,6 +330,12 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         headers: [HeaderField], endStream: Bool, kind: Exchange.Kind = .forward, head prepared: (ByteBuffer, BodyFraming)? = nil,
         context: ChannelHandlerContext
     ) {
+        if kind == .forward, case .cluster(let cluster) = destination, cluster.config.upstreamProtocol == .http2 {
+            startH2Forward(
+                to: cluster, request: request, instance: instance, outcome: outcome, headers: headers, endStream: endStream,
+                context: context)
+            return
+        }
         let exchange = Exchange(
             kind: kind, request: request, instance: instance, outcome: outcome, upstreamKey: destination.key,
             idle: loop.pools.connections(to: destination.key), poolLimit: destination.poolLimit, clientKeepAlive: true,
@@ -482,6 +503,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             exchange.upstream?.close()
         case .relaying(let tunnel):
             tunnel.target?.close(promise: nil)
+        case .forwardingH2(let forward):
+            forward.stream?.cancel()
         default:
             break
         }
