@@ -259,8 +259,13 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             startWebSocket(
                 to: destination, request: request, instance: instance, outcome: verdict.outcome, headers: upstreamHeaders,
                 endStream: endStream, context: context)
+        case .exchange(.connectVia, let destination, let upstreamHeaders, _):
+            let head = Self.connectViaHead(request, headers: upstreamHeaders, allocator: context.channel.allocator)
+            startExchange(
+                to: destination, request: request, instance: instance, outcome: verdict.outcome, headers: upstreamHeaders,
+                endStream: endStream, kind: .connectVia, head: (head, .length), context: context)
         case .exchange:
-            // CONNECT to a parent and other upgrades over HTTP/2 are not built yet.
+            // Upgrades other than WebSocket over HTTP/2 are not built.
             answer(
                 LocalAnswer(status: 501, body: "this is not yet supported over HTTP/2", keepAlive: true), request: request,
                 outcome: verdict.outcome, context: context)
@@ -407,7 +412,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         lastActivity = .now()
         switch part {
         case .head(let head):
-            if exchange.kind == .upgrade && head.code == 101 {
+            if (exchange.kind == .upgrade && head.code == 101) || (exchange.kind == .connectVia && head.code / 100 == 2) {
                 exchange.tunnelHead = head  // the switch happens at the end of this message
                 return
             }
@@ -437,12 +442,12 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes), endStream: false))), promise: nil)
         case .end:
             if let tunnelHead = exchange.tunnelHead {
-                webSocketAccepted(exchange, head: tunnelHead, context: context)
+                tunnelAccepted(exchange, head: tunnelHead, context: context)
                 return
             }
             guard headSent else { return }
             // A refused upgrade is an ordinary response, and the extended CONNECT stream ends with it.
-            if exchange.kind == .upgrade { exchange.requestComplete = true }
+            if exchange.kind != .forward { exchange.requestComplete = true }
             // Done with the upstream first: the END_STREAM below can close this stream at once
             // (its channelInactive would otherwise take the connection down with it).
             exchange.responseComplete = true

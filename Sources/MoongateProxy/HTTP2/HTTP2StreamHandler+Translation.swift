@@ -4,12 +4,17 @@ import NIOCore
 import NIOHPACK
 import NIOHTTP2
 
-/// WebSocket over an HTTP/2 stream (RFC 8441) toward an HTTP/1.1 origin (CX-XLATE-5, CX-EXT-2..4):
-/// the extended CONNECT becomes `GET path` with `Upgrade: websocket`, `Connection: Upgrade`,
-/// `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key` (the client's, or one made here: an RFC
-/// 8441 client sends none, and strict origins refuse a handshake without it, Envoy's issue 8547);
-/// the origin's `101` becomes a `200`, and the stream and the origin's connection relay bytes both
-/// ways through a ``StreamTunnel`` (END_STREAM ↔ FIN). Any other answer is an ordinary response.
+/// HTTP/2 streams translated for HTTP/1.1 upstreams, then relayed as bytes:
+///
+/// - WebSocket (RFC 8441; CX-XLATE-5, CX-EXT-2..4): the extended CONNECT becomes `GET path` with
+///   `Upgrade: websocket`, `Connection: Upgrade`, `Sec-WebSocket-Version: 13` and a
+///   `Sec-WebSocket-Key` (the client's, or one made here: an RFC 8441 client sends none, and strict
+///   origins refuse a handshake without it, Envoy's issue 8547); the origin's `101` becomes a `200`.
+/// - CONNECT to a parent proxy (`tunnel_via`; CX-XLATE-1, 3, 4): `CONNECT host:port HTTP/1.1`, and
+///   the parent's 2xx (its framing fields ignored) is the stream's answer.
+///
+/// Then the stream and the upstream connection relay bytes both ways through a ``StreamTunnel``
+/// (END_STREAM ↔ FIN). Any other answer is an ordinary response.
 extension HTTP2StreamHandler {
     /// The HTTP/1.1 handshake for an extended CONNECT `:protocol websocket` stream.
     static func webSocketHead(_ request: PolicyRequest, headers: [HeaderField], allocator: ByteBufferAllocator) -> ByteBuffer {
@@ -61,11 +66,39 @@ extension HTTP2StreamHandler {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// The origin switched protocols (its 101 and the end of that message are in): `200` on the
-    /// stream, then the relay, installed on the next tick (the upstream handler is still in its
-    /// parse loop; until it leaves, it keeps what the origin sends after the 101).
-    func webSocketAccepted(_ exchange: Exchange, head: UpstreamResponseHead, context: ChannelHandlerContext) {
+    /// The CONNECT sent on to an HTTP/1.1 parent proxy for an HTTP/2 CONNECT stream (CX-XLATE-1,
+    /// CX-XLATE-3): `CONNECT host:port HTTP/1.1` with `Host: host:port` and policy's fields; bytes
+    /// the client sends before the answer follow the head (CX-ED-2).
+    static func connectViaHead(_ request: PolicyRequest, headers: [HeaderField], allocator: ByteBufferAllocator) -> ByteBuffer {
+        let target = request.target?.description ?? request.authority ?? ""
+        var out = allocator.buffer(capacity: 128)
+        out.writeStaticString("CONNECT ")
+        out.writeString(target)
+        out.writeStaticString(" HTTP/1.1\r\n")
+        HTTP1Wire.writeField("host", target, into: &out)
+        for field in headers {
+            switch field.name.lowercased() {
+            case "host", "content-length", "transfer-encoding", "te", "connection", "upgrade", "keep-alive": continue
+            default: HTTP1Wire.writeField(field.name, field.value, into: &out)
+            }
+        }
+        out.writeStaticString("\r\n")
+        return out
+    }
+
+    /// The origin switched protocols (its 101 and the end of that message are in), or a parent proxy
+    /// accepted a CONNECT (any 2xx, its framing fields ignored: what follows is tunnel data): `200`
+    /// (the parent's 2xx) on the stream, then the relay, installed on the next tick (the upstream
+    /// handler is still in its parse loop; until it leaves, it keeps what comes after the head).
+    func tunnelAccepted(_ exchange: Exchange, head: UpstreamResponseHead, context: ChannelHandlerContext) {
         guard let upstream = exchange.upstream, let upstreamChannel = upstream.channel else { return }
+        if exchange.kind == .connectVia {
+            upstream.delegate = nil
+            upstream.rawMode = true
+            relay(exchange, over: upstream, channel: upstreamChannel, headers: HPACKHeaders([(":status", String(head.code))]),
+                  context: context)
+            return
+        }
         var fields = head.fields
         if let fault = exchange.instance.sanitizeResponse(for: exchange.request, status: 200, headers: &fields) {
             runtime.logger.debug("sanitize_response failed", metadata: ["plugin": "\(fault.plugin)"])
@@ -86,6 +119,13 @@ extension HTTP2StreamHandler {
         }
         upstream.delegate = nil
         upstream.rawMode = true
+        relay(exchange, over: upstream, channel: upstreamChannel, headers: headers, context: context)
+    }
+
+    private func relay(
+        _ exchange: Exchange, over upstream: UpstreamHandler, channel upstreamChannel: any Channel, headers: HPACKHeaders,
+        context: ChannelHandlerContext
+    ) {
         let tunnel = StreamTunnel(stream: self)
         tunnel.target = upstreamChannel
         state = .relaying(tunnel)
