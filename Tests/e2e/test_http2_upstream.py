@@ -5,6 +5,7 @@ later requests to a new connection, and a request the upstream refused without p
 (REFUSED_STREAM, or a stream above GOAWAY's last stream id) is sent again. The origin is a python h2
 server written here; the client is python h2."""
 import select
+import subprocess
 import socket
 import threading
 import time
@@ -254,3 +255,29 @@ def test_an_unknown_cluster_protocol_is_an_error_with_its_line(tmp_path):
     run = run_moongate("validate", "--config", str(path))
     assert run.returncode != 0
     assert f"{path}:6" in run.stdout + run.stderr and "unknown protocol 'http3'" in run.stdout + run.stderr
+
+
+def test_reverse_proxy_http2_upstream_config(moongate, tmp_path, origins):
+    """configs/reverse_proxy_http2_upstream.yaml as shipped (ports moved): HTTP/2 clients, an HTTP/2 cluster."""
+    from test_configs import adapt
+
+    origin = origins(delay=0.1)
+    port = free_port()
+    moongate(adapt("reverse_proxy_http2_upstream.yaml", tmp_path, {8443: port, 50051: origin.port, 9904: free_port()}), port)
+    client = Client(port)
+    try:
+        streams = get_all(client, [f"/svc.Echo/Call{i}" for i in range(10)])
+        for sid, path in streams.items():
+            assert client.status[sid] == 200 and client.data[sid] == f"origin {path}".encode()
+    finally:
+        client.close()
+    assert origin.connections == 1
+
+
+def test_an_http1_client_gets_501_from_an_http2_cluster(moongate, tmp_path, origins):
+    origin = origins()
+    port = start(moongate, tmp_path, origin)
+    run = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/h1"],
+                         capture_output=True, text=True, timeout=20)
+    assert run.stdout == "501"
+    assert origin.requests == []

@@ -82,6 +82,11 @@ enum UpstreamDialer {
         _ destination: UpstreamDestination, runtime: ProxyRuntime, loop: LoopContext, on eventLoop: any EventLoop,
         _ done: @escaping (Result<UpstreamHandler, Failure>) -> Void
     ) {
+        if case .cluster(let cluster) = destination, cluster.config.upstreamProtocol == .http2 {
+            // Only HTTP/2 streams are forwarded to an HTTP/2 cluster so far (HTTP2StreamHandler+H2Upstream).
+            done(.failure(Failure(status: 501, reason: "HTTP/1.1 requests to an HTTP/2 cluster are not supported yet", error: nil)))
+            return
+        }
         dial(destination, runtime: runtime, loop: loop, on: eventLoop).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let channel):
