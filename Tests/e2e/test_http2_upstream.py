@@ -73,11 +73,20 @@ class H2Origin:
                         if isinstance(event, h2.events.RequestReceived):
                             heads[event.stream_id] = dict(event.headers)
                             bodies[event.stream_id] = b""
+                            if heads[event.stream_id][":method"] == "CONNECT":  # a parent proxy: 200, then echo
+                                with self.lock:
+                                    self.requests.append((index, None, heads[event.stream_id], b""))
+                                h2conn.send_headers(event.stream_id, [(":status", "200")])
                         elif isinstance(event, h2.events.DataReceived):
                             bodies[event.stream_id] += event.data
                             h2conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                            if heads[event.stream_id][":method"] == "CONNECT" and event.data:
+                                h2conn.send_data(event.stream_id, b"parent: " + event.data)
                         elif isinstance(event, h2.events.StreamEnded):
                             sid = event.stream_id
+                            if heads[sid][":method"] == "CONNECT":
+                                h2conn.send_data(sid, b" bye", end_stream=True)
+                                continue
                             if self.refuse_left > 0:
                                 with self.lock:
                                     self.refuse_left -= 1
@@ -274,10 +283,98 @@ def test_reverse_proxy_http2_upstream_config(moongate, tmp_path, origins):
     assert origin.connections == 1
 
 
-def test_an_http1_client_gets_501_from_an_http2_cluster(moongate, tmp_path, origins):
+
+
+def test_http1_clients_reach_an_http2_cluster(moongate, tmp_path, origins):
     origin = origins()
     port = start(moongate, tmp_path, origin)
-    run = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/h1"],
-                         capture_output=True, text=True, timeout=20)
-    assert run.stdout == "501"
+    run = subprocess.run(["curl", "-s", "-H", "Host: svc.test", f"http://127.0.0.1:{port}/h1a", f"http://127.0.0.1:{port}/h1b",
+                          "-d", "hello"], capture_output=True, text=True, timeout=20)
+    assert run.stdout == "origin /h1aorigin /h1b"
+    assert origin.connections == 1  # both requests were streams of one connection
+    head, body = origin.requests[-1][2], origin.requests[-1][3]
+    assert head[":method"] == "POST" and head[":authority"] == "svc.test" and body == b"hello"
+    assert "connection" not in head and "host" not in head
+
+
+VIA_H2 = """
+local M = {}
+function M.connect(req) return moongate.tunnel_via("up") end
+return M
+"""
+
+
+def test_cx_xlate_2_an_http1_connect_goes_to_an_http2_parent_as_method_and_authority_only(moongate, tmp_path, origins):
+    origin = origins()
+    plugin = tmp_path / "via.lua"
+    plugin.write_text(VIA_H2)
+    port = free_port()
+    moongate(f"""listeners:
+  - name: main
+    address: 127.0.0.1
+    port: {port}
+clusters:
+  - name: up
+    endpoints: ["127.0.0.1:{origin.port}"]
+    protocol: http2
+policy:
+  watch: false
+  plugins:
+    - name: via
+      file: {plugin}
+""", port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(b"CONNECT site.example:443 HTTP/1.1\r\nHost: site.example:443\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(1000)
+        assert data.startswith(b"HTTP/1.1 200")
+        s.sendall(b"over h2")
+        data = data.partition(b"\r\n\r\n")[2]
+        while b"over h2" not in data:
+            data += s.recv(1000)
+        s.shutdown(socket.SHUT_WR)  # CX-HC-1: the FIN becomes END_STREAM, and the way back stays open
+        s.settimeout(5)
+        while not data.endswith(b" bye"):
+            chunk = s.recv(1000)
+            if not chunk:
+                break
+            data += chunk
+        assert data == b"parent: over h2 bye"
+    finally:
+        s.close()
+    head = origin.requests[0][2]
+    assert head == {":method": "CONNECT", ":authority": "site.example:443"}  # no :scheme, :path or :protocol
+
+
+def test_an_http1_websocket_to_an_http2_cluster_is_501_for_now(moongate, tmp_path, origins):
+    origin = origins()
+    port = free_port()
+    moongate(f"""listeners:
+  - name: main
+    address: 127.0.0.1
+    port: {port}
+clusters:
+  - name: up
+    endpoints: ["127.0.0.1:{origin.port}"]
+    protocol: http2
+policy:
+  watch: false
+  plugins_dir: {PLUGINS}
+  plugins:
+    - name: host_router
+      config:
+        upgrades: [websocket]
+        routes:
+          - {{ host: "*", prefix: "/", cluster: up }}
+""", port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        data = s.recv(1000)
+        assert data.startswith(b"HTTP/1.1 501")
+    finally:
+        s.close()
     assert origin.requests == []

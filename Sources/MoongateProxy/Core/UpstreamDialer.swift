@@ -83,8 +83,13 @@ enum UpstreamDialer {
         _ done: @escaping (Result<UpstreamHandler, Failure>) -> Void
     ) {
         if case .cluster(let cluster) = destination, cluster.config.upstreamProtocol == .http2 {
-            // Only HTTP/2 streams are forwarded to an HTTP/2 cluster so far (HTTP2StreamHandler+H2Upstream).
-            done(.failure(Failure(status: 501, reason: "HTTP/1.1 requests to an HTTP/2 cluster are not supported yet", error: nil)))
+            // A stream of the cluster's HTTP/2 connection, dressed as an HTTP/1.1 connection (HTTP1OverHTTP2Stream).
+            HTTP2UpstreamPool.openHTTP1Stream(to: cluster, runtime: runtime, on: eventLoop).assumeIsolated().whenComplete { result in
+                switch result {
+                case .success(let handler): done(.success(handler))
+                case .failure(let error): done(.failure(Failure(status: 503, reason: "upstream unreachable", error: error)))
+                }
+            }
             return
         }
         dial(destination, runtime: runtime, loop: loop, on: eventLoop).assumeIsolated().whenComplete { result in
