@@ -56,7 +56,8 @@ class H2Origin:
     def _serve(self, sock, index):
         h2conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
         h2conn.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams})
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams,
+            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1})
         h2conn.initiate_connection()
         sock.sendall(h2conn.data_to_send())
         heads, bodies, due = {}, {}, []
@@ -80,10 +81,16 @@ class H2Origin:
                         elif isinstance(event, h2.events.DataReceived):
                             bodies[event.stream_id] += event.data
                             h2conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                            if heads[event.stream_id][":method"] == "CONNECT" and event.data:
+                            if heads[event.stream_id].get(":protocol") == "websocket" and event.data:
+                                answer = websocket_echo(event.data)
+                                # A close frame is answered and the stream ends (the TCP close of RFC 6455).
+                                h2conn.send_data(event.stream_id, answer, end_stream=answer[0] == 0x88)
+                            elif heads[event.stream_id][":method"] == "CONNECT" and event.data:
                                 h2conn.send_data(event.stream_id, b"parent: " + event.data)
                         elif isinstance(event, h2.events.StreamEnded):
                             sid = event.stream_id
+                            if heads[sid].get(":protocol") == "websocket":
+                                continue
                             if heads[sid][":method"] == "CONNECT":
                                 h2conn.send_data(sid, b" bye", end_stream=True)
                                 continue
@@ -133,6 +140,17 @@ class H2Origin:
     def close(self):
         self.closed = True
         self.sock.close()
+
+
+def websocket_echo(data):
+    """Reads one masked client text frame (short) and returns the server's unmasked answer frame."""
+    if data[0] & 0x0F == 0x8:  # close: answer with a close frame
+        return bytes([0x88, 0])
+    length = data[1] & 0x7F
+    mask = data[2:6]
+    text = bytes(b ^ mask[i % 4] for i, b in enumerate(data[6:6 + length]))
+    answer = b"echo: " + text
+    return bytes([0x81, len(answer)]) + answer
 
 
 ROUTE_ALL = """
@@ -348,7 +366,40 @@ policy:
     assert head == {":method": "CONNECT", ":authority": "site.example:443"}  # no :scheme, :path or :protocol
 
 
-def test_an_http1_websocket_to_an_http2_cluster_is_501_for_now(moongate, tmp_path, origins):
+def test_an_http1_upgrade_other_than_websocket_to_an_http2_cluster_is_501(moongate, tmp_path, origins):
+    origin = origins()
+    port = free_port()
+    moongate(f"""listeners:
+  - name: main
+    address: 127.0.0.1
+    port: {port}
+clusters:
+  - name: up
+    endpoints: ["127.0.0.1:{origin.port}"]
+    protocol: http2
+policy:
+  watch: false
+  plugins_dir: {PLUGINS}
+  plugins:
+    - name: host_router
+      config:
+        upgrades: [irc]
+        routes:
+          - {{ host: "*", prefix: "/", cluster: up }}
+""", port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: irc\r\nConnection: Upgrade\r\n\r\n")
+        data = s.recv(1000)
+        assert data.startswith(b"HTTP/1.1 501")
+    finally:
+        s.close()
+    assert origin.requests == []
+
+
+def test_cx_xlate_5_an_http1_websocket_goes_to_an_http2_cluster_as_extended_connect(moongate, tmp_path, origins):
+    from websockets.sync.client import connect as ws_connect
+
     origin = origins()
     port = free_port()
     moongate(f"""listeners:
@@ -369,12 +420,10 @@ policy:
         routes:
           - {{ host: "*", prefix: "/", cluster: up }}
 """, port)
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    try:
-        s.sendall(b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        data = s.recv(1000)
-        assert data.startswith(b"HTTP/1.1 501")
-    finally:
-        s.close()
-    assert origin.requests == []
+    # The websockets client checks Sec-WebSocket-Accept against its own key: the proxy computed it.
+    with ws_connect(f"ws://127.0.0.1:{port}/chat", open_timeout=5) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=5) == "echo: hello"
+    head = origin.requests[0][2]
+    assert head[":method"] == "CONNECT" and head[":protocol"] == "websocket" and head[":path"] == "/chat"
+    assert "sec-websocket-key" not in head and "upgrade" not in head and "connection" not in head

@@ -10,8 +10,10 @@ import NIOHTTP2
 /// ``ClientRequestParser``) and sent as HEADERS and DATA; the response comes back as HTTP/1.1 bytes
 /// for the ``UpstreamHandler`` behind it (`Connection: close`: one exchange per stream). A CONNECT
 /// becomes `:method CONNECT` + `:authority` only (CX-XLATE-2) and, after a 2xx, DATA ↔ raw bytes
-/// with END_STREAM ↔ half-close, so the HTTP/1.1 codec's relay works unchanged. Upgrades are not
-/// translated (the exchange gets a 501).
+/// with END_STREAM ↔ half-close, so the HTTP/1.1 codec's relay works unchanged. A WebSocket
+/// handshake becomes an extended CONNECT `:protocol websocket` (RFC 8441) when the upstream allows
+/// it, and its 2xx a `101` with the `Sec-WebSocket-Accept` of the client's key (CX-XLATE-5); other
+/// upgrades get a 501.
 final class HTTP1OverHTTP2Stream: ChannelDuplexHandler {
     typealias InboundIn = HTTP2Frame.FramePayload
     typealias InboundOut = ByteBuffer
@@ -28,6 +30,8 @@ final class HTTP1OverHTTP2Stream: ChannelDuplexHandler {
     private var chunkedResponse = false
     private var responded = false
     private var released = false
+    /// The HTTP/1.1 client's key, when its WebSocket handshake goes on as extended CONNECT.
+    private var webSocketKey: String?
 
     init(connection: HTTP2UpstreamConnection, limits: Limits) {
         self.connection = connection
@@ -57,13 +61,32 @@ final class HTTP1OverHTTP2Stream: ChannelDuplexHandler {
     private func requestPart(_ part: ClientRequestPart, context: ChannelHandlerContext) {
         switch part {
         case .head(let request):
-            if request.isUpgrade {
-                answerLocally("501 Not Implemented", context: context)
-                return
-            }
-            isConnect = request.isCONNECT
             var block: HPACKHeaders
-            if isConnect {
+            if request.isUpgrade {
+                // WebSocket → extended CONNECT (RFC 8441, CX-XLATE-5); other upgrades are not translated.
+                guard request.fields.first(named: "upgrade")?.lowercased() == "websocket", connection.extendedConnect,
+                    let key = request.fields.first(named: "sec-websocket-key")
+                else {
+                    answerLocally("501 Not Implemented", context: context)
+                    return
+                }
+                webSocketKey = key
+                isConnect = true
+                block = HPACKHeaders([
+                    (":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+                    (":authority", request.fields.first(named: "host") ?? ""), (":path", request.uri),
+                ])
+                for field in request.fields {
+                    let name = field.name.lowercased()
+                    switch name {
+                    case "host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te",
+                        "sec-websocket-key":
+                        continue
+                    default: block.add(name: name, value: field.value)
+                    }
+                }
+            } else if request.isCONNECT {
+                isConnect = true
                 block = HPACKHeaders([(":method", "CONNECT"), (":authority", request.uri)])
             } else {
                 let authority = request.fields.first(named: "host") ?? ""
@@ -121,6 +144,19 @@ final class HTTP1OverHTTP2Stream: ChannelDuplexHandler {
             if status < 200 { return }
             responded = true
             var out = context.channel.allocator.buffer(capacity: 256)
+            if let key = webSocketKey, status / 100 == 2 {
+                // The upstream accepted the extended CONNECT: the HTTP/1.1 client gets the 101 its
+                // handshake expects, with the accept value for its own key.
+                out.writeStaticString("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n")
+                HTTP1Wire.writeField("sec-websocket-accept", WebSocketAccept.value(forKey: key), into: &out)
+                for (name, value, _) in frame.headers where name.hasPrefix("sec-websocket-") && name != "sec-websocket-accept" {
+                    HTTP1Wire.writeField(name, value, into: &out)
+                }
+                out.writeStaticString("\r\n")
+                context.fireChannelRead(wrapInboundOut(out))
+                if frame.endStream { streamEnded(context: context) }
+                return
+            }
             HTTP1Wire.writeStatusLine(HTTPResponseStatus(statusCode: status), into: &out)
             var hasLength = false
             for (name, value, _) in frame.headers where name.utf8.first != UInt8(ascii: ":") {

@@ -69,6 +69,8 @@ final class HTTP2UpstreamConnection {
     private(set) var goAwayLastStreamID: HTTP2StreamID?
     private(set) var isClosed = false
     private var settingsSeen = false
+    /// The peer accepts extended CONNECT (RFC 8441: SETTINGS_ENABLE_CONNECT_PROTOCOL).
+    private(set) var extendedConnect = false
 
     init(endpoint: Endpoint, eventLoop: any EventLoop, logger: Logger) {
         self.endpoint = endpoint
@@ -135,8 +137,12 @@ final class HTTP2UpstreamConnection {
     }
 
     fileprivate func peerSettings(_ settings: HTTP2Settings) {
-        for setting in settings where setting.parameter == .maxConcurrentStreams {
-            maxConcurrentStreams = setting.value
+        for setting in settings {
+            switch setting.parameter {
+            case .maxConcurrentStreams: maxConcurrentStreams = setting.value
+            case .enableConnectProtocol: extendedConnect = setting.value == 1
+            default: break
+            }
         }
         if !settingsSeen {
             settingsSeen = true
