@@ -427,3 +427,77 @@ policy:
     head = origin.requests[0][2]
     assert head[":method"] == "CONNECT" and head[":protocol"] == "websocket" and head[":path"] == "/chat"
     assert "sec-websocket-key" not in head and "upgrade" not in head and "connection" not in head
+
+
+def test_an_http2_connect_stream_goes_to_an_http2_parent(moongate, tmp_path, origins):
+    origin = origins()
+    plugin = tmp_path / "via.lua"
+    plugin.write_text(VIA_H2)
+    port = free_port()
+    moongate(f"""listeners:
+  - name: main
+    address: 127.0.0.1
+    port: {port}
+    protocols: [http2]
+clusters:
+  - name: up
+    endpoints: ["127.0.0.1:{origin.port}"]
+    protocol: http2
+policy:
+  watch: false
+  plugins:
+    - name: via
+      file: {plugin}
+""", port)
+    client = Client(port)
+    try:
+        streams = [client.connect(f"site{i}.example:443") for i in range(3)]
+        client.pump(lambda: all(sid in client.status for sid in streams))
+        assert all(client.status[sid] == 200 for sid in streams)
+        for i, sid in enumerate(streams):
+            client.send(sid, f"h2 {i}".encode(), end_stream=True)
+        client.pump(lambda: all(sid in client.ended for sid in streams))
+        for i, sid in enumerate(streams):
+            assert client.data[sid] == f"parent: h2 {i} bye".encode()
+    finally:
+        client.close()
+    assert origin.connections == 1
+    assert sorted(r[2][":authority"] for r in origin.requests) == [f"site{i}.example:443" for i in range(3)]
+    assert all(set(r[2]) == {":method", ":authority"} for r in origin.requests)
+
+
+def test_an_http2_websocket_stream_goes_to_an_http2_cluster(moongate, tmp_path, origins):
+    from test_http2_websocket import client_frame, open_websocket, parse_texts
+
+    origin = origins()
+    port = free_port()
+    moongate(f"""listeners:
+  - name: main
+    address: 127.0.0.1
+    port: {port}
+    protocols: [http2]
+clusters:
+  - name: up
+    endpoints: ["127.0.0.1:{origin.port}"]
+    protocol: http2
+policy:
+  watch: false
+  plugins_dir: {PLUGINS}
+  plugins:
+    - name: host_router
+      config:
+        upgrades: [websocket]
+        routes:
+          - {{ host: "*", prefix: "/", cluster: up }}
+""", port)
+    client = Client(port)
+    try:
+        sid = open_websocket(client, port, path="/live")
+        client.pump(lambda: sid in client.status)
+        assert client.status[sid] == 200
+        client.send(sid, client_frame("over two hops"))
+        client.pump(lambda: parse_texts(client.data[sid]) == ["echo: over two hops"])
+    finally:
+        client.close()
+    head = origin.requests[0][2]
+    assert head[":method"] == "CONNECT" and head[":protocol"] == "websocket" and head[":path"] == "/live"
