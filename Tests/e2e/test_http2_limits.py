@@ -187,7 +187,7 @@ def test_an_idle_stream_is_reset_and_the_connection_goes_on(moongate, plugin, or
         client.close()
 
 
-def test_cx_idle_2_and_4_traffic_keeps_a_tunnel_stream_alive_and_idleness_resets_it(moongate, plugin, origin):
+def test_cx_idle_1_2_and_4_traffic_keeps_a_tunnel_stream_alive_and_idleness_resets_it(moongate, plugin, origin):
     port = free_port()
     target = Target(echo_until_eof)
     moongate(config(port, origin.port, plugin, timeouts="timeouts:\n  stream_idle: 1s\n"), port)

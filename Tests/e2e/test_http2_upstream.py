@@ -322,7 +322,7 @@ return M
 """
 
 
-def test_cx_xlate_2_an_http1_connect_goes_to_an_http2_parent_as_method_and_authority_only(moongate, tmp_path, origins):
+def test_cx_xlate_2_and_cx_hc_1_an_http1_connect_goes_to_an_http2_parent_as_method_and_authority_only(moongate, tmp_path, origins):
     origin = origins()
     plugin = tmp_path / "via.lua"
     plugin.write_text(VIA_H2)
@@ -429,7 +429,7 @@ policy:
     assert "sec-websocket-key" not in head and "upgrade" not in head and "connection" not in head
 
 
-def test_an_http2_connect_stream_goes_to_an_http2_parent(moongate, tmp_path, origins):
+def test_cx_proxy_1_an_http2_connect_stream_goes_to_an_http2_parent(moongate, tmp_path, origins):
     origin = origins()
     plugin = tmp_path / "via.lua"
     plugin.write_text(VIA_H2)
@@ -466,7 +466,7 @@ policy:
     assert all(set(r[2]) == {":method", ":authority"} for r in origin.requests)
 
 
-def test_an_http2_websocket_stream_goes_to_an_http2_cluster(moongate, tmp_path, origins):
+def test_cx_ext_2_an_http2_websocket_stream_goes_to_an_http2_cluster(moongate, tmp_path, origins):
     from test_http2_websocket import client_frame, open_websocket, parse_texts
 
     origin = origins()

@@ -127,7 +127,7 @@ def test_cx_xlate_5_the_clients_own_key_is_kept(moongate, ws_origin):
         client.close()
 
 
-def test_cx_ext_3_the_translated_request_is_a_get_with_the_path(moongate, servers):
+def test_cx_ext_3_and_4_the_translated_request_is_a_get_with_the_path_and_end_stream_a_fin(moongate, servers):
     heads = []
 
     def origin(server, conn):
@@ -179,7 +179,7 @@ def test_cx_ws_2_a_refused_upgrade_is_an_ordinary_response(moongate, servers):
         client.close()
 
 
-def test_cx_dis_an_upgrade_policy_does_not_enable_is_refused_over_h2(moongate, ws_origin):
+def test_cx_dis_3_an_upgrade_policy_does_not_enable_is_refused_over_h2(moongate, ws_origin):
     origin_port, seen = ws_origin
     port = free_port()
     moongate(ws_config(port, origin_port, upgrades="[]"), port)
