@@ -235,8 +235,11 @@ extension HTTP2UpstreamPool {
         let key = cluster.poolKey
         return connection.ready.assumeIsolated().flatMap { () -> EventLoopFuture<any Channel> in
             guard let multiplexer = connection.multiplexer, connection.keepReservation() else {
-                // Over the peer's limit once its SETTINGS came: the next connection is asked for.
-                return openHTTP1Stream(to: cluster, runtime: runtime, on: eventLoop).map { $0.channel! }
+                // Over the peer's limit once its SETTINGS came (or going away): another connection.
+                return openHTTP1Stream(to: cluster, runtime: runtime, on: eventLoop).assumeIsolated().flatMapThrowing { handler in
+                    guard let channel = handler.channel else { throw ChannelError.ioOnClosedChannel }
+                    return channel
+                }.nonisolated()
             }
             let adapter = NIOLoopBound(HTTP1OverHTTP2Stream(connection: connection, limits: limits), eventLoop: eventLoop)
             return multiplexer.createStreamChannel { channel in
