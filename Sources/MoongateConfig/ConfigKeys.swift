@@ -7,7 +7,7 @@ public enum ConfigKeys {
     /// Each section's path (`.` is the top level, `[]` an entry of a list) and its keys.
     public static let sections: [(section: String, keys: [String])] = [
         (".", ["listeners", "clusters", "policy", "admin", "limits", "timeouts", "event_loop_threads", "overload", "resolver",
-            "tunnel_tls"]),
+            "tunnel_tls", "http2"]),
         ("listeners[]", ["name", "address", "port", "protocols", "tls"]),
         ("clusters[]", ["name", "endpoints", "connect_timeout", "pool_size", "protocol", "tls", "via"]),
         ("policy", [
@@ -27,6 +27,10 @@ public enum ConfigKeys {
         ]),
         ("overload", ["max_connections", "max_buffered_bytes", "max_memory", "check_interval", "retry_after", "recover_ratio"]),
         ("resolver", ["threads", "cache_ttl", "cache_size", "hosts"]),
+        ("http2", [
+            "max_concurrent_streams", "initial_stream_window", "initial_connection_window", "max_frame_size",
+            "max_header_list_size",
+        ]),
     ]
 
     /// The keys of `section`, or nil for a section this list does not know.

@@ -36,7 +36,7 @@ public enum ConfigLoader {
         let folder = directory(of: path)
         let top = try ConfigNode(node: root, path: "", file: path).mapping(allowed: [
             "listeners", "clusters", "policy", "admin", "limits", "timeouts", "event_loop_threads", "resolver", "overload",
-            "tunnel_tls",
+            "tunnel_tls", "http2",
         ])
         var config = MoongateConfiguration(
             sourcePath: path, listeners: [], clusters: [],
@@ -48,6 +48,7 @@ public enum ConfigLoader {
         if let node = top["admin"] { config.admin = try parseAdmin(node) }
         if let node = top["limits"] { config.limits = try parseLimits(node) }
         if let node = top["timeouts"] { config.timeouts = try parseTimeouts(node) }
+        if let node = top["http2"] { config.http2 = try parseHTTP2(node) }
         if let node = top["event_loop_threads"] { config.eventLoopThreads = try node.int(in: 0...256) }
         if let node = top["resolver"] { config.resolver = try parseResolver(node) }
         if let node = top["overload"] { config.overload = try parseOverload(node) }
@@ -102,15 +103,13 @@ public enum ConfigLoader {
             return endpoint
         }
         guard !endpoints.isEmpty else { throw endpointsNode.error("a cluster needs at least one endpoint") }
-        if let proto = map["protocol"], try proto.string() != "http1" {
-            throw proto.error("only http1 upstreams are supported by this build")
-        }
         var cluster = ClusterConfig(
             name: try name.string(), endpoints: endpoints,
             connectTimeout: try map["connect_timeout"]?.duration() ?? .seconds(5),
             poolSize: try map["pool_size"]?.int(in: 0...10_000) ?? 64)
         cluster.tls = try map["tls"].flatMap { try parseClusterTLS($0, folder: folder) }
         cluster.via = try map["via"]?.string()
+        if let node = map["protocol"] { cluster.upstreamProtocol = try parseClusterProtocol(node) }
         return cluster
     }
 

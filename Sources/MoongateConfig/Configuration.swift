@@ -9,6 +9,8 @@ public struct MoongateConfiguration: Sendable {
     public var admin: AdminConfig?
     public var limits: Limits
     public var timeouts: Timeouts
+    /// The settings HTTP/2 listeners advertise (`http2:`).
+    public var http2 = HTTP2Config()
     /// Event-loop threads (0 = one per core).
     public var eventLoopThreads: Int
     public var resolver = ResolverConfig()
@@ -61,6 +63,8 @@ public struct ClusterConfig: Sendable {
     /// A parent HTTP proxy (another cluster) that the endpoints are reached through: Moongate sends
     /// it `CONNECT endpoint` in the clear, then speaks (TLS and) HTTP inside the tunnel.
     public var via: String? = nil
+    /// The protocol spoken to the endpoints (`protocol:`, default http1).
+    public var upstreamProtocol: ClusterProtocol = .http1
 }
 
 /// The admin listener (readiness, policy state, metrics, reload).

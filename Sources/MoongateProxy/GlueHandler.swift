@@ -39,8 +39,11 @@ package final class GlueHandler: ChannelDuplexHandler {
     package func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         // Bulk relays grow their reads up to 256 KiB (fewer syscalls per byte); an idle tunnel keeps
-        // the small initial buffer NIO reuses per channel.
-        context.channel.setOption(.recvAllocator, value: GlueHandler.allocator).whenFailure { _ in }
+        // the small initial buffer NIO reuses per channel. (An HTTP/2 stream channel, which NIOHTTP2
+        // keeps internal, traps on this option: a relay over one keeps its own reads.)
+        if !String(describing: type(of: context.channel)).hasSuffix("HTTP2StreamChannel") {
+            context.channel.setOption(.recvAllocator, value: GlueHandler.allocator).whenFailure { _ in }
+        }
     }
 
     private static let allocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 262_144)

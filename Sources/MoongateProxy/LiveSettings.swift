@@ -1,8 +1,8 @@
 import MoongateConfig
 import NIOCore
 
-/// The parts of the configuration that reload with the scripts: clusters, limits, timeouts and the
-/// special addresses policy allows. A generation is config + scripts: these settings are published
+/// The parts of the configuration that reload with the scripts: clusters, limits, timeouts, HTTP/2
+/// settings and the special addresses policy allows. A generation is config + scripts: these settings are published
 /// together with the policy generation that was validated against them (one swap), and each event
 /// loop switches to both at once, at its next request. A request or tunnel keeps the clusters it was
 /// planned with.
@@ -14,6 +14,8 @@ final class LiveSettings: Sendable {
     let clusters: [String: ClusterTarget]
     let limits: Limits
     let timeouts: Timeouts
+    /// The settings HTTP/2 connections advertise.
+    let http2: HTTP2Config
     /// Special addresses a target name may resolve to (`policy.allowed_addresses`).
     let allowedAddresses: Set<String>
     /// The deadlines of an HTTP/1.1 client connection, converted once.
@@ -26,6 +28,7 @@ final class LiveSettings: Sendable {
         self.clusters = clusters
         self.limits = config.limits
         self.timeouts = config.timeouts
+        self.http2 = config.http2
         self.allowedAddresses = Set(config.policy.allowedAddresses)
         self.http1Deadlines = HTTP1Deadlines(config.timeouts)
         self.clusterPoolKeys = Set(clusters.values.map(\.poolKey))

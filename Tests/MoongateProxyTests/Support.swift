@@ -1,6 +1,11 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+// With some NIO modules in the test target's graph, Clang attributes the socket structs to NIO's
+// Linux shim module; importing it keeps their members visible (MemberImportVisibility).
+#if canImport(CNIOLinux)
+import CNIOLinux
+#endif
 import Logging
 import MoongateConfig
 import MoongatePolicy

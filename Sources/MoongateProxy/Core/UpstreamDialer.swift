@@ -97,6 +97,16 @@ enum UpstreamDialer {
         _ destination: UpstreamDestination, runtime: ProxyRuntime, loop: LoopContext, on eventLoop: any EventLoop,
         _ done: @escaping (Result<UpstreamHandler, Failure>) -> Void
     ) {
+        if case .cluster(let cluster) = destination, cluster.config.upstreamProtocol == .http2 {
+            // A stream of the cluster's HTTP/2 connection, dressed as an HTTP/1.1 connection (HTTP1OverHTTP2Stream).
+            HTTP2UpstreamPool.openHTTP1Stream(to: cluster, runtime: runtime, on: eventLoop).assumeIsolated().whenComplete { result in
+                switch result {
+                case .success(let handler): done(.success(handler))
+                case .failure(let error): done(.failure(Failure(status: 503, reason: "upstream unreachable", error: error)))
+                }
+            }
+            return
+        }
         dial(destination, runtime: runtime, loop: loop, on: eventLoop).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let channel):

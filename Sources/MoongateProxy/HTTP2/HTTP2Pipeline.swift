@@ -4,38 +4,80 @@ import NIOCore
 import NIOHTTP2
 
 /// The HTTP/2 server side of a client connection (prior knowledge, h2c): swift-nio-http2's frame
-/// codec, flow control and flood guards, and one ``HTTP2StreamHandler`` per stream.
+/// codec, flow control and flood guards, Moongate's own ``HTTP2FloodGuard``, and one
+/// ``HTTP2StreamHandler`` per stream.
 enum HTTP2Pipeline {
-    /// The settings Moongate sends, the edge defaults of hardening.md §1.5: 100 concurrent
-    /// streams, a 64 KiB stream window (1 MiB for the connection), 16 KiB frames, and a header list
-    /// as large as an HTTP/1.1 head may be (`limits.max_header_bytes`), and extended CONNECT.
-    static func settings(limits: Limits) -> HTTP2Settings {
+    /// The settings Moongate sends (`http2:` in the config; hardening.md §1.5's edge defaults), and
+    /// extended CONNECT.
+    static func settings(_ http2: HTTP2Config, limits: Limits) -> HTTP2Settings {
         [
-            HTTP2Setting(parameter: .maxConcurrentStreams, value: 100),
-            HTTP2Setting(parameter: .initialWindowSize, value: 65_535),
-            HTTP2Setting(parameter: .maxFrameSize, value: 16_384),
-            HTTP2Setting(parameter: .maxHeaderListSize, value: limits.maxHeaderBytes),
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: http2.maxConcurrentStreams),
+            HTTP2Setting(parameter: .initialWindowSize, value: http2.initialStreamWindow),
+            HTTP2Setting(parameter: .maxFrameSize, value: http2.maxFrameSize),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: http2.maxHeaderListSize ?? limits.maxHeaderBytes),
             // Extended CONNECT (RFC 8441): `:protocol bytestream` is a tunnel like a classic CONNECT.
             HTTP2Setting(parameter: .enableConnectProtocol, value: 1),
         ]
     }
 
-    static func configureServer(_ channel: any Channel, runtime: ProxyRuntime, session: TLSSessionInfo? = nil) throws {
+    /// swift-nio-http2's own guards, kept at hardening.md §1.5's values and stated here so that a
+    /// change of the library's defaults does not loosen them: at most 5 CONTINUATION frames per
+    /// header block, one empty DATA frame in a row, 200 resets, 200 stream errors and 200
+    /// PING/SETTINGS/PRIORITY frames per 30 s, 200 glitches, 10,000 control frames waiting for a
+    /// client that does not read.
+    static func connectionConfiguration(_ http2: HTTP2Config, limits: Limits) -> NIOHTTP2Handler.ConnectionConfiguration {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
-        connection.initialSettings = settings(limits: runtime.loopContext(channel.eventLoop).policy.settings.limits)
-        connection.targetWindowSize = 1 << 20
+        connection.initialSettings = settings(http2, limits: limits)
+        connection.targetWindowSize = http2.initialConnectionWindow
+        connection.maximumSequentialContinuationFrames = 5
+        connection.maximumSequentialEmptyDataFrames = 1
+        connection.maximumBufferedControlFrames = 10_000
+        connection.maximumConnectionGlitches = 200
+        connection.controlFrameRateLimit.maximumCount = 200
+        connection.controlFrameRateLimit.windowLength = .seconds(30)
+        return connection
+    }
+
+    static func streamConfiguration(_ http2: HTTP2Config) -> NIOHTTP2Handler.StreamConfiguration {
         var stream = NIOHTTP2Handler.StreamConfiguration()
-        stream.targetWindowSize = 65_535
+        stream.targetWindowSize = http2.initialStreamWindow
+        stream.streamResetFrameRateLimit.maximumCount = 200
+        stream.streamResetFrameRateLimit.windowLength = .seconds(30)
+        stream.streamErrorRateLimit.maximumCount = 200
+        stream.streamErrorRateLimit.windowLength = .seconds(30)
+        return stream
+    }
+
+    /// The settings, limits and stream idle timeout are the live generation's (a reload's apply
+    /// to the connections that open after it).
+    static func configureServer(_ channel: any Channel, runtime: ProxyRuntime, session: TLSSessionInfo? = nil) throws {
+        let loop = runtime.loopContext(channel.eventLoop)
+        _ = runtime.policy.instance(in: loop.policy)
+        let settings = loop.policy.settings
+        let http2 = settings.http2
+        let limits = settings.limits
         let remote = channel.remoteAddress
         let client = ClientInfo(ip: remote?.ipAddress ?? "0.0.0.0", port: remote?.port ?? 0, session: session)
+        let guardian = HTTP2FloodGuard()
+        // Streams run on their connection's event loop.
+        let sharedGuardian = NIOLoopBound(guardian, eventLoop: channel.eventLoop)
+        let upstreams = NIOLoopBound(HTTP2UpstreamPool.pool(on: channel.eventLoop), eventLoop: channel.eventLoop)
+        let idle = settings.timeouts.streamIdle.timeAmount
+        let connectionHandler = HTTP2ConnectionHandler(
+            guardian: guardian, connectionWindow: http2.initialConnectionWindow, logger: runtime.logger)
+        let events = HTTP2StreamEvents(handler: NIOLoopBound(connectionHandler, eventLoop: channel.eventLoop))
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-            mode: .server, connectionConfiguration: connection, streamConfiguration: stream
+            mode: .server, connectionConfiguration: connectionConfiguration(http2, limits: limits),
+            streamConfiguration: streamConfiguration(http2), streamDelegate: events
         ) { streamChannel in
             streamChannel.eventLoop.makeCompletedFuture {
                 let loop = runtime.loopContext(streamChannel.eventLoop)
-                try streamChannel.pipeline.syncOperations.addHandler(HTTP2StreamHandler(runtime: runtime, loop: loop, client: client))
+                let handler = HTTP2StreamHandler(
+                    runtime: runtime, loop: loop, client: client, guardian: sharedGuardian.value, upstreams: upstreams.value,
+                    idleTimeout: idle)
+                try streamChannel.pipeline.syncOperations.addHandler(handler)
             }
         }
-        try channel.pipeline.syncOperations.addHandler(HTTP2ConnectionHandler())
+        try channel.pipeline.syncOperations.addHandler(connectionHandler)
     }
 }

@@ -42,15 +42,23 @@ extension HTTP2StreamHandler {
         for bytes in dial.early { tunnel.toTarget(bytes) }
         tunnel.flushTarget()
         if dial.clientEnded { tunnel.clientEnded() }
+        trackTunnel(tunnel, target: channel, request: dial.request, outcome: dial.outcome, instance: dial.instance, context: context)
+        tunnel.resumeTargetReads()
+    }
+
+    /// Counts the tunnel as open until the stream closes, then closes the target and writes its
+    /// access-log line (and runs the log hooks under the generation that admitted it).
+    func trackTunnel(
+        _ tunnel: StreamTunnel, target channel: any Channel, request: PolicyRequest, outcome: PolicyOutcome,
+        instance: PolicyInstance, context: ChannelHandlerContext
+    ) {
         runtime.tunnels.opened(context.channel, client: client.ip)
         runtime.metrics.tunnelOpened()
         let runtime = self.runtime
         let client = self.client
-        let request = dial.request
-        let outcome = dial.outcome
         let startedAt = self.startedAt
         let streamChannel = context.channel
-        let logHooks = dial.instance.hasLogHooks ? dial.instance : nil
+        let logHooks = instance.hasLogHooks ? instance : nil
         streamChannel.closeFuture.assumeIsolated().whenComplete { _ in
             channel.close(promise: nil)
             runtime.tunnels.closed(streamChannel, client: client.ip)
@@ -60,13 +68,14 @@ extension HTTP2StreamHandler {
                 bytesOut: tunnel.bytesFromTarget, since: startedAt, tunnel: true)
             logHooks?.log(request: request, status: 200)
         }
-        tunnel.resumeTargetReads()
     }
 
     // MARK: - What the tunnel's TCP side reports
 
     /// Bytes from the target go out as DATA (flushed at the end of each read batch).
     func targetData(_ bytes: ByteBuffer) {
+        lastActivity = .now()
+        guardian.sentData()
         context?.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes), endStream: false))), promise: nil)
     }
 
@@ -75,6 +84,7 @@ extension HTTP2StreamHandler {
     /// The target half-closed: END_STREAM.
     func targetEnded() {
         guard let context else { return }
+        lastActivity = .now()
         let empty = context.channel.allocator.buffer(capacity: 0)
         context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(empty), endStream: true))), promise: nil)
     }

@@ -7,11 +7,12 @@ import NIOHTTP2
 
 /// One HTTP/2 stream of a client connection: the HTTP/2 codec in front of the protocol-neutral core.
 ///
-/// A HEADERS frame becomes a ``PolicyRequest``; policy is asked once on the connection's event loop,
-/// and the ``RequestPlanner``'s action is carried out on this stream: a local answer, an exchange
-/// with an HTTP/1.1 upstream (DATA ↔ body bytes, END_STREAM ↔ the end of the message), or a
-/// CONNECT terminated here (RFC 9113 §8.5: the target is dialled, `200`, then DATA ↔ TCP bytes with
-/// END_STREAM ↔ FIN both ways and RST_STREAM ↔ abort). A failure touches this stream only.
+/// A HEADERS frame is checked (``HTTP2RequestValidator``) and becomes a ``PolicyRequest``; policy is
+/// asked once on the connection's event loop, and the ``RequestPlanner``'s action is carried out on
+/// this stream: a local answer, an exchange with an HTTP/1.1 upstream (+H1Upstream) or a stream of
+/// an HTTP/2 one (+H2Upstream), a CONNECT terminated here (+Tunnel), or a WebSocket or CONNECT
+/// translated for an HTTP/1.1 origin or parent (+Translation). The stream idle timer (+Idle) and
+/// request trailers (+Trailers) have files of their own. A failure touches this stream only.
 final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     typealias InboundIn = HTTP2Frame.FramePayload
     typealias OutboundIn = HTTP2Frame.FramePayload
@@ -28,6 +29,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         case dialling(TunnelDial)
         /// A tunnel: this stream and a TCP connection relay bytes.
         case relaying(StreamTunnel)
+        /// Forwarded as a stream of an HTTP/2 upstream connection.
+        case forwardingH2(H2Forward)
         case closed
     }
 
@@ -48,45 +51,79 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     let runtime: ProxyRuntime
     let loop: LoopContext
     let client: ClientInfo
+    /// The connection's own flood counters (WINDOW_UPDATE credit).
+    let guardian: HTTP2FloodGuard
+    /// This loop's HTTP/2 upstream connections.
+    let upstreams: HTTP2UpstreamPool
+    /// `timeouts.stream_idle`: a stream with no frame either way for this long is reset.
+    let idleTimeout: TimeAmount
     var state = State.awaitingHead
     var context: ChannelHandlerContext?
     var startedAt = NIODeadline.now()
+    /// When the last frame went either way (read by the idle timer).
+    var lastActivity = NIODeadline.now()
+    var idleTimer: Scheduled<Void>?
+    /// The request's `content-length`, which the DATA received must match (RFC 9113 §8.1.1).
+    var declaredLength: Int?
+    var receivedLength = 0
     private var pendingRead = false
 
-    init(runtime: ProxyRuntime, loop: LoopContext, client: ClientInfo) {
+    init(
+        runtime: ProxyRuntime, loop: LoopContext, client: ClientInfo, guardian: HTTP2FloodGuard, upstreams: HTTP2UpstreamPool,
+        idleTimeout: TimeAmount
+    ) {
+        self.upstreams = upstreams
         self.runtime = runtime
         self.loop = loop
         self.client = client
+        self.guardian = guardian
+        self.idleTimeout = idleTimeout
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        armIdleTimer(at: lastActivity + idleTimeout, context: context)
+    }
 
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        idleTimer?.cancel()
+        idleTimer = nil
+    }
 
     // MARK: - Inbound frames
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastActivity = .now()
         switch unwrapInboundIn(data) {
         case .headers(let headers):
             if case .awaitingHead = state {
                 startedAt = .now()
                 handleHead(headers.headers, endStream: headers.endStream, context: context)
             } else {
-                // Trailers end the request (an HTTP/1.1 upstream gets the last chunk; trailers are dropped).
-                clientEnded(context: context)
+                clientTrailers(headers.headers, context: context)
             }
         case .data(let frame):
             guard case .byteBuffer(let bytes) = frame.data else { return }
+            receivedLength += bytes.readableBytes
+            if let declaredLength, receivedLength > declaredLength || (frame.endStream && receivedLength != declaredLength) {
+                malformed("DATA does not match content-length", context: context)
+                return
+            }
             clientData(bytes, context: context)
             if frame.endStream { clientEnded(context: context) }
         case .rstStream:
             abort()
+        case .windowUpdate:
+            guardian.windowUpdateReceived()
         default:
             break
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
         abort()
         context.fireChannelInactive()
     }
@@ -100,12 +137,14 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             dial.early.append(bytes)
         case .relaying(let tunnel):
             tunnel.toTarget(bytes)
+        case .forwardingH2(let forward):
+            forwardBody(bytes, forward)
         default:
             break
         }
     }
 
-    private func clientEnded(context: ChannelHandlerContext) {
+    func clientEnded(context: ChannelHandlerContext) {
         switch state {
         case .exchanging(let exchange, _):
             guard !exchange.requestComplete else { return }
@@ -116,6 +155,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             dial.clientEnded = true
         case .relaying(let tunnel):
             tunnel.clientEnded()
+        case .forwardingH2(let forward):
+            forwardEnd(forward)
         default:
             break
         }
@@ -125,6 +166,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         switch state {
         case .exchanging(let exchange, _): exchange.flushUpstream()
         case .relaying(let tunnel): tunnel.flushTarget()
+        case .forwardingH2(let forward): forward.stream?.flush()
         default: break
         }
         context.fireChannelReadComplete()
@@ -138,6 +180,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         switch state {
         case .exchanging(let exchange, _): otherSideWritable = exchange.upstream?.channel?.isWritable ?? true
         case .relaying(let tunnel): otherSideWritable = tunnel.targetIsWritable
+        case .forwardingH2(let forward): otherSideWritable = forward.stream?.isWritable ?? true
         default: otherSideWritable = true
         }
         if otherSideWritable {
@@ -159,6 +202,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             switch state {
             case .exchanging(let exchange, _): exchange.upstream?.resumeReading()
             case .relaying(let tunnel): tunnel.resumeTargetReads()
+            case .forwardingH2(let forward): forward.stream?.resumeReading()
             default: break
             }
         }
@@ -168,30 +212,28 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     // MARK: - Request heads
 
     private func handleHead(_ fields: HPACKHeaders, endStream: Bool, context: ChannelHandlerContext) {
-        var method: String?, scheme: String?, authority: String?, path: String?, protocolName: String?
-        var headers: [HeaderField] = []
-        headers.reserveCapacity(fields.count)
-        for (name, value, _) in fields {
-            switch name {
-            case ":method": method = value
-            case ":scheme": scheme = value
-            case ":authority": authority = value
-            case ":path": path = value
-            case ":protocol": protocolName = value
-            default: headers.append(HeaderField(name, value))
-            }
+        let head: HTTP2RequestValidator.Head
+        do throws(HTTP2RequestValidator.Malformed) {
+            head = try HTTP2RequestValidator.validate(fields)
+        } catch {
+            malformed(error.reason, context: context)
+            return
+        }
+        declaredLength = head.contentLength
+        if endStream, let length = head.contentLength, length != 0 {
+            malformed("no DATA for a content-length", context: context)
+            return
         }
         var request: PolicyRequest
         do throws(RequestError) {
-            guard let method else { throw RequestError(status: 400, reason: "no :method") }
             request = try PolicyRequest.http2(
-                method: method, scheme: scheme, authority: authority, path: path, protocolName: protocolName,
-                headers: headers, client: client)
+                method: head.method, scheme: head.scheme, authority: head.authority, path: head.path,
+                protocolName: head.protocolName, headers: head.fields, client: client)
         } catch {
             // A malformed request is a stream error (RFC 9113 §8.1.1), never a tunnel (CX-BAD-6).
             runtime.logger.debug("malformed HTTP/2 request", metadata: ["reason": "\(error.reason)"])
             runtime.requestRefused(
-                status: error.status, reason: .malformed, detail: error.reason, client: client, method: method, target: authority,
+                status: error.status, reason: .malformed, detail: error.reason, client: client, method: head.method, target: head.authority,
                 since: startedAt)
             reset(.protocolError, context: context)
             return
@@ -222,8 +264,17 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             startExchange(
                 to: destination, request: request, instance: instance, outcome: verdict.outcome, headers: upstreamHeaders,
                 endStream: endStream, context: context)
+        case .exchange(.upgrade, let destination, let upstreamHeaders, _) where request.upgrade == "websocket":
+            startWebSocket(
+                to: destination, request: request, instance: instance, outcome: verdict.outcome, headers: upstreamHeaders,
+                endStream: endStream, context: context)
+        case .exchange(.connectVia, let destination, let upstreamHeaders, _):
+            let head = Self.connectViaHead(request, headers: upstreamHeaders, allocator: context.channel.allocator)
+            startExchange(
+                to: destination, request: request, instance: instance, outcome: verdict.outcome, headers: upstreamHeaders,
+                endStream: endStream, kind: .connectVia, head: (head, .length), context: context)
         case .exchange:
-            // WebSocket translation and CONNECT to a parent over HTTP/2 are not built yet.
+            // Upgrades other than WebSocket over HTTP/2 are not built.
             answer(
                 LocalAnswer(status: 501, body: "this is not yet supported over HTTP/2", keepAlive: true), request: request,
                 outcome: verdict.outcome, context: context)
@@ -245,7 +296,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         headers.add(name: "content-length", value: String(body.utf8.count))
         let withBody = request.method != "HEAD" && !body.isEmpty
         context.write(wrapOutboundOut(.headers(.init(headers: headers, endStream: !withBody))), promise: nil)
+        lastActivity = .now()
         if withBody {
+            guardian.sentData()
             let buffer = context.channel.allocator.buffer(string: body)
             context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(buffer), endStream: true))), promise: nil)
         }
@@ -253,169 +306,36 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         log(request, outcome: outcome, status: local.status, bytesIn: 0, bytesOut: withBody ? body.utf8.count : 0, local: true)
     }
 
+    /// A malformed request (RFC 9113 §8.1.1): a stream error; an exchange under way is abandoned,
+    /// so its upstream sees a truncated request, never a complete one.
+    func malformed(_ reason: String, context: ChannelHandlerContext) {
+        runtime.logger.debug("malformed HTTP/2 request", metadata: ["reason": "\(reason)"])
+        runtime.requestRefused(
+            status: 400, reason: .malformed, detail: reason, client: client, method: nil, target: nil, since: startedAt)
+        abort()
+        reset(.protocolError, context: context)
+    }
+
     func reset(_ code: HTTP2ErrorCode, context: ChannelHandlerContext) {
         state = .closed
         context.writeAndFlush(wrapOutboundOut(.rstStream(code)), promise: nil)
     }
 
-    private func log(_ request: PolicyRequest, outcome: PolicyOutcome?, status: Int, bytesIn: Int, bytesOut: Int, local: Bool = false) {
+    func log(_ request: PolicyRequest, outcome: PolicyOutcome?, status: Int, bytesIn: Int, bytesOut: Int, local: Bool = false) {
         runtime.requestEnded(
             request, outcome: outcome, status: status, reason: outcome == nil ? .unloaded : nil, local: local, client: client,
             bytesIn: bytesIn, bytesOut: bytesOut, since: startedAt)
     }
 
-    // MARK: - Exchanges with HTTP/1.1 upstreams
-
-    private func startExchange(
-        to destination: UpstreamDestination, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome,
-        headers: [HeaderField], endStream: Bool, context: ChannelHandlerContext
-    ) {
-        let exchange = Exchange(
-            kind: .forward, request: request, instance: instance, outcome: outcome, upstreamKey: destination.key,
-            idle: loop.pools.connections(to: destination.key), poolLimit: destination.poolLimit, clientKeepAlive: true,
-            startedAt: startedAt)
-        let (head, framing) = Self.upstreamHead(request, headers: headers, endStream: endStream, allocator: context.channel.allocator)
-        exchange.requestFraming = framing
-        state = .exchanging(exchange, headSent: false)
-        if let handler = exchange.idle.acquire() {
-            handler.delegate = self
-            exchange.attach(handler, first: head)
-        } else {
-            exchange.pending.append(head)
-            UpstreamDialer.connect(destination, runtime: runtime, loop: loop, on: context.eventLoop) { result in
-                guard case .exchanging(let current, _) = self.state, current === exchange else {
-                    if case .success(let handler) = result { handler.close() }
-                    return
-                }
-                switch result {
-                case .success(let handler):
-                    handler.delegate = self
-                    exchange.attach(handler)
-                    self.resumeClientReads()
-                case .failure(let failure):
-                    self.exchangeFailed(exchange, status: failure.status, reason: failure.reason)
-                }
-            }
-        }
-        if endStream {
-            exchange.requestComplete = true
-            exchange.sendEnd()
-        }
-    }
-
-    /// The HTTP/1.1 head for an HTTP/2 request: origin-form, Host from `:authority`, the sanitised
-    /// fields, and framing stated by the proxy: none when HEADERS ended the stream, the client's
-    /// `content-length` when it sent one (HTTP/2 checks it against the DATA received), else chunked.
-    static func upstreamHead(
-        _ request: PolicyRequest, headers: [HeaderField], endStream: Bool, allocator: ByteBufferAllocator
-    ) -> (ByteBuffer, BodyFraming) {
-        var out = allocator.buffer(capacity: 256)
-        HTTP1Wire.writeRequestStart(method: request.method, request: request, into: &out)
-        let framing: BodyFraming
-        if endStream {
-            framing = .none
-        } else if let length = headers.first(named: "content-length") {
-            framing = .length
-            HTTP1Wire.writeField("content-length", length, into: &out)
-        } else {
-            framing = .chunked
-            out.writeStaticString("transfer-encoding: chunked\r\n")
-        }
-        for field in headers {
-            switch field.name.utf8.count {
-            case 4 where field.hasName("host"), 14 where field.hasName("content-length"), 2 where field.hasName("te"):
-                continue
-            default: HTTP1Wire.writeField(field.name, field.value, into: &out)
-            }
-        }
-        out.writeStaticString("\r\n")
-        return (out, framing)
-    }
-
-    var clientIsWritable: Bool { context?.channel.isWritable ?? false }
-
-    func upstream(_ upstream: UpstreamHandler, received part: UpstreamPart) {
-        guard let context, case .exchanging(let exchange, let headSent) = state, exchange.upstream === upstream else { return }
-        switch part {
-        case .head(let head):
-            if head.code < 200 { return }  // informational answers are not relayed over HTTP/2 yet
-            exchange.status = head.code
-            var fields = head.fields
-            if let fault = exchange.instance.sanitizeResponse(for: exchange.request, status: head.code, headers: &fields) {
-                runtime.logger.debug("sanitize_response failed", metadata: ["plugin": "\(fault.plugin)"])
-                exchangeFailed(exchange, status: 500, reason: "policy error")
-                return
-            }
-            var headers = HPACKHeaders([(":status", String(head.code))])
-            for field in fields where !field.hasName("transfer-encoding") {
-                headers.add(name: field.name.lowercased(), value: field.value)
-            }
-            let bodiless = exchange.request.method == "HEAD" || head.code == 204 || head.code == 304
-            exchange.responseHeadSent = true
-            state = .exchanging(exchange, headSent: true)
-            context.write(wrapOutboundOut(.headers(.init(headers: headers, endStream: false))), promise: nil)
-            if bodiless { exchange.responseFraming = .none }
-        case .body(let bytes):
-            guard headSent else { return }
-            exchange.bytesToClient += bytes.readableBytes
-            context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes), endStream: false))), promise: nil)
-        case .end:
-            guard headSent else { return }
-            // Done with the upstream first: the END_STREAM below can close this stream at once
-            // (its channelInactive would otherwise take the connection down with it).
-            exchange.responseComplete = true
-            finishIfComplete(exchange)
-            let empty = context.channel.allocator.buffer(capacity: 0)
-            context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(empty), endStream: true))), promise: nil)
-        }
-    }
-
-    func upstreamBecameWritable(_ upstream: UpstreamHandler) { resumeClientReads() }
-
-    func upstreamReadComplete(_ upstream: UpstreamHandler) { context?.flush() }
-
-    func upstream(_ upstream: UpstreamHandler, failed error: (any Error)?) {
-        guard case .exchanging(let exchange, _) = state, exchange.upstream === upstream else { return }
-        exchangeFailed(exchange, status: 502, reason: "upstream connection failed")
-    }
-
-    /// Both directions are done: the upstream connection closes, and the exchange is logged.
-    ///
-    /// Not pooled yet: with connections handed back to the pool, some of many concurrent streams
-    /// on one client connection were never answered (seen with 50 streams at once; the cause is not
-    /// found yet), so an HTTP/2 stream's upstream connection serves that stream only. This costs a
-    /// TCP connection per request (P2 in the README) until the HTTP/2 issue's upstream-stream pools land.
-    private func finishIfComplete(_ exchange: Exchange) {
-        guard exchange.requestComplete, exchange.responseComplete else { return }
-        if let upstream = exchange.upstream {
-            upstream.delegate = nil
-            upstream.close()
-        }
-        state = .closed
-        log(exchange.request, outcome: exchange.outcome, status: exchange.status, bytesIn: exchange.bytesFromClient, bytesOut: exchange.bytesToClient)
-        if exchange.instance.hasLogHooks { exchange.instance.log(request: exchange.request, status: exchange.status) }
-    }
-
-    private func exchangeFailed(_ exchange: Exchange, status: Int, reason: String) {
-        exchange.upstream?.delegate = nil
-        exchange.upstream?.close()
-        guard let context else { return }
-        if case .exchanging(_, headSent: true) = state {
-            // Part of the response is out: only a reset can tell the client it is incomplete.
-            log(exchange.request, outcome: exchange.outcome, status: exchange.status, bytesIn: exchange.bytesFromClient, bytesOut: exchange.bytesToClient)
-            reset(.internalError, context: context)
-            return
-        }
-        answer(LocalAnswer(status: status, body: reason, keepAlive: true), request: exchange.request, outcome: exchange.outcome, context: context)
-    }
-
-    private func abort() {
+    func abort() {
         switch state {
         case .exchanging(let exchange, _):
             exchange.upstream?.delegate = nil
             exchange.upstream?.close()
         case .relaying(let tunnel):
             tunnel.target?.close(promise: nil)
+        case .forwardingH2(let forward):
+            forward.stream?.cancel()
         default:
             break
         }
