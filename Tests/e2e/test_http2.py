@@ -360,3 +360,23 @@ def test_connect_not_enabled_is_a_403_over_h2(h2proxy):
         assert client.status[sid] == 403
     finally:
         client.close()
+
+
+def test_an_upstream_that_never_answers_an_h2_request_is_a_504_after_upstream_response(moongate, tmp_path):
+    """timeouts.upstream_response holds on HTTP/2 streams as on HTTP/1.1 (the soak found h2 streams
+    waiting for good); the origin's connection is closed and the connection's other streams go on."""
+    silent = Target(lambda target, conn: conn.recv(65536) and time.sleep(8))
+    plugin = tmp_path / "gate.lua"
+    plugin.write_text(PLUGIN)
+    port = free_port()
+    text = h2_config(port, silent.port, plugin) + "timeouts:\n  upstream_response: 1s\n"
+    moongate(text, port)
+    client = H2Client(port)
+    started = time.time()
+    sid = client.get("/stall")
+    client.pump(lambda: sid in client.ended or sid in client.reset, timeout=6)
+    assert client.status.get(sid) == 504, (client.status, client.reset)
+    assert 0.8 < time.time() - started < 4.0
+    assert b"upstream response timed out" in client.data[sid]
+    client.close()
+    silent.close()

@@ -63,6 +63,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// When the last frame went either way (read by the idle timer).
     var lastActivity = NIODeadline.now()
     var idleTimer: Scheduled<Void>?
+    /// `timeouts.upstream_response` of the stream's exchange with an HTTP/1.1 upstream.
+    var responseTimer: Scheduled<Void>?
     /// The request's `content-length`, which the DATA received must match (RFC 9113 §8.1.1).
     var declaredLength: Int?
     var receivedLength = 0
@@ -89,6 +91,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         self.context = nil
         idleTimer?.cancel()
         idleTimer = nil
+        responseTimer?.cancel()
     }
 
     // MARK: - Inbound frames
@@ -124,6 +127,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     func channelInactive(context: ChannelHandlerContext) {
         idleTimer?.cancel()
         idleTimer = nil
+        responseTimer?.cancel()
         abort()
         context.fireChannelInactive()
     }
