@@ -380,3 +380,36 @@ def test_an_upstream_that_never_answers_an_h2_request_is_a_504_after_upstream_re
     assert b"upstream response timed out" in client.data[sid]
     client.close()
     silent.close()
+
+
+def test_c12_the_tunnel_cap_per_client_holds_for_connect_streams(moongate, tmp_path):
+    """A CONNECT stream counts against limits.max_tunnels_per_client from before its 200 goes out:
+    the next CONNECT, sent as soon as that 200 is read, is refused with 503 and never dialled;
+    closing the first stream frees its place."""
+    target = Target(echo_until_eof)
+    plugin = tmp_path / "gate.lua"
+    plugin.write_text(PLUGIN)
+    port = free_port()
+    text = h2_config(port, target.port, plugin) + "limits:\n  max_tunnels_per_client: 1\n"
+    moongate(text, port)
+    client = H2Client(port)
+    first = client.connect(f"127.0.0.1:{target.port}")
+    client.pump(lambda: first in client.status)
+    assert client.status[first] == 200
+    second = client.connect(f"127.0.0.1:{target.port}")
+    client.pump(lambda: second in client.status or second in client.reset)
+    assert client.status.get(second) == 503, (client.status, client.reset)
+    time.sleep(0.3)
+    assert target.accepted == 1
+    client.conn.reset_stream(first)
+    client.flush()
+    deadline = time.time() + 5
+    while True:
+        third = client.connect(f"127.0.0.1:{target.port}")
+        client.pump(lambda: third in client.status or third in client.reset)
+        if client.status.get(third) == 200 or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert client.status.get(third) == 200
+    client.close()
+    target.close()

@@ -130,6 +130,7 @@ extension HTTP2StreamHandler {
         tunnel.target = upstreamChannel
         state = .relaying(tunnel)
         lastActivity = .now()
+        countTunnel(context: context)
         context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
         let clientEnded = exchange.requestComplete
         let handler = self

@@ -37,6 +37,7 @@ extension HTTP2StreamHandler {
     private func tunnelUp(_ tunnel: StreamTunnel, channel: any Channel, dial: TunnelDial, context: ChannelHandlerContext) {
         tunnel.target = channel
         state = .relaying(tunnel)
+        countTunnel(context: context)
         // A 2xx to CONNECT carries no content-length (RFC 9110 §9.3.6).
         context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: HPACKHeaders([(":status", "200")])))), promise: nil)
         for bytes in dial.early { tunnel.toTarget(bytes) }
@@ -44,6 +45,17 @@ extension HTTP2StreamHandler {
         if dial.clientEnded { tunnel.clientEnded() }
         trackTunnel(tunnel, target: channel, request: dial.request, outcome: dial.outcome, instance: dial.instance, context: context)
         tunnel.resumeTargetReads()
+    }
+
+    /// Counts the tunnel against the caps before its 200 goes out: a CONNECT the client sends as
+    /// soon as it reads that 200 must find this one counted, whichever loop takes it. The count
+    /// ends when the stream closes, whether or not the relay was ever set up.
+    func countTunnel(context: ChannelHandlerContext) {
+        runtime.tunnels.opened(context.channel, client: client.ip)
+        let tunnels = runtime.tunnels
+        let ip = client.ip
+        let channel = context.channel
+        channel.closeFuture.whenComplete { _ in tunnels.closed(channel, client: ip) }
     }
 
     /// Counts the tunnel as open until the stream closes, then closes the target and writes its
