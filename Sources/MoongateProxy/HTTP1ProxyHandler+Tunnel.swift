@@ -82,7 +82,7 @@ extension HTTP1ProxyHandler {
         // A 2xx to CONNECT has no Content-Length and no Transfer-Encoding (RFC 9110 §9.3.6).
         var head = context.channel.allocator.buffer(capacity: 40)
         head.writeStaticString("HTTP/1.1 200 Connection established\r\n\r\n")
-        countTunnel(context.channel)
+        runtime.tunnels.openUntilClosed(context.channel, client: client.ip)
         context.writeAndFlush(wrapOutboundOut(head), promise: nil)
         glue(context: context, upstream: upstream, request: attempt.request, instance: attempt.instance,
              outcome: attempt.outcome, status: 200, startedAt: attempt.startedAt,
@@ -108,7 +108,7 @@ extension HTTP1ProxyHandler {
         upstream.delegate = nil
         upstream.rawMode = true
         rawMode = true
-        countTunnel(context.channel)
+        runtime.tunnels.openUntilClosed(context.channel, client: client.ip)
         context.writeAndFlush(wrapOutboundOut(out), promise: nil)
         glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: 101, upstreamHandler: upstream)
     }
@@ -131,20 +131,9 @@ extension HTTP1ProxyHandler {
         var line = context.channel.allocator.buffer(capacity: 64)
         HTTP1Wire.writeStatusLine(head.status, into: &line)
         line.writeStaticString("\r\n")
-        countTunnel(context.channel)
+        runtime.tunnels.openUntilClosed(context.channel, client: client.ip)
         context.writeAndFlush(wrapOutboundOut(line), promise: nil)
         glueOnNextTick(context: context, upstream: upstreamChannel, exchange: exchange, status: head.code, upstreamHandler: upstream)
-    }
-
-    /// Counts the tunnel against the caps before its status line goes out: a CONNECT the client
-    /// sends as soon as it reads this one's 200 must find it counted, whichever loop takes it
-    /// (the caps of hardening.md §C.12). The count ends when the
-    /// client's connection closes, whether or not the relay was ever set up.
-    private func countTunnel(_ channel: any Channel) {
-        runtime.tunnels.opened(channel, client: client.ip)
-        let tunnels = runtime.tunnels
-        let ip = client.ip
-        channel.closeFuture.whenComplete { _ in tunnels.closed(channel, client: ip) }
     }
 
     /// Runs on the tick after the parent's 2xx (the upstream handler has left its parse loop): TLS
@@ -169,7 +158,7 @@ extension HTTP1ProxyHandler {
             case .success where (try? upstream.pipeline.syncOperations.addHandler(pair.1)) != nil:
                 var head = context.channel.allocator.buffer(capacity: 40)
                 head.writeStaticString("HTTP/1.1 200 Connection established\r\n\r\n")
-                self.countTunnel(context.channel)
+                self.runtime.tunnels.openUntilClosed(context.channel, client: self.client.ip)
                 context.writeAndFlush(self.wrapOutboundOut(head), promise: nil)
                 self.glue(context: context, upstream: upstream, request: exchange.request, instance: exchange.instance,
                           outcome: exchange.outcome, status: 200, startedAt: exchange.startedAt, pair: pair, upstreamKeeper: nil)
@@ -242,7 +231,6 @@ extension HTTP1ProxyHandler {
             sweeper.remove(clientGlue)
             let bytesIn = clientGlue.bytesRead
             let bytesOut = upstreamGlue.bytesRead
-            runtime.tunnels.closed(clientChannel, client: client.ip)
             runtime.metrics.tunnelClosed()
             runtime.requestEnded(
                 request, outcome: outcome, status: status, local: false, client: client, bytesIn: bytesIn, bytesOut: bytesOut,

@@ -36,6 +36,14 @@ final class TunnelRegistry: Sendable {
         }
     }
 
+    /// Counts a tunnel from now until its client channel closes. Handlers call it before the
+    /// tunnel's 2xx goes out: a CONNECT the client sends as soon as it reads that answer must find
+    /// this one counted, whichever loop takes it (the caps of hardening §C.12).
+    func openUntilClosed(_ channel: any Channel, client: String) {
+        opened(channel, client: client)
+        channel.closeFuture.whenComplete { _ in self.closed(channel, client: client) }
+    }
+
     func closed(_ channel: any Channel, client: String) {
         state.withLock { state in
             guard state.channels.removeValue(forKey: ObjectIdentifier(channel)) != nil else { return }

@@ -136,7 +136,11 @@ class H2Client:
                     self.reset.add(event.stream_id)
                 elif isinstance(event, h2.events.ConnectionTerminated):
                     self.goaway = True
+                self.saw(event)
             self.flush()
+
+    def saw(self, event):
+        """Called for every event after the bookkeeping above (subclasses keep more)."""
 
     def close(self):
         self.sock.close()

@@ -46,36 +46,13 @@ class Client(H2Client):
         self.reset_codes = {}
         self.events = []
 
-    def pump(self, until, timeout=10):
-        deadline = time.time() + timeout
-        while not until():
-            if time.time() > deadline:
-                raise TimeoutError("h2 client waited too long")
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            if not chunk:
-                raise ConnectionError("the proxy closed the connection")
-            for event in self.conn.receive_data(chunk):
-                self.events.append(event)
-                if isinstance(event, h2.events.ResponseReceived):
-                    fields = dict(event.headers)
-                    self.status[event.stream_id] = int(fields[":status"])
-                    self.headers[event.stream_id] = fields
-                elif isinstance(event, h2.events.DataReceived):
-                    self.data[event.stream_id] = self.data.get(event.stream_id, b"") + event.data
-                    self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                elif isinstance(event, h2.events.StreamEnded):
-                    self.ended.add(event.stream_id)
-                elif isinstance(event, h2.events.StreamReset):
-                    self.reset.add(event.stream_id)
-                    self.reset_codes[event.stream_id] = event.error_code
-                elif isinstance(event, h2.events.ConnectionTerminated):
-                    self.goaway = True
-                    self.goaway_code = event.error_code
-                    self.goaway_last = event.last_stream_id
-            self.flush()
+    def saw(self, event):
+        self.events.append(event)
+        if isinstance(event, h2.events.StreamReset):
+            self.reset_codes[event.stream_id] = event.error_code
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.goaway_code = event.error_code
+            self.goaway_last = event.last_stream_id
 
     def settle(self, seconds=0.3):
         """Reads what arrives for a moment (the server's SETTINGS and window update)."""

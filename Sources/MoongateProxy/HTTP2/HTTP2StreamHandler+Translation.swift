@@ -130,7 +130,7 @@ extension HTTP2StreamHandler {
         tunnel.target = upstreamChannel
         state = .relaying(tunnel)
         lastActivity = .now()
-        countTunnel(context: context)
+        runtime.tunnels.openUntilClosed(context.channel, client: client.ip)
         context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
         let clientEnded = exchange.requestComplete
         let handler = self

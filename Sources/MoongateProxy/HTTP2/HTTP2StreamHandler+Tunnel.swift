@@ -37,7 +37,7 @@ extension HTTP2StreamHandler {
     private func tunnelUp(_ tunnel: StreamTunnel, channel: any Channel, dial: TunnelDial, context: ChannelHandlerContext) {
         tunnel.target = channel
         state = .relaying(tunnel)
-        countTunnel(context: context)
+        runtime.tunnels.openUntilClosed(context.channel, client: client.ip)
         // A 2xx to CONNECT carries no content-length (RFC 9110 §9.3.6).
         context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: HPACKHeaders([(":status", "200")])))), promise: nil)
         for bytes in dial.early { tunnel.toTarget(bytes) }
@@ -47,24 +47,13 @@ extension HTTP2StreamHandler {
         tunnel.resumeTargetReads()
     }
 
-    /// Counts the tunnel against the caps before its 200 goes out: a CONNECT the client sends as
-    /// soon as it reads that 200 must find this one counted, whichever loop takes it. The count
-    /// ends when the stream closes, whether or not the relay was ever set up.
-    func countTunnel(context: ChannelHandlerContext) {
-        runtime.tunnels.opened(context.channel, client: client.ip)
-        let tunnels = runtime.tunnels
-        let ip = client.ip
-        let channel = context.channel
-        channel.closeFuture.whenComplete { _ in tunnels.closed(channel, client: ip) }
-    }
-
-    /// Counts the tunnel as open until the stream closes, then closes the target and writes its
+    /// Keeps the open-tunnels gauge until the stream closes (the caps counted it before its 200:
+    /// ``TunnelRegistry/openUntilClosed(_:client:)``), then closes the target and writes its
     /// access-log line (and runs the log hooks under the generation that admitted it).
     func trackTunnel(
         _ tunnel: StreamTunnel, target channel: any Channel, request: PolicyRequest, outcome: PolicyOutcome,
         instance: PolicyInstance, context: ChannelHandlerContext
     ) {
-        runtime.tunnels.opened(context.channel, client: client.ip)
         runtime.metrics.tunnelOpened()
         let runtime = self.runtime
         let client = self.client
@@ -73,7 +62,6 @@ extension HTTP2StreamHandler {
         let logHooks = instance.hasLogHooks ? instance : nil
         streamChannel.closeFuture.assumeIsolated().whenComplete { _ in
             channel.close(promise: nil)
-            runtime.tunnels.closed(streamChannel, client: client.ip)
             runtime.metrics.tunnelClosed()
             runtime.requestEnded(
                 request, outcome: outcome, status: 200, local: false, client: client, bytesIn: tunnel.bytesToTarget,
