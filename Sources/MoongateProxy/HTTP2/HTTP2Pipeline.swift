@@ -66,6 +66,7 @@ enum HTTP2Pipeline {
         let connectionHandler = HTTP2ConnectionHandler(
             guardian: guardian, connectionWindow: http2.initialConnectionWindow, logger: runtime.logger)
         let events = HTTP2StreamEvents(handler: NIOLoopBound(connectionHandler, eventLoop: channel.eventLoop))
+        try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: connectionConfiguration(http2, limits: limits),
             streamConfiguration: streamConfiguration(http2), streamDelegate: events

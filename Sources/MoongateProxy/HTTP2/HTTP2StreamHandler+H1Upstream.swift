@@ -128,9 +128,8 @@ extension HTTP2StreamHandler {
         case .body(let bytes):
             guard headSent else { return }
             exchange.bytesToClient += bytes.readableBytes
-            lastActivity = .now()
-            guardian.sentData()
-            context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes), endStream: false))), promise: nil)
+            writeHeldData(endStream: false, context: context)
+            heldData = bytes
         case .end:
             if let tunnelHead = exchange.tunnelHead {
                 tunnelAccepted(exchange, head: tunnelHead, context: context)
@@ -143,26 +142,36 @@ extension HTTP2StreamHandler {
             // (its channelInactive would otherwise take the connection down with it).
             exchange.responseComplete = true
             finishIfComplete(exchange)
-            let empty = context.channel.allocator.buffer(capacity: 0)
-            context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(empty), endStream: true))), promise: nil)
+            if heldData == nil { heldData = context.channel.allocator.buffer(capacity: 0) }
+            writeHeldData(endStream: true, context: context)
+            context.flush()
         }
+    }
+
+    /// Sends the held body chunk as a DATA frame.
+    func writeHeldData(endStream: Bool, context: ChannelHandlerContext) {
+        guard let bytes = heldData else { return }
+        heldData = nil
+        lastActivity = .now()
+        guardian.sentData()
+        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes), endStream: endStream))), promise: nil)
     }
 
     func upstreamBecameWritable(_ upstream: UpstreamHandler) { resumeClientReads() }
 
-    func upstreamReadComplete(_ upstream: UpstreamHandler) { context?.flush() }
+    func upstreamReadComplete(_ upstream: UpstreamHandler) {
+        guard let context else { return }
+        writeHeldData(endStream: false, context: context)
+        context.flush()
+    }
 
     func upstream(_ upstream: UpstreamHandler, failed error: (any Error)?) {
         guard case .exchanging(let exchange, _) = state, exchange.upstream === upstream else { return }
         exchangeFailed(exchange, status: 502, reason: "upstream connection failed")
     }
 
-    /// Both directions are done: the upstream connection closes, and the exchange is logged.
-    ///
-    /// Not pooled yet: with connections handed back to the pool, some of many concurrent streams
-    /// on one client connection were never answered (seen with 50 streams at once; the cause is not
-    /// found yet), so an HTTP/2 stream's upstream connection serves that stream only. This costs a
-    /// TCP connection per request (P2 in the README) until the HTTP/2 issue's upstream-stream pools land.
+    /// Both directions are done: a keep-alive upstream connection goes back to this loop's pool
+    /// (else it closes), and the exchange is logged.
     func finishIfComplete(_ exchange: Exchange) {
         guard exchange.requestComplete, exchange.responseComplete else { return }
         if let upstream = exchange.upstream {

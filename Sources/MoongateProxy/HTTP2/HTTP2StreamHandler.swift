@@ -68,6 +68,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// The request's `content-length`, which the DATA received must match (RFC 9113 §8.1.1).
     var declaredLength: Int?
     var receivedLength = 0
+    /// The last body chunk of an upstream response, held until the next part shows whether it ends
+    /// the response (then it carries END_STREAM and no empty DATA frame follows) or the read ends.
+    var heldData: ByteBuffer?
     private var pendingRead = false
 
     init(
