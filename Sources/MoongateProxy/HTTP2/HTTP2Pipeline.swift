@@ -63,6 +63,10 @@ enum HTTP2Pipeline {
         let sharedGuardian = NIOLoopBound(guardian, eventLoop: channel.eventLoop)
         let upstreams = NIOLoopBound(HTTP2UpstreamPool.pool(on: channel.eventLoop), eventLoop: channel.eventLoop)
         let idle = settings.timeouts.streamIdle.timeAmount
+        let clock = NIOLoopBound(
+            HTTP2StreamClock(
+                shortestTimeout: min(idle, settings.timeouts.upstreamResponse.timeAmount), eventLoop: channel.eventLoop),
+            eventLoop: channel.eventLoop)
         let connectionHandler = HTTP2ConnectionHandler(
             guardian: guardian, connectionWindow: http2.initialConnectionWindow, logger: runtime.logger)
         let events = HTTP2StreamEvents(handler: NIOLoopBound(connectionHandler, eventLoop: channel.eventLoop))
@@ -75,7 +79,7 @@ enum HTTP2Pipeline {
                 let loop = runtime.loopContext(streamChannel.eventLoop)
                 let handler = HTTP2StreamHandler(
                     runtime: runtime, loop: loop, client: client, guardian: sharedGuardian.value, upstreams: upstreams.value,
-                    idleTimeout: idle)
+                    idleTimeout: idle, clock: clock.value)
                 try streamChannel.pipeline.syncOperations.addHandler(handler)
             }
         }

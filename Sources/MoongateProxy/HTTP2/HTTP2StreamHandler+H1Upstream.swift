@@ -39,7 +39,7 @@ extension HTTP2StreamHandler {
             prepared ?? Self.upstreamHead(request, headers: headers, endStream: endStream, allocator: context.channel.allocator)
         exchange.requestFraming = framing
         state = .exchanging(exchange, headSent: false)
-        if kind == .forward { armResponseTimer(for: exchange, context: context) }
+        if kind == .forward { armResponseTimer(context: context) }
         if kind == .forward, let handler = exchange.idle.acquire() {
             handler.delegate = self
             exchange.attach(handler, first: head)

@@ -7,21 +7,16 @@ import NIOCore
 /// its connection closed and the stream a `504`. While the request body is still arriving the
 /// timer waits (the stream idle timeout covers a body that stalls).
 extension HTTP2StreamHandler {
-    func armResponseTimer(for exchange: Exchange, context: ChannelHandlerContext) {
-        let timeout = loop.policy.settings.timeouts.upstreamResponse.timeAmount
-        let bound = NIOLoopBound((self, exchange), eventLoop: context.eventLoop)
-        responseTimer?.cancel()
-        responseTimer = context.eventLoop.scheduleTask(in: timeout) {
-            let (handler, exchange) = bound.value
-            handler.responseTimerFired(exchange)
-        }
+    func armResponseTimer(context: ChannelHandlerContext) {
+        responseDeadline = .now() + loop.policy.settings.timeouts.upstreamResponse.timeAmount
     }
 
-    private func responseTimerFired(_ exchange: Exchange) {
-        responseTimer = nil
-        guard let context, case .exchanging(let current, let headSent) = state, current === exchange, !headSent else { return }
+    /// The deadline passed (seen by the connection's ``HTTP2StreamClock``).
+    func responseTimerFired() {
+        responseDeadline = nil
+        guard let context, case .exchanging(let exchange, let headSent) = state, !headSent else { return }
         guard exchange.requestComplete else {
-            armResponseTimer(for: exchange, context: context)
+            armResponseTimer(context: context)
             return
         }
         runtime.logger.info("upstream response timed out", metadata: ["upstream": "\(exchange.upstreamKey)"])

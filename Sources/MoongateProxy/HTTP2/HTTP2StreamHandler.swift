@@ -62,9 +62,12 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     var startedAt = NIODeadline.now()
     /// When the last frame went either way (read by the idle timer).
     var lastActivity = NIODeadline.now()
-    var idleTimer: Scheduled<Void>?
+    /// The connection's timer, which checks the stream idle and response deadlines.
+    let clock: HTTP2StreamClock
+    /// This stream's place in `clock`.
+    var clockSlot: Int?
     /// `timeouts.upstream_response` of the stream's exchange with an HTTP/1.1 upstream.
-    var responseTimer: Scheduled<Void>?
+    var responseDeadline: NIODeadline?
     /// The request's `content-length`, which the DATA received must match (RFC 9113 §8.1.1).
     var declaredLength: Int?
     var receivedLength = 0
@@ -75,8 +78,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     init(
         runtime: ProxyRuntime, loop: LoopContext, client: ClientInfo, guardian: HTTP2FloodGuard, upstreams: HTTP2UpstreamPool,
-        idleTimeout: TimeAmount
+        idleTimeout: TimeAmount, clock: HTTP2StreamClock
     ) {
+        self.clock = clock
         self.upstreams = upstreams
         self.runtime = runtime
         self.loop = loop
@@ -87,14 +91,12 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        armIdleTimer(at: lastActivity + idleTimeout, context: context)
+        clock.add(self)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
-        idleTimer?.cancel()
-        idleTimer = nil
-        responseTimer?.cancel()
+        clock.remove(self)
     }
 
     // MARK: - Inbound frames
@@ -128,9 +130,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        idleTimer?.cancel()
-        idleTimer = nil
-        responseTimer?.cancel()
+        clock.remove(self)
         abort()
         context.fireChannelInactive()
     }
