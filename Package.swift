@@ -56,6 +56,8 @@ let package = Package(
             linkerSettings: [.linkedLibrary("crypt")]
         ),
         .target(name: "LuaKit", dependencies: ["CLuaShims"], swiftSettings: swiftSettings),
+        // The negotiated cipher suite's name, which swift-nio-ssl does not expose (TLS/NegotiatedCipher.swift).
+        .target(name: "CTLSShims", cSettings: [.unsafeFlags(["-O2", "-Wall", "-Wextra"] + (strict ? ["-Werror"] : []))]),
         .target(
             name: "MoongateConfig",
             dependencies: [.product(name: "Yams", package: "Yams")],
@@ -70,7 +72,7 @@ let package = Package(
         .target(
             name: "MoongateProxy",
             dependencies: [
-                "MoongatePolicy", "MoongateConfig",
+                "MoongatePolicy", "MoongateConfig", "CTLSShims",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -22,7 +22,7 @@ function M.route(req)
   if tls.subject and tls.subject:find("CN=mallory", 1, true) then return moongate.deny(403, "not mallory") end
   local sans = tls.sans and ('["' .. table.concat(tls.sans, '","') .. '"]') or "null"
   return moongate.respond(200, "{" ..
-    '"version":' .. q(tls.version) .. ',"alpn":' .. q(tls.alpn) .. ',"sni":' .. q(tls.sni) ..
+    '"version":' .. q(tls.version) .. ',"alpn":' .. q(tls.alpn) .. ',"sni":' .. q(tls.sni) .. ',"cipher":' .. q(tls.cipher) ..
     ',"subject":' .. q(tls.subject) .. ',"sans":' .. sans .. ',"sha256":' .. q(tls.sha256) .. "}")
 end
 M.tests = {
@@ -55,14 +55,22 @@ def mtls(moongate, tmp_path):
     return start, ca, {"alice": alice, "mallory": mallory, "stranger": stranger}
 
 
-def fetch(port, ca, cert=None, alpn=None):
-    """One HTTP/1.1 request over python ssl; returns (status line, body)."""
+negotiated = {}
+
+
+def fetch(port, ca, cert=None, alpn=None, tls12_cipher=None):
+    """One HTTP/1.1 request over python ssl; returns (status line, body). `tls12_cipher` holds the
+    client to TLS 1.2 and that one suite (OpenSSL's name)."""
     ctx = ssl.create_default_context(cafile=str(ca.path))
+    if tls12_cipher:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers(tls12_cipher)
     if cert:
         ctx.load_cert_chain(str(cert[0]), str(cert[1]))
     if alpn:
         ctx.set_alpn_protocols(alpn)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw, server_hostname="a.test") as tls:
+        negotiated["cipher"] = tls.cipher()[0]
         tls.sendall(b"GET /who HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
         head, rest = recv_head(tls)
         return head.split("\r\n")[0], rest + recv_all(tls)
@@ -78,7 +86,18 @@ def test_a_verified_client_certificate_reaches_policy(mtls):
     assert "CN=alice" in seen["subject"] and "O=Moongate tests" in seen["subject"]
     assert seen["sans"] == ["alice.test", "ops.test"]
     assert seen["sha256"] == fingerprint(people["alice"][0])
+    # The suite python's ssl negotiated, by its IETF name.
+    assert seen["cipher"] == negotiated["cipher"] and seen["cipher"].startswith("TLS_")
     assert fetch(port, ca, people["mallory"])[0].startswith("HTTP/1.1 403")
+
+
+def test_policy_sees_a_tls12_cipher_suite_by_its_ietf_name(mtls):
+    start, ca, people = mtls
+    port = start("request")
+    status, body = fetch(port, ca, alpn=["http/1.1"], tls12_cipher="ECDHE-ECDSA-CHACHA20-POLY1305")
+    seen = json.loads(body)
+    assert status == "HTTP/1.1 200 OK" and seen["version"] == "TLSv1.2"
+    assert seen["cipher"] == "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
 
 
 def test_policy_sees_the_session_over_http2_with_curl(mtls):

@@ -147,6 +147,7 @@ final class TLSHandshakeGuard: ChannelInboundHandler, RemovableChannelHandler {
         let ssl = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)
         let session = TLSSessionInfo(
             version: ssl?.tlsVersion.map(Self.name) ?? "TLS", alpn: alpn, sni: serverName,
+            cipher: ssl.flatMap(NegotiatedCipher.name(of:)),
             clientCertificate: ssl?.peerCertificate.map(ClientCertificateDetails.make))
         do {
             try install(alpn == "h2", session)
