@@ -1,9 +1,11 @@
+import MoongatePolicy
 import NIOCore
 
 /// The chunked transfer coding (RFC 9112 §7.1), removed incrementally for both parsers: data goes
 /// out as slices of what was read; sizes, the CRLF after each chunk's data and the trailer lines
-/// are checked and dropped (a recipient that removes the coding may discard trailers, §7.1.2).
-/// Chunk-size lines are bounded (1 KiB), trailers by `maxTrailerBytes`.
+/// are checked. Trailer fields are kept in ``trailers`` when `keepsTrailers` (a response that may
+/// go on to an HTTP/2 client, where gRPC needs them), else dropped (a recipient that removes the
+/// coding may discard them, §7.1.2). Chunk-size lines are bounded (1 KiB), trailers by `maxTrailerBytes`.
 struct ChunkedDecoder {
     /// What the next step gave.
     enum Event {
@@ -26,10 +28,14 @@ struct ChunkedDecoder {
     /// Requests: whitespace after a chunk size only before an extension (hardening.md §A.13).
     private let strictSizes: Bool
     private let maxTrailerBytes: Int
+    private let keepsTrailers: Bool
+    /// The trailer fields of the message that just ended (with `keepsTrailers`), as received.
+    private(set) var trailers: [HeaderField] = []
 
-    init(strictSizes: Bool, maxTrailerBytes: Int) {
+    init(strictSizes: Bool, maxTrailerBytes: Int, keepsTrailers: Bool = false) {
         self.strictSizes = strictSizes
         self.maxTrailerBytes = maxTrailerBytes
+        self.keepsTrailers = keepsTrailers
     }
 
     /// Decodes from `input`; nil when it is used up before anything more could be given.
@@ -41,6 +47,7 @@ struct ChunkedDecoder {
                 let size = try HTTP1Syntax.chunkSize(sizeLine, strict: strictSizes)
                 state = size == 0 ? .trailers : .data(remaining: size)
                 trailerBytes = 0
+                if keepsTrailers { trailers.removeAll(keepingCapacity: true) }
             case .data(let remaining):
                 let take = min(remaining, input.readableBytes)
                 state = take == remaining ? .dataEnd(sawCR: false) : .data(remaining: remaining - take)
@@ -63,7 +70,15 @@ struct ChunkedDecoder {
                 let checked = trailer.withUnsafeBytes { bytes in
                     Result { () throws(HTTP1SyntaxError) in try HTTP1Syntax.field(bytes, from: 0, to: bytes.count) }
                 }
-                if case .failure(let error) = checked { throw error }
+                switch checked {
+                case .failure(let error): throw error
+                case .success(let range) where keepsTrailers:
+                    trailers.append(
+                        HeaderField(
+                            String(decoding: trailer[Int(range.nameStart)..<Int(range.nameEnd)], as: UTF8.self),
+                            String(decoding: trailer[Int(range.valueStart)..<Int(range.valueEnd)], as: UTF8.self)))
+                case .success: break
+                }
             }
         }
         return nil

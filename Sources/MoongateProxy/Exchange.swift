@@ -34,6 +34,8 @@ final class Exchange {
     var upstream: UpstreamHandler?
     var requestComplete = false
     var responseHeadSent = false
+    /// The trailer fields of a chunked upstream response, carried to the client with its end.
+    var responseTrailers: [HeaderField] = []
     /// How the response body is framed toward the client (set with the head).
     var responseFraming: BodyFraming = .none
     /// The client connection closes after this response (set with the head).

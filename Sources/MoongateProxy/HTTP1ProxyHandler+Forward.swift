@@ -259,6 +259,8 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
             case .chunked, .none:
                 break
             }
+        case .trailers(let fields):
+            exchange.responseTrailers = fields
         case .end:
             if let head = exchange.tunnelHead {
                 if exchange.kind == .upgrade {
@@ -283,9 +285,11 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
                 finishIfComplete(exchange, context: context)
                 if closeAfter { state = .done }
             }
-            var end = exchange.responseFraming == .chunked
-                ? HTTP1Wire.lastChunk
-                : context.channel.allocator.buffer(capacity: 0)
+            var end =
+                exchange.responseFraming != .chunked
+                ? context.channel.allocator.buffer(capacity: 0)
+                : exchange.responseTrailers.isEmpty
+                    ? HTTP1Wire.lastChunk : HTTP1Wire.lastChunk(trailers: exchange.responseTrailers, allocator: context.channel.allocator)
             if var response = unwrittenResponse {
                 unwrittenResponse = nil
                 response.writeBuffer(&end)

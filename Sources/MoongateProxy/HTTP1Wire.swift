@@ -91,12 +91,20 @@ enum HTTP1Wire {
         out.writeStaticString("\r\n")
     }
 
-    /// The last chunk and the blank line that ends the message (upstream trailers are dropped,
-    /// see ``UpstreamResponseParser``).
     /// The CRLF after each chunk's data.
     static let chunkEnd = ByteBuffer(staticString: "\r\n")
 
+    /// The last chunk and the blank line that ends the message.
     static let lastChunk = ByteBuffer(staticString: "0\r\n\r\n")
+
+    /// The last chunk with trailer fields (those ``TrailerFields/isCarried(_:)`` lets through).
+    static func lastChunk(trailers: [HeaderField], allocator: ByteBufferAllocator) -> ByteBuffer {
+        var out = allocator.buffer(capacity: 64)
+        out.writeStaticString("0\r\n")
+        for field in trailers where TrailerFields.isCarried(field.name) { writeField(field.name, field.value, into: &out) }
+        out.writeStaticString("\r\n")
+        return out
+    }
 
     /// An origin-form request line and its Host field (`method path?query HTTP/1.1`, `host:`), as
     /// every request Moongate sends upstream starts, whatever the client's protocol.

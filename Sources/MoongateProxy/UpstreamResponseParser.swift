@@ -1,3 +1,4 @@
+import MoongatePolicy
 import NIOCore
 
 /// What an upstream connection delivers, in order, for one exchange.
@@ -6,6 +7,8 @@ enum UpstreamPart {
     case head(UpstreamResponseHead)
     /// Body bytes, with any chunked framing removed.
     case body(ByteBuffer)
+    /// The trailer fields of a chunked response, right before its `.end` (only when there are some).
+    case trailers([HeaderField])
     /// The final response is complete. After a tunnel head (101 to an upgrade, 2xx to a
     /// CONNECT) it comes right after the head, and later bytes are tunnel data.
     case end
@@ -71,7 +74,7 @@ final class UpstreamResponseParser {
     init(maxHeadBytes: Int, maxFields: Int) {
         self.maxHeadBytes = maxHeadBytes
         self.maxFields = maxFields
-        self.chunked = ChunkedDecoder(strictSizes: false, maxTrailerBytes: maxHeadBytes)
+        self.chunked = ChunkedDecoder(strictSizes: false, maxTrailerBytes: maxHeadBytes, keepsTrailers: true)
         fieldRanges.reserveCapacity(16)
     }
 
@@ -117,7 +120,9 @@ final class UpstreamResponseParser {
                 do { event = try chunked.next(&input) } catch { throw UpstreamProtocolError(reason: error.reason) }
                 switch event {
                 case .data(let data)?: emit(.body(data))
-                case .end?: finish(emit: emit)
+                case .end?:
+                    if !chunked.trailers.isEmpty { emit(.trailers(chunked.trailers)) }
+                    finish(emit: emit)
                 case nil: return nil
                 }
             }
@@ -200,7 +205,7 @@ final class UpstreamResponseParser {
         case .length(0): finish(emit: emit)
         case .length(let n): state = .body(remaining: n)
         case .chunked:
-            chunked = ChunkedDecoder(strictSizes: false, maxTrailerBytes: maxHeadBytes)
+            chunked = ChunkedDecoder(strictSizes: false, maxTrailerBytes: maxHeadBytes, keepsTrailers: true)
             state = .chunked
         case .untilClose: state = .untilClose
         }

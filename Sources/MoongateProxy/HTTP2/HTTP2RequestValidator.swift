@@ -112,13 +112,8 @@ enum HTTP2RequestValidator {
             try checkValue(value, of: name)
             guard name.utf8.first != UInt8(ascii: ":") else { throw Malformed(reason: "pseudo-header in trailers") }
             try checkName(name)
-            switch name {
-            case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "content-length",
-                "host", "trailer", "authorization", "proxy-authorization", "content-type", "content-encoding", "expect":
-                continue  // not allowed in trailers: dropped
-            default:
-                fields.append(HeaderField(name, value))
-            }
+            // Fields not allowed in trailers are dropped.
+            if TrailerFields.isCarried(name) { fields.append(HeaderField(name, value)) }
         }
         return fields
     }

@@ -107,7 +107,19 @@ extension HTTP2StreamHandler {
                 exchange.tunnelHead = head  // the switch happens at the end of this message
                 return
             }
-            if head.code < 200 { return }  // informational answers are not relayed over HTTP/2 yet
+            if head.code < 200 {
+                // 1xx (100 Continue, 103 Early Hints): a HEADERS frame of its own before the final
+                // response (RFC 9113 §8.1), minus hop-by-hop fields and those `Connection` names.
+                guard head.code != 101 else { return }
+                var informational = HPACKHeaders([(":status", String(head.code))])
+                var fields = head.fields
+                SanitizationFloor.strip(&fields)
+                for field in fields {
+                    informational.add(name: field.name.lowercased(), value: field.value)
+                }
+                context.write(wrapOutboundOut(.headers(.init(headers: informational, endStream: false))), promise: nil)
+                return
+            }
             exchange.status = head.code
             exchange.upstreamKeepAlive = head.isKeepAlive && exchange.kind == .forward
             var fields = head.fields
@@ -125,6 +137,8 @@ extension HTTP2StreamHandler {
             state = .exchanging(exchange, headSent: true)
             context.write(wrapOutboundOut(.headers(.init(headers: headers, endStream: false))), promise: nil)
             if bodiless { exchange.responseFraming = .none }
+        case .trailers(let fields):
+            exchange.responseTrailers = fields
         case .body(let bytes):
             guard headSent else { return }
             exchange.bytesToClient += bytes.readableBytes
@@ -142,8 +156,17 @@ extension HTTP2StreamHandler {
             // (its channelInactive would otherwise take the connection down with it).
             exchange.responseComplete = true
             finishIfComplete(exchange)
-            if heldData == nil { heldData = context.channel.allocator.buffer(capacity: 0) }
-            writeHeldData(endStream: true, context: context)
+            var block = HPACKHeaders()
+            for field in exchange.responseTrailers where TrailerFields.isCarried(field.name) {
+                block.add(name: field.name.lowercased(), value: field.value)
+            }
+            if !block.isEmpty {
+                writeHeldData(endStream: false, context: context)
+                context.write(wrapOutboundOut(.headers(.init(headers: block, endStream: true))), promise: nil)
+            } else {
+                if heldData == nil { heldData = context.channel.allocator.buffer(capacity: 0) }
+                writeHeldData(endStream: true, context: context)
+            }
             context.flush()
         }
     }

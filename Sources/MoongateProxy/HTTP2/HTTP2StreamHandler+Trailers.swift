@@ -29,10 +29,7 @@ extension HTTP2StreamHandler {
             clientEnded(context: context)
             return
         }
-        var last = context.channel.allocator.buffer(capacity: 64)
-        last.writeStaticString("0\r\n")
-        for field in trailers { HTTP1Wire.writeField(field.name, field.value, into: &last) }
-        last.writeStaticString("\r\n")
+        let last = HTTP1Wire.lastChunk(trailers: trailers, allocator: context.channel.allocator)
         exchange.requestComplete = true
         if let upstream = exchange.upstream {
             exchange.flushUpstream()
