@@ -24,6 +24,8 @@ enum UpstreamResponseOracle {
     struct Transcript: Equatable {
         var heads: [Head] = []
         var body: [UInt8] = []
+        /// How many trailer fields were delivered.
+        var trailers = 0
         var ended = false
         var raw: [UInt8] = []
         var refusal: UpstreamProtocolError?
@@ -65,6 +67,7 @@ enum UpstreamResponseOracle {
                     isKeepAlive: head.isKeepAlive))
                 t.headEnds.append(consumed)
             case .body(let body): t.body += body.readableBytesView
+            case .trailers(let fields): t.trailers += fields.count
             case .end:
                 t.ended = true
                 t.endOffset = consumed

@@ -14,6 +14,7 @@ struct UpstreamResponseParserTests {
         var body = ""
         var ends = 0
         var leftover = ""
+        var trailers: [String] = []
     }
 
     private func parse(
@@ -33,6 +34,7 @@ struct UpstreamResponseParserTests {
                 switch part {
                 case .head(let head): delivery.codes.append(head.code)
                 case .body(let body): delivery.body += String(buffer: body)
+                case .trailers(let fields): delivery.trailers += fields.map { "\($0.name): \($0.value)" }
                 case .end: delivery.ends += 1
                 }
             }
@@ -61,9 +63,19 @@ struct UpstreamResponseParserTests {
         for (text, body, ends) in cases {
             for step in [1, 2, 3, 7, 1000] {
                 let d = try parse(text, splitEvery: step, inputEnds: ends)
-                #expect(d == Delivery(codes: [200], body: body, ends: 1), "step \(step): \(text.debugDescription)")
+                let trailers = text.contains("X-Sum") ? ["X-Sum: 1"] : []
+                #expect(d == Delivery(codes: [200], body: body, ends: 1, trailers: trailers), "step \(step): \(text.debugDescription)")
             }
         }
+    }
+
+    @Test("Trailer fields of a chunked response are delivered before its end, checked, and not carried into the next response")
+    func trailers() throws {
+        let text = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\ngrpc-status: 0\r\nGrpc-Message:  fine \r\n\r\n"
+        for step in [1, 4, 1000] {
+            #expect(try parse(text, splitEvery: step) == Delivery(codes: [200], body: "ok", ends: 1, trailers: ["grpc-status: 0", "Grpc-Message: fine"]))
+        }
+        refused("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nbad name: 1\r\n\r\n", "invalid field name")
     }
 
     @Test("1xx heads come before the final one; HEAD, 204 and 304 have no body")

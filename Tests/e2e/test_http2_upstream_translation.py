@@ -74,7 +74,9 @@ policy:
     assert head == {":method": "CONNECT", ":authority": "site.example:443"}  # no :scheme, :path or :protocol
 
 
-def test_an_http1_upgrade_other_than_websocket_to_an_http2_cluster_is_501(moongate, tmp_path, origins):
+def test_an_http1_upgrade_other_than_websocket_goes_to_an_http2_cluster_as_extended_connect(moongate, tmp_path, origins):
+    """`Upgrade: irc` becomes `:protocol irc` (RFC 8441 names no registry limit), the origin's 200 a
+    101 naming `irc`, and then bytes flow both ways."""
     origin = origins()
     port = free_port()
     moongate(f"""listeners:
@@ -98,11 +100,20 @@ policy:
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     try:
         s.sendall(b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: irc\r\nConnection: Upgrade\r\n\r\n")
-        data = s.recv(1000)
-        assert data.startswith(b"HTTP/1.1 501")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(1000)
+        head, _, data = data.partition(b"\r\n\r\n")
+        lines = head.decode().lower().split("\r\n")
+        assert lines[0] == "http/1.1 101 switching protocols" and "upgrade: irc" in lines, lines
+        s.sendall(b"NICK moon")
+        while b"NICK moon" not in data:
+            data += s.recv(1000)
+        assert data == b"parent: NICK moon"
     finally:
         s.close()
-    assert origin.requests == []
+    head = origin.requests[0][2]
+    assert head[":method"] == "CONNECT" and head[":protocol"] == "irc" and head[":path"] == "/chat"
 
 
 def test_cx_xlate_5_an_http1_websocket_goes_to_an_http2_cluster_as_extended_connect(moongate, tmp_path, origins):

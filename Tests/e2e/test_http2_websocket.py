@@ -191,3 +191,35 @@ def test_cx_dis_3_an_upgrade_policy_does_not_enable_is_refused_over_h2(moongate,
         assert seen == []
     finally:
         client.close()
+
+
+def test_an_extended_connect_for_another_protocol_becomes_that_upgrade_toward_an_http1_origin(moongate, servers):
+    """`:protocol irc` (enabled by policy) reaches the HTTP/1.1 origin as `Upgrade: irc`, with no
+    WebSocket fields; its 101 becomes the stream's 200 and bytes flow both ways."""
+    heads = []
+
+    def origin(server, conn):
+        head, _ = recv_head(conn)
+        heads.append(head)
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: irc\r\nConnection: Upgrade\r\n\r\n")
+        data = conn.recv(100)
+        conn.sendall(b"irc: " + data)
+        time.sleep(0.5)
+
+    upstream = servers(origin)
+    port = free_port()
+    moongate(ws_config(port, upstream.port, upgrades='["irc"]'), port)
+    client = Client(port)
+    try:
+        client.pump(lambda: client.conn.remote_settings.enable_connect_protocol == 1)
+        sid = client.request([(":method", "CONNECT"), (":protocol", "irc"), (":scheme", "http"), (":path", "/chat"),
+                              (":authority", f"127.0.0.1:{port}")], end_stream=False)
+        client.pump(lambda: sid in client.status)
+        assert client.status[sid] == 200
+        client.send(sid, b"NICK moon")
+        client.pump(lambda: client.data[sid] == b"irc: NICK moon")
+        lines = [line.lower() for line in heads[0].split("\r\n")]
+        assert lines[0] == "get /chat http/1.1" and "upgrade: irc" in lines and "connection: upgrade" in lines
+        assert not any(line.startswith("sec-websocket-") for line in lines)
+    finally:
+        client.close()

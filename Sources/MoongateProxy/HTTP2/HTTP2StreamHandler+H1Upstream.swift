@@ -10,11 +10,11 @@ import NIOHTTP2
 /// HEADERS and DATA; an HTTP/2 cluster takes the request as a stream instead
 /// (``HTTP2StreamHandler/startH2Forward(to:request:instance:outcome:headers:endStream:context:)``).
 extension HTTP2StreamHandler {
-    func startWebSocket(
-        to destination: UpstreamDestination, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome,
-        headers: [HeaderField], endStream: Bool, context: ChannelHandlerContext
+    func startUpgrade(
+        _ upgrade: String, to destination: UpstreamDestination, request: PolicyRequest, instance: PolicyInstance,
+        outcome: PolicyOutcome, headers: [HeaderField], endStream: Bool, context: ChannelHandlerContext
     ) {
-        let head = Self.webSocketHead(request, headers: headers, allocator: context.channel.allocator)
+        let head = Self.upgradeHead(request, upgrade: upgrade, headers: headers, allocator: context.channel.allocator)
         startExchange(
             to: destination, request: request, instance: instance, outcome: outcome, headers: headers, endStream: endStream,
             kind: .upgrade, head: (head, .length), context: context)

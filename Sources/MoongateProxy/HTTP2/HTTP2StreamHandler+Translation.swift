@@ -10,17 +10,24 @@ import NIOHTTP2
 ///   `Upgrade: websocket`, `Connection: Upgrade`, `Sec-WebSocket-Version: 13` and a
 ///   `Sec-WebSocket-Key` (the client's, or one made here: an RFC 8441 client sends none, and strict
 ///   origins refuse a handshake without it, Envoy's issue 8547); the origin's `101` becomes a `200`.
+///   Any other `:protocol` the policy enabled becomes `Upgrade: <protocol>` the same way.
 /// - CONNECT to a parent proxy (`tunnel_via`; CX-XLATE-1, 3, 4): `CONNECT host:port HTTP/1.1`, and
 ///   the parent's 2xx (its framing fields ignored) is the stream's answer.
 ///
 /// Then the stream and the upstream connection relay bytes both ways through a ``StreamTunnel``
 /// (END_STREAM ↔ FIN). Any other answer is an ordinary response.
 extension HTTP2StreamHandler {
-    /// The HTTP/1.1 handshake for an extended CONNECT `:protocol websocket` stream.
-    static func webSocketHead(_ request: PolicyRequest, headers: [HeaderField], allocator: ByteBufferAllocator) -> ByteBuffer {
+    /// The HTTP/1.1 handshake for an extended CONNECT stream whose `:protocol` is `upgrade`
+    /// (lower-cased): `GET path` with `Upgrade: <protocol>`; for `websocket` also the version and a
+    /// key (the client's or a fresh one).
+    static func upgradeHead(
+        _ request: PolicyRequest, upgrade: String, headers: [HeaderField], allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
         var out = allocator.buffer(capacity: 320)
         HTTP1Wire.writeRequestStart(method: "GET", request: request, into: &out)
-        out.writeStaticString("connection: Upgrade\r\nupgrade: websocket\r\n")
+        out.writeStaticString("connection: Upgrade\r\n")
+        HTTP1Wire.writeField("upgrade", upgrade, into: &out)
+        let webSocket = upgrade == "websocket"
         var key: String?
         var version: String?
         for field in headers {
@@ -28,16 +35,18 @@ extension HTTP2StreamHandler {
             case 4 where field.hasName("host"), 10 where field.hasName("connection"), 7 where field.hasName("upgrade"),
                 14 where field.hasName("content-length"), 2 where field.hasName("te"):
                 continue
-            case 17 where field.hasName("sec-websocket-key"):
+            case 17 where webSocket && field.hasName("sec-websocket-key"):
                 key = field.value
-            case 21 where field.hasName("sec-websocket-version"):
+            case 21 where webSocket && field.hasName("sec-websocket-version"):
                 version = field.value
             default:
                 HTTP1Wire.writeField(field.name, field.value, into: &out)
             }
         }
-        HTTP1Wire.writeField("sec-websocket-key", key ?? makeWebSocketKey(), into: &out)
-        HTTP1Wire.writeField("sec-websocket-version", version ?? "13", into: &out)
+        if webSocket {
+            HTTP1Wire.writeField("sec-websocket-key", key ?? makeWebSocketKey(), into: &out)
+            HTTP1Wire.writeField("sec-websocket-version", version ?? "13", into: &out)
+        }
         out.writeStaticString("\r\n")
         return out
     }

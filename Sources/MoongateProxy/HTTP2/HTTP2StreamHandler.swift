@@ -271,20 +271,15 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             startExchange(
                 to: destination, request: request, instance: instance, outcome: verdict.outcome, headers: upstreamHeaders,
                 endStream: endStream, context: context)
-        case .exchange(.upgrade, let destination, let upstreamHeaders, _) where request.upgrade == "websocket":
-            startWebSocket(
-                to: destination, request: request, instance: instance, outcome: verdict.outcome, headers: upstreamHeaders,
-                endStream: endStream, context: context)
+        case .exchange(.upgrade, let destination, let upstreamHeaders, _):
+            startUpgrade(
+                request.upgrade ?? "websocket", to: destination, request: request, instance: instance, outcome: verdict.outcome,
+                headers: upstreamHeaders, endStream: endStream, context: context)
         case .exchange(.connectVia, let destination, let upstreamHeaders, _):
             let head = Self.connectViaHead(request, headers: upstreamHeaders, allocator: context.channel.allocator)
             startExchange(
                 to: destination, request: request, instance: instance, outcome: verdict.outcome, headers: upstreamHeaders,
                 endStream: endStream, kind: .connectVia, head: (head, .length), context: context)
-        case .exchange:
-            // Upgrades other than WebSocket over HTTP/2 are not built.
-            answer(
-                LocalAnswer(status: 501, body: "this is not yet supported over HTTP/2", keepAlive: true), request: request,
-                outcome: verdict.outcome, context: context)
         }
     }
 

@@ -12,8 +12,9 @@ import NIOHTTP2
 /// becomes `:method CONNECT` + `:authority` only (CX-XLATE-2) and, after a 2xx, DATA ↔ raw bytes
 /// with END_STREAM ↔ half-close, so the HTTP/1.1 codec's relay works unchanged. A WebSocket
 /// handshake becomes an extended CONNECT `:protocol websocket` (RFC 8441) when the upstream allows
-/// it, and its 2xx a `101` with the `Sec-WebSocket-Accept` of the client's key (CX-XLATE-5); other
-/// upgrades get a 501.
+/// it, and its 2xx a `101` with the `Sec-WebSocket-Accept` of the client's key (CX-XLATE-5); any
+/// other upgrade token becomes `:protocol <token>` the same way, and its 2xx a `101` naming it.
+/// Response trailers go on in the last chunk of a chunked response.
 final class HTTP1OverHTTP2Stream: ChannelDuplexHandler {
     typealias InboundIn = HTTP2Frame.FramePayload
     typealias InboundOut = ByteBuffer
@@ -31,6 +32,8 @@ final class HTTP1OverHTTP2Stream: ChannelDuplexHandler {
     private var responded = false
     private var released = false
     /// The HTTP/1.1 client's key, when its WebSocket handshake goes on as extended CONNECT.
+    /// The upgrade token of a translated handshake (lower-cased), and a WebSocket client's key.
+    private var upgradeProtocol: String?
     private var webSocketKey: String?
 
     init(connection: HTTP2UpstreamConnection, limits: Limits) {
@@ -63,17 +66,19 @@ final class HTTP1OverHTTP2Stream: ChannelDuplexHandler {
         case .head(let request):
             var block: HPACKHeaders
             if request.isUpgrade {
-                // WebSocket → extended CONNECT (RFC 8441, CX-XLATE-5); other upgrades are not translated.
-                guard request.fields.first(named: "upgrade")?.lowercased() == "websocket", connection.extendedConnect,
-                    let key = request.fields.first(named: "sec-websocket-key")
-                else {
-                    answerLocally("501 Not Implemented", context: context)
+                // An upgrade → extended CONNECT (RFC 8441, CX-XLATE-5), when the upstream allows it.
+                let token = request.fields.first(named: "upgrade")?.lowercased() ?? ""
+                let key = request.fields.first(named: "sec-websocket-key")
+                guard connection.extendedConnect, !token.isEmpty, !token.contains(","), token != "websocket" || key != nil else {
+                    answerLocally(
+                        connection.extendedConnect ? "400 Bad Request" : "501 Not Implemented", context: context)
                     return
                 }
+                upgradeProtocol = token
                 webSocketKey = key
                 isConnect = true
                 block = HPACKHeaders([
-                    (":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+                    (":method", "CONNECT"), (":protocol", token), (":scheme", "http"),
                     (":authority", request.fields.first(named: "host") ?? ""), (":path", request.uri),
                 ])
                 for field in request.fields {
@@ -137,18 +142,30 @@ final class HTTP1OverHTTP2Stream: ChannelDuplexHandler {
         switch unwrapInboundIn(data) {
         case .headers(let frame):
             if responded {
-                if chunkedResponse { emit("0\r\n\r\n", context: context) }  // trailers end the body
+                // Trailers end the body: in the last chunk when the response is chunked.
+                if chunkedResponse {
+                    var trailers: [HeaderField] = []
+                    for (name, value, _) in frame.headers where name.utf8.first != UInt8(ascii: ":") {
+                        trailers.append(HeaderField(name, value))
+                    }
+                    context.fireChannelRead(
+                        wrapInboundOut(HTTP1Wire.lastChunk(trailers: trailers, allocator: context.channel.allocator)))
+                }
                 return
             }
             let status = Int(frame.headers.first(name: ":status") ?? "") ?? 502
             if status < 200 { return }
             responded = true
             var out = context.channel.allocator.buffer(capacity: 256)
-            if let key = webSocketKey, status / 100 == 2 {
+            if let upgrade = upgradeProtocol, status / 100 == 2 {
                 // The upstream accepted the extended CONNECT: the HTTP/1.1 client gets the 101 its
-                // handshake expects, with the accept value for its own key.
-                out.writeStaticString("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n")
-                HTTP1Wire.writeField("sec-websocket-accept", WebSocketAccept.value(forKey: key), into: &out)
+                // handshake expects, for WebSocket with the accept value for its own key.
+                out.writeStaticString("HTTP/1.1 101 Switching Protocols\r\n")
+                HTTP1Wire.writeField("upgrade", upgrade, into: &out)
+                out.writeStaticString("connection: Upgrade\r\n")
+                if let key = webSocketKey {
+                    HTTP1Wire.writeField("sec-websocket-accept", WebSocketAccept.value(forKey: key), into: &out)
+                }
                 for (name, value, _) in frame.headers where name.hasPrefix("sec-websocket-") && name != "sec-websocket-accept" {
                     HTTP1Wire.writeField(name, value, into: &out)
                 }
