@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "MoongatePolicy", targets: ["MoongatePolicy"]),
         .executable(name: "moongate-policy-bench", targets: ["MoongatePolicyBench"]),
         .executable(name: "moongate-tunnel-floor", targets: ["MoongateTunnelFloor"]),
+        .executable(name: "moongate-h2-floor", targets: ["MoongateH2Floor"]),
         .executable(name: "moongate-api-fuzz", targets: ["MoongateAPIFuzz"]),
     ],
     dependencies: [
@@ -118,6 +119,16 @@ let package = Package(
         .executableTarget(name: "MoongateAPIFuzz", dependencies: ["MoongateFuzzing"], swiftSettings: swiftSettings),
         // `moongate-tunnel-floor`: SwiftNIO channels and Moongate's relay with nothing else, run by
         // the peer harness (scripts/bench/nio-floor.sh) as the floor under the tunnel figures.
+        // Benchmark tool: swift-nio-http2's cost per request with no channel per stream (README).
+        .executableTarget(
+            name: "MoongateH2Floor",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "MoongateTunnelFloor",
             dependencies: [

@@ -1,0 +1,76 @@
+// `moongate-h2-floor PORT [--channels]`: the least an HTTP/2 server on swift-nio-http2 costs per
+// request. Plain: `NIOHTTP2Handler` with no stream multiplexer, and a handler that answers each
+// request's HEADERS with a 1 KiB response on the same connection. `--channels`: the same answer from
+// a child channel per stream (swift-nio-http2's inline multiplexer, as Moongate's listener uses it).
+// Benchmark tool only (scripts/bench/h2-request-cost): beside Moongate answering locally over
+// HTTP/2 it separates what swift-nio-http2's framing, HPACK and state machine cost, what a channel
+// per stream adds, and what Moongate's own stream handling adds.
+
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import NIOPosix
+
+/// Answers every request (a HEADERS frame that ends its stream) with `200` and 1 KiB.
+final class FloorAnswerer: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    private let body = ByteBuffer(repeating: UInt8(ascii: "a"), count: 1024)
+    private let headers = HPACKHeaders([(":status", "200"), ("content-length", "1024"), ("content-type", "application/octet-stream")])
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        guard case .headers(let request) = frame.payload, request.endStream else { return }
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: frame.streamID, payload: .headers(.init(headers: headers)))), promise: nil)
+        let data = HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(body), endStream: true))
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: frame.streamID, payload: data)), promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) { context.flush() }
+}
+
+/// The same answer from a stream's own channel.
+final class StreamAnswerer: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias OutboundOut = HTTP2Frame.FramePayload
+
+    private let body = ByteBuffer(repeating: UInt8(ascii: "a"), count: 1024)
+    private let headers = HPACKHeaders([(":status", "200"), ("content-length", "1024"), ("content-type", "application/octet-stream")])
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .headers(let request) = unwrapInboundIn(data), request.endStream else { return }
+        context.write(wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(body), endStream: true))), promise: nil)
+    }
+}
+
+let arguments = CommandLine.arguments
+guard (2...3).contains(arguments.count), let port = Int(arguments[1]), arguments.count == 2 || arguments[2] == "--channels" else {
+    print("usage: moongate-h2-floor PORT [--channels]")
+    exit(2)
+}
+let channelPerStream = arguments.count == 3
+let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+let server = try ServerBootstrap(group: group)
+    .serverChannelOption(.backlog, value: 1024)
+    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+    .childChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+            var connection = NIOHTTP2Handler.ConnectionConfiguration()
+            connection.initialSettings = [HTTP2Setting(parameter: .maxConcurrentStreams, value: 256)]
+            guard channelPerStream else {
+                let codec = NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: .init())
+                try channel.pipeline.syncOperations.addHandler(codec)
+                try channel.pipeline.syncOperations.addHandler(FloorAnswerer())
+                return
+            }
+            _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                mode: .server, connectionConfiguration: connection, streamConfiguration: .init()
+            ) { stream in
+                stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(StreamAnswerer()) }
+            }
+        }
+    }
+    .bind(host: "127.0.0.1", port: port).wait()
+try server.closeFuture.wait()
