@@ -81,9 +81,10 @@ extension ConfigLoader {
         }
         if let n = map["alpn"] {
             let offered = try n.stringList()
-            for name in offered where name != "http/1.1" {
-                throw n.error("this build speaks HTTP/1.1 to upstreams: alpn can only offer http/1.1, not '\(name)'")
+            for name in offered where name != "http/1.1" && name != "h2" {
+                throw n.error("alpn offers h2 and http/1.1 only, not '\(name)'")
             }
+            guard !offered.isEmpty else { throw n.error("alpn must offer h2 or http/1.1") }
             tls.alpn = offered
         }
         if let n = map["min_version"] {

@@ -110,6 +110,16 @@ public enum ConfigLoader {
         cluster.tls = try map["tls"].flatMap { try parseClusterTLS($0, folder: folder) }
         cluster.via = try map["via"]?.string()
         if let node = map["protocol"] { cluster.upstreamProtocol = try parseClusterProtocol(node) }
+        // ALPN must be able to confirm the codec the cluster speaks (its `protocol`).
+        if let offered = cluster.tls?.alpn, let tlsNode = map["tls"] {
+            let http2 = cluster.upstreamProtocol == .http2
+            if http2 && !offered.contains("h2") {
+                throw tlsNode.error("cluster '\(cluster.name)' speaks HTTP/2 (protocol: http2): its alpn must offer h2")
+            }
+            if !http2 && !offered.contains("http/1.1") {
+                throw tlsNode.error("cluster '\(cluster.name)' speaks HTTP/1.1: its alpn must offer http/1.1 (protocol: http2 for h2)")
+            }
+        }
         return cluster
     }
 

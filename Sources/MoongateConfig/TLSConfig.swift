@@ -66,11 +66,14 @@ public struct ClusterTLSConfig: Sendable, Equatable {
     /// A client certificate and key (PEM) presented to the upstream.
     public var certificateFile: String? = nil
     public var keyFile: String? = nil
-    /// The ALPN protocols offered. This build speaks HTTP/1.1 to upstreams, so only `http/1.1`.
-    public var alpn: [String] = ["http/1.1"]
+    /// The ALPN protocols offered (`h2`, `http/1.1`); nil: what the cluster's protocol speaks.
+    public var alpn: [String]? = nil
     /// The lowest protocol version accepted.
     public var minVersion: TLSProtocolVersion = .tls12
 
     /// Creates the default: verification on against the system trust store, SNI from the endpoint.
     public init() {}
+
+    /// The ALPN protocols offered to a cluster that speaks HTTP/2 (`http2`) or HTTP/1.1.
+    public func offeredALPN(http2: Bool) -> [String] { alpn ?? [http2 ? "h2" : "http/1.1"] }
 }

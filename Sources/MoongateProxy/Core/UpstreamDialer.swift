@@ -102,7 +102,9 @@ enum UpstreamDialer {
             HTTP2UpstreamPool.openHTTP1Stream(to: cluster, runtime: runtime, on: eventLoop).assumeIsolated().whenComplete { result in
                 switch result {
                 case .success(let handler): done(.success(handler))
-                case .failure(let error): done(.failure(Failure(status: 503, reason: "upstream unreachable", error: error)))
+                case .failure(let error):
+                    let (status, reason) = failure(error)
+                    done(.failure(Failure(status: status, reason: reason, error: error)))
                 }
             }
             return

@@ -44,12 +44,13 @@ private struct OverCommitted: Error {}
 
 extension HTTP2StreamHandler: HTTP2UpstreamStreamDelegate {
     /// The request head toward an HTTP/2 upstream: pseudo-headers from the validated request, then
-    /// policy's fields without Host (that is `:authority`) and connection-specific ones.
-    static func upstreamH2Head(_ request: PolicyRequest, headers: [HeaderField]) -> HPACKHeaders {
+    /// policy's fields without Host (that is `:authority`) and connection-specific ones. `:scheme`
+    /// is the upstream connection's (`https` over TLS).
+    static func upstreamH2Head(_ request: PolicyRequest, headers: [HeaderField], scheme: String) -> HPACKHeaders {
         var path = request.path ?? "/"
         if let query = request.query { path += "?" + query }
         var out = HPACKHeaders([
-            (":method", request.method), (":scheme", request.scheme ?? "http"), (":authority", request.authority ?? ""),
+            (":method", request.method), (":scheme", scheme), (":authority", request.authority ?? ""),
             (":path", path),
         ])
         for field in headers {
@@ -69,7 +70,8 @@ extension HTTP2StreamHandler: HTTP2UpstreamStreamDelegate {
     ) {
         let forward = H2Forward(
             request: request, instance: instance, outcome: outcome, cluster: cluster,
-            head: Self.upstreamH2Head(request, headers: headers), retryable: endStream)
+            head: Self.upstreamH2Head(request, headers: headers, scheme: cluster.config.tls == nil ? "http" : "https"),
+            retryable: endStream)
         forward.requestComplete = endStream
         state = .forwardingH2(forward)
         openUpstreamStream(forward, context: context)
@@ -114,7 +116,8 @@ extension HTTP2StreamHandler: HTTP2UpstreamStreamDelegate {
             case .failure(let error):
                 handler.releaseSlot()
                 self.runtime.logger.info("HTTP/2 upstream unreachable", metadata: ["cluster": "\(forward.cluster.config.name)", "error": "\(error)"])
-                self.h2ForwardFailed(forward, status: 503, reason: "upstream unreachable")
+                let (status, reason) = UpstreamDialer.failure(error)
+                self.h2ForwardFailed(forward, status: status, reason: reason)
             }
         }
     }

@@ -7,12 +7,14 @@ import NIOPosix
 /// parent HTTP proxy (`via:`) that is sent `CONNECT endpoint` in the clear first, or both (TLS to
 /// the real origin inside the parent's tunnel, in one hop). The channel is handed over only once
 /// the tunnel is up and the handshake has verified, so a failure is known before a request is sent.
+/// The HTTP codec goes on last: HTTP/1.1 by default, or what `codec` installs (an HTTP/2 cluster's).
 enum SecureUpstream {
     static func dial(
-        _ target: ClusterTarget, key: String, runtime: ProxyRuntime, loop: LoopContext, on eventLoop: any EventLoop
+        _ target: ClusterTarget, key: String, runtime: ProxyRuntime, loop: LoopContext, on eventLoop: any EventLoop,
+        endpoint chosen: Endpoint? = nil, codec: (@Sendable (any Channel) throws -> Void)? = nil
     ) -> EventLoopFuture<any Channel> {
         let cluster = target.config
-        let endpoint = cluster.endpoints[loop.nextEndpointIndex(cluster.name, count: cluster.endpoints.count)]
+        let endpoint = chosen ?? cluster.endpoints[loop.nextEndpointIndex(cluster.name, count: cluster.endpoints.count)]
         let settings = loop.policy.settings
         let parent = cluster.via.flatMap { settings.clusters[$0]?.config }
         let hop = parent.map { $0.endpoints[loop.nextEndpointIndex($0.name, count: $0.endpoints.count)] } ?? endpoint
@@ -23,6 +25,8 @@ enum SecureUpstream {
         let limits = settings.limits
         let overload = runtime.overload
         let ready = eventLoop.makePromise(of: Void.self)
+        let installCodec: @Sendable (any Channel) throws -> Void =
+            codec ?? { channel in try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits) }
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout.timeAmount)
             .channelOption(.allowRemoteHalfClosure, value: true)
@@ -31,7 +35,7 @@ enum SecureUpstream {
                 return channel.eventLoop.makeCompletedFuture {
                     guard parent != nil else {
                         if let tls { ready.completeWith(try tls.configure(channel, endpoint: endpoint, timeout: timeout, metrics: metrics)) }
-                        try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits)
+                        try installCodec(channel)
                         if tls == nil { ready.succeed(()) }
                         return
                     }
@@ -42,7 +46,7 @@ enum SecureUpstream {
                         tunnel.established.futureResult.flatMap { _ in
                             do {
                                 let handshake = try tls?.configure(channel, endpoint: endpoint, timeout: timeout, metrics: metrics)
-                                try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits)
+                                try installCodec(channel)
                                 return handshake ?? channel.eventLoop.makeSucceededVoidFuture()
                             } catch {
                                 return channel.eventLoop.makeFailedFuture(error)

@@ -12,15 +12,19 @@ final class UpstreamTLS: Sendable {
     let cluster: String
     let settings: ClusterTLSConfig
     let context: NIOSSLContext
+    /// The protocol the server must select by ALPN (`h2` for a cluster that speaks HTTP/2: a
+    /// connection it answers with `http/1.1`, or without ALPN, fails the handshake check).
+    let requiredALPN: String?
 
     /// Builds the cluster's context. - Throws: ``CertificateProblem`` naming a file that cannot be used.
-    init(cluster: String, settings: ClusterTLSConfig) throws(CertificateProblem) {
+    init(cluster: String, settings: ClusterTLSConfig, http2: Bool = false) throws(CertificateProblem) {
         self.cluster = cluster
         self.settings = settings
+        self.requiredALPN = http2 ? "h2" : nil
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = settings.minVersion == .tls13 ? .tlsv13 : .tlsv12
         tls.cipherSuites = ListenerTLSConfig.modernCiphers
-        tls.applicationProtocols = settings.alpn
+        tls.applicationProtocols = settings.offeredALPN(http2: http2)
         if settings.insecureSkipVerify {
             tls.certificateVerification = .none
         } else if let ca = settings.caFile {
@@ -61,7 +65,7 @@ final class UpstreamTLS: Sendable {
     func configure(_ channel: any Channel, endpoint: Endpoint, timeout: TimeAmount, metrics: TLSMetrics) throws -> EventLoopFuture<Void> {
         let handler = try NIOSSLClientHandler(context: context, serverHostname: serverName(for: endpoint))
         let watcher = UpstreamHandshakeWatcher(
-            promise: channel.eventLoop.makePromise(), cluster: cluster, timeout: timeout, metrics: metrics)
+            promise: channel.eventLoop.makePromise(), cluster: cluster, timeout: timeout, metrics: metrics, requiredALPN: requiredALPN)
         try channel.pipeline.syncOperations.addHandler(handler)
         try channel.pipeline.syncOperations.addHandler(watcher)
         return watcher.promise.futureResult
@@ -89,8 +93,13 @@ final class UpstreamHandshakeWatcher: ChannelInboundHandler, RemovableChannelHan
     /// A TLS handler to put in front of this one when it joins the pipeline (a tunnel's target,
     /// which is dialled with one handler).
     private var installing: NIOSSLClientHandler?
+    private let requiredALPN: String?
 
-    init(promise: EventLoopPromise<Void>, cluster: String, timeout: TimeAmount, metrics: TLSMetrics, installing: NIOSSLClientHandler? = nil) {
+    init(
+        promise: EventLoopPromise<Void>, cluster: String, timeout: TimeAmount, metrics: TLSMetrics,
+        installing: NIOSSLClientHandler? = nil, requiredALPN: String? = nil
+    ) {
+        self.requiredALPN = requiredALPN
         self.promise = promise
         self.cluster = cluster
         self.timeout = timeout
@@ -116,7 +125,14 @@ final class UpstreamHandshakeWatcher: ChannelInboundHandler, RemovableChannelHan
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let tls = event as? TLSUserEvent, case .handshakeCompleted = tls, !done {
+        if let tls = event as? TLSUserEvent, case .handshakeCompleted(let selected) = tls, !done {
+            if let requiredALPN, selected != requiredALPN {
+                fail(
+                    UpstreamTLSError(
+                        reason: "alpn", detail: "the upstream selected \(selected.map { "'\($0)'" } ?? "no protocol") by ALPN, not '\(requiredALPN)'"),
+                    context: context)
+                return
+            }
             done = true
             timer?.cancel()
             promise.succeed(())

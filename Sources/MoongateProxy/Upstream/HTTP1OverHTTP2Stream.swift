@@ -78,7 +78,7 @@ final class HTTP1OverHTTP2Stream: ChannelDuplexHandler {
                 webSocketKey = key
                 isConnect = true
                 block = HPACKHeaders([
-                    (":method", "CONNECT"), (":protocol", token), (":scheme", "http"),
+                    (":method", "CONNECT"), (":protocol", token), (":scheme", connection.scheme),
                     (":authority", request.fields.first(named: "host") ?? ""), (":path", request.uri),
                 ])
                 for field in request.fields {
@@ -95,7 +95,7 @@ final class HTTP1OverHTTP2Stream: ChannelDuplexHandler {
                 block = HPACKHeaders([(":method", "CONNECT"), (":authority", request.uri)])
             } else {
                 let authority = request.fields.first(named: "host") ?? ""
-                block = HPACKHeaders([(":method", request.method), (":scheme", "http"), (":authority", authority), (":path", request.uri)])
+                block = HPACKHeaders([(":method", request.method), (":scheme", connection.scheme), (":authority", authority), (":path", request.uri)])
                 for field in request.fields {
                     let name = field.name.lowercased()
                     switch name {

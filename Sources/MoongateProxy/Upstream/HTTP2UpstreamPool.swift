@@ -44,11 +44,12 @@ final class HTTP2UpstreamPool {
         let endpoints = cluster.config.endpoints
         let index = (nextEndpoint[name] ?? 0) % endpoints.count
         nextEndpoint[name] = index + 1
-        let connection = HTTP2UpstreamConnection(endpoint: endpoints[index], eventLoop: eventLoop, logger: runtime.logger)
+        let connection = HTTP2UpstreamConnection(
+            endpoint: endpoints[index], secure: cluster.config.tls != nil, eventLoop: eventLoop, logger: runtime.logger)
         connection.reserved = 1
         connections.append(connection)
         byCluster[name] = connections
-        connection.dial(connectTimeout: cluster.config.connectTimeout, runtime: runtime)
+        connection.dial(cluster, runtime: runtime)
         return connection
     }
 }
@@ -57,6 +58,8 @@ final class HTTP2UpstreamPool {
 /// it: how many streams it takes at once, and whether it is going away.
 final class HTTP2UpstreamConnection {
     let endpoint: Endpoint
+    /// `https` for a connection over TLS, else `http` (the `:scheme` of its streams).
+    let scheme: String
     private let readyPromise: EventLoopPromise<Void>
     private let logger: Logger
     private(set) var multiplexer: NIOHTTP2Handler.StreamMultiplexer?
@@ -72,8 +75,9 @@ final class HTTP2UpstreamConnection {
     /// The peer accepts extended CONNECT (RFC 8441: SETTINGS_ENABLE_CONNECT_PROTOCOL).
     private(set) var extendedConnect = false
 
-    init(endpoint: Endpoint, eventLoop: any EventLoop, logger: Logger) {
+    init(endpoint: Endpoint, secure: Bool, eventLoop: any EventLoop, logger: Logger) {
         self.endpoint = endpoint
+        self.scheme = secure ? "https" : "http"
         self.readyPromise = eventLoop.makePromise()
         self.logger = logger
     }
@@ -87,28 +91,39 @@ final class HTTP2UpstreamConnection {
     /// A stream of this connection ended (or its reservation was not used).
     func streamEnded() { reserved -= 1 }
 
-    func dial(connectTimeout: Duration, runtime: ProxyRuntime) {
+    /// Connects to this connection's endpoint of `cluster`: TLS with ALPN `h2` when the cluster has
+    /// `tls:`, through its parent proxy when it has `via:` (``SecureUpstream``), else cleartext with
+    /// prior knowledge.
+    func dial(_ cluster: ClusterTarget, runtime: ProxyRuntime) {
         let eventLoop = readyPromise.futureResult.eventLoop
-        let host = endpoint.host.contains(":") ? "[\(endpoint.host)]" : endpoint.host
         let watcher = NIOLoopBound(HTTP2UpstreamRootHandler(connection: self), eventLoop: eventLoop)
-        let overload = runtime.overload
-        let bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(connectTimeout.timeAmount)
-            .channelInitializer { channel in
-                overload.track(upstream: channel)
-                return channel.eventLoop.makeCompletedFuture {
-                    _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-                        mode: .client, connectionConfiguration: Self.connectionConfiguration,
-                        streamConfiguration: .init()
-                    ) { stream in stream.eventLoop.makeSucceededVoidFuture() }
-                    try channel.pipeline.syncOperations.addHandler(watcher.value)
+        let installCodec: @Sendable (any Channel) throws -> Void = { channel in
+            _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                mode: .client, connectionConfiguration: Self.connectionConfiguration,
+                streamConfiguration: .init()
+            ) { stream in stream.eventLoop.makeSucceededVoidFuture() }
+            try channel.pipeline.syncOperations.addHandler(watcher.value)
+        }
+        let opened: EventLoopFuture<any Channel>
+        if cluster.config.tls != nil || cluster.config.via != nil {
+            opened = SecureUpstream.dial(
+                cluster, key: cluster.poolKey, runtime: runtime, loop: runtime.loopContext(eventLoop), on: eventLoop,
+                endpoint: endpoint, codec: installCodec)
+        } else {
+            let host = endpoint.host.contains(":") ? "[\(endpoint.host)]" : endpoint.host
+            let overload = runtime.overload
+            let connectTimeout = cluster.config.connectTimeout.timeAmount
+            let bootstrap = ClientBootstrap(group: eventLoop)
+                .connectTimeout(connectTimeout)
+                .channelInitializer { channel in
+                    overload.track(upstream: channel)
+                    return channel.eventLoop.makeCompletedFuture { try installCodec(channel) }
                 }
-            }
-        let connected = runtime.resolver.connect(
-            bootstrap, to: Authority(host: host, port: endpoint.port), allowed: [], floor: false,
-            timeout: connectTimeout.timeAmount, on: eventLoop
-        )
-        .flatMap { channel in
+            opened = runtime.resolver.connect(
+                bootstrap, to: Authority(host: host, port: endpoint.port), allowed: [], floor: false, timeout: connectTimeout,
+                on: eventLoop)
+        }
+        let connected = opened.flatMap { channel in
             channel.pipeline.handler(type: NIOHTTP2Handler.self).flatMap { handler in handler.multiplexer }
                 .map { (channel, $0) }
         }
@@ -117,7 +132,11 @@ final class HTTP2UpstreamConnection {
             case .success(let (channel, multiplexer)):
                 self.channel = channel
                 self.multiplexer = multiplexer
-                if self.settingsSeen { self.readyPromise.succeed() }
+                if self.isClosed {
+                    self.readyPromise.fail(ChannelError.ioOnClosedChannel)
+                } else if self.settingsSeen {
+                    self.readyPromise.succeed()
+                }
             case .failure(let error):
                 self.isClosed = true
                 self.readyPromise.fail(error)
@@ -159,7 +178,8 @@ final class HTTP2UpstreamConnection {
 
     fileprivate func closed() {
         isClosed = true
-        readyPromise.fail(ChannelError.ioOnClosedChannel)  // no effect once succeeded
+        // While the dial is under way its own failure (a TLS or parent proxy reason) tells why.
+        if multiplexer != nil { readyPromise.fail(ChannelError.ioOnClosedChannel) }  // no effect once succeeded
     }
 
     /// Whether a caller who reserved a stream while the connection was being set up may use it: more
