@@ -223,3 +223,15 @@ def test_an_extended_connect_for_another_protocol_becomes_that_upgrade_toward_an
         assert not any(line.startswith("sec-websocket-") for line in lines)
     finally:
         client.close()
+
+
+def test_decide_shows_the_upgrade_an_extended_connect_becomes(tmp_path):
+    import subprocess
+    from conftest import BIN
+    path = tmp_path / "c.yaml"
+    path.write_text(ws_config(free_port(), 9, upgrades='["irc"]'))
+    out = subprocess.run([BIN, "decide", "--config", str(path), "--request", "h2 CONNECT chat.test:443/room irc"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "upgrade sent to cluster ws" in out.stdout
+    assert "upstream request: GET /room HTTP/1.1" in out.stdout and "upgrade: irc" in out.stdout

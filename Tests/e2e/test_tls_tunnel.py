@@ -139,12 +139,13 @@ def test_a_certificate_that_does_not_verify_is_a_503_unless_verify_is_off(setup)
     assert recv_exactly(s, 6) == b"ANYWAY"
 
 
-def test_an_http2_connect_stream_gets_tls_toward_the_target(setup):
-    port, _, target = setup(["secure.test"])
+def h2_connect(port, target_port, payload=b"via h2"):
+    """An HTTP/2 CONNECT stream to the target: sends `payload` once answered 200; returns the
+    status and what came back (the payload upper-cased by the TLS echo, or an error body)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
     conn.initiate_connection()
-    conn.send_headers(1, [(":method", "CONNECT"), (":authority", f"127.0.0.1:{target.port}")])
+    conn.send_headers(1, [(":method", "CONNECT"), (":authority", f"127.0.0.1:{target_port}")])
     sock.sendall(conn.data_to_send())
     status, echoed = None, b""
     for _ in range(200):
@@ -154,15 +155,24 @@ def test_an_http2_connect_stream_gets_tls_toward_the_target(setup):
         for event in conn.receive_data(data):
             if isinstance(event, h2.events.ResponseReceived):
                 status = dict(event.headers)[":status"]
-                conn.send_data(1, b"via h2")
+                if status == "200":
+                    conn.send_data(1, payload)
             elif isinstance(event, h2.events.DataReceived):
                 echoed += event.data
                 conn.acknowledge_received_data(len(event.data), 1)
+            elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                sock.close()
+                return status, echoed
         sock.sendall(conn.data_to_send())
-        if echoed == b"VIA H2":
+        if echoed == payload.upper():
             break
     sock.close()
-    assert status == "200" and echoed == b"VIA H2"
+    return status, echoed
+
+
+def test_an_http2_connect_stream_gets_tls_toward_the_target(setup):
+    port, _, target = setup(["secure.test"])
+    assert h2_connect(port, target.port) == ("200", b"VIA H2")
 
 
 def test_bad_tunnel_options_are_a_script_fault_at_load(tmp_path):
@@ -192,8 +202,9 @@ return M
 """
 
 
+@pytest.mark.parametrize("client", ["http1", "http2"])
 @pytest.mark.parametrize("names, ok", [(["secure.test"], True), (["elsewhere.test"], False)])
-def test_tls_toward_the_target_inside_a_parent_proxys_tunnel(moongate, tmp_path, names, ok):
+def test_tls_toward_the_target_inside_a_parent_proxys_tunnel(moongate, tmp_path, names, ok, client):
     ca = CA(tmp_path)
     target = TLSEcho(*ca.issue("target", names))
     parent = Parent()
@@ -205,6 +216,7 @@ def test_tls_toward_the_target_inside_a_parent_proxys_tunnel(moongate, tmp_path,
   - name: proxy
     address: 127.0.0.1
     port: {port}
+    protocols: [http1, http2]
 clusters:
   - name: parent
     endpoints: ["127.0.0.1:{parent.port}"]
@@ -216,6 +228,14 @@ policy:
     - name: via
       file: {plugin}
 """, port)
+        if client == "http2":
+            status, body = h2_connect(port, target.port, b"through the parent")
+            assert parent.targets == [f"127.0.0.1:{target.port}"] and parent.first_bytes == [0x16]
+            if not ok:
+                assert status == "503" and b"TLS to the target failed" in body, (status, body)
+                return
+            assert (status, body) == ("200", b"THROUGH THE PARENT") and target.sni == ["secure.test"]
+            return
         s = connect(port, target.port)
         head, rest = recv_head(s)
         assert parent.targets == [f"127.0.0.1:{target.port}"]

@@ -104,6 +104,13 @@ extension HTTP2StreamHandler {
         if exchange.kind == .connectVia {
             upstream.delegate = nil
             upstream.rawMode = true
+            if let tls = exchange.outcome.tunnelTLS, let target = exchange.request.target {
+                // TLS toward the target inside the parent's tunnel: the stream hears 200 only once it has verified.
+                context.eventLoop.assumeIsolated().execute {
+                    self.startTLSInsideParentTunnel(exchange, tls: tls, target: target, upstream: upstreamChannel, keeper: upstream)
+                }
+                return
+            }
             relay(exchange, over: upstream, channel: upstreamChannel, headers: HPACKHeaders([(":status", String(head.code))]),
                   context: context)
             return
@@ -131,8 +138,40 @@ extension HTTP2StreamHandler {
         relay(exchange, over: upstream, channel: upstreamChannel, headers: headers, context: context)
     }
 
+    /// Runs on the tick after the parent's 2xx (the upstream handler has left its parse loop): TLS
+    /// goes in behind the upstream handler, which then leaves and hands it any bytes it kept; the
+    /// relay starts once the handshake has verified, else the stream gets the 503.
+    private func startTLSInsideParentTunnel(
+        _ exchange: Exchange, tls: TunnelTLSRequest, target: Authority, upstream upstreamChannel: any Channel, keeper: UpstreamHandler
+    ) {
+        guard case .exchanging(let current, _) = state, current === exchange, context != nil, upstreamChannel.isActive else {
+            upstreamChannel.close(promise: nil)
+            return
+        }
+        let handshake = TunnelTLS.start(on: upstreamChannel, tls: tls, target: target, runtime: runtime)
+        upstreamChannel.pipeline.syncOperations.removeHandler(keeper, promise: nil)
+        handshake.assumeIsolated().whenComplete { result in
+            guard case .exchanging(let current, _) = self.state, current === exchange, let context = self.context else {
+                upstreamChannel.close(promise: nil)
+                return
+            }
+            switch result {
+            case .success:
+                self.relay(exchange, over: nil, channel: upstreamChannel, headers: HPACKHeaders([(":status", "200")]), context: context)
+            case .failure(let error):
+                upstreamChannel.close(promise: nil)
+                let (status, reason) = UpstreamDialer.failure(TunnelTLS.tunnelError(error))
+                self.runtime.logger.info("TLS to the tunnel target failed", metadata: ["target": "\(target)", "error": "\(error)"])
+                self.answer(
+                    LocalAnswer(status: status, body: reason, keepAlive: true), request: exchange.request, outcome: exchange.outcome,
+                    context: context)
+            }
+        }
+    }
+
+    /// `upstream`: the HTTP/1.1 handler still on the connection (it leaves once the relay is in).
     private func relay(
-        _ exchange: Exchange, over upstream: UpstreamHandler, channel upstreamChannel: any Channel, headers: HPACKHeaders,
+        _ exchange: Exchange, over upstream: UpstreamHandler?, channel upstreamChannel: any Channel, headers: HPACKHeaders,
         context: ChannelHandlerContext
     ) {
         let tunnel = StreamTunnel(stream: self)
@@ -155,7 +194,7 @@ extension HTTP2StreamHandler {
                 handler.reset(.connectError, context: context)
                 return
             }
-            upstreamChannel.pipeline.syncOperations.removeHandler(upstream, promise: nil)
+            if let upstream { upstreamChannel.pipeline.syncOperations.removeHandler(upstream, promise: nil) }
             if clientEnded { tunnel.clientEnded() }
             handler.trackTunnel(
                 tunnel, target: upstreamChannel, request: exchange.request, outcome: exchange.outcome,

@@ -81,12 +81,16 @@ public enum DryRun {
             let bytes: ByteBuffer
             if let head {
                 bytes = HTTP1ProxyHandler.upstreamHead(for: request, kind: kind, head: head, headers: upstreamHeaders, allocator: allocator).0
-            } else if kind == .forward {
-                bytes = HTTP2StreamHandler.upstreamHead(request, headers: upstreamHeaders, endStream: true, allocator: allocator).0
             } else {
-                return DryRunReport(
-                    request: request, verdict: verdict, floor: floorText, result: "501 Not Implemented: not yet supported over HTTP/2",
-                    upstreamRequest: [])
+                switch kind {
+                case .forward:
+                    bytes = HTTP2StreamHandler.upstreamHead(request, headers: upstreamHeaders, endStream: true, allocator: allocator).0
+                case .upgrade:
+                    bytes = HTTP2StreamHandler.upgradeHead(
+                        request, upgrade: request.upgrade ?? "websocket", headers: upstreamHeaders, allocator: allocator)
+                case .connectVia:
+                    bytes = HTTP2StreamHandler.connectViaHead(request, headers: upstreamHeaders, allocator: allocator)
+                }
             }
             let text = String(buffer: bytes)
             let lines = text.split(separator: "\r\n", omittingEmptySubsequences: false).map(String.init).filter { !$0.isEmpty }
