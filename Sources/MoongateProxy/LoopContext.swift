@@ -11,6 +11,8 @@ final class LoopContext {
     let policy: LoopPolicySlot
     let pools: UpstreamPools
     let sweeper: TunnelSweeper
+    /// This loop's HTTP/2 client connections (drained when a reload changes their settings).
+    let http2Connections = HTTP2ConnectionSet()
     private var roundRobin: [String: Int] = [:]
 
     init(eventLoop: any EventLoop, settings: LiveSettings) {
@@ -64,6 +66,15 @@ final class ProxyRuntime: Sendable {
             loops[ObjectIdentifier(loop)] = NIOLoopBoundBox.makeEmptyBox(valueType: LoopContext.self, eventLoop: loop)
         }
         self.loops = loops
+    }
+
+    /// A reload changed the config: HTTP/2 client connections opened with other settings drain
+    /// (GOAWAY, then close once their streams are done), on each loop.
+    func configReloaded(_ config: MoongateConfiguration) {
+        let settings = HTTP2Pipeline.settings(config.http2, limits: config.limits)
+        for (_, box) in loops {
+            box.eventLoop.execute { box.value?.http2Connections.settingsChanged(to: settings) }
+        }
     }
 
     /// The calling loop's context (call on the loop).

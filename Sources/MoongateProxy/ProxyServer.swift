@@ -35,6 +35,12 @@ public final class ProxyServer: Service, Sendable {
         self.overload = overload
     }
 
+    /// A reload loaded `config` (called by the reloader after it went live).
+    public func configReloaded(_ config: MoongateConfiguration) {
+        overload.apply(config.overload)
+        runtime.configReloaded(config)
+    }
+
     /// Binds every listener.
     /// - Returns: the bound addresses, in the config's order (port 0 binds an ephemeral port).
     @discardableResult

@@ -63,7 +63,7 @@ struct Serve: AsyncParsableCommand {
         let server = ProxyServer(config: loaded, policy: policy, metrics: metrics, logger: logger, group: group, threadPool: threadPool)
         let reloader = PolicyReloader(
             configPath: config, running: loaded, policy: policy, metrics: metrics, logger: Logger(label: "moongate.reload"),
-            watch: loaded.policy.watch && watch, onLoaded: { [overload = server.overload] in overload.apply($0.overload) })
+            watch: loaded.policy.watch && watch, onLoaded: { [server] in server.configReloaded($0) })
         var services: [any Service] = [server, reloader]
         // The admin listener has a thread of its own, so it answers while the proxy's loops are
         // saturated or held by a runaway script.

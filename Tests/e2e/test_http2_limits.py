@@ -273,3 +273,47 @@ def test_terminate_http2_connect_config(moongate, tmp_path):
     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     s.settimeout(5)
     assert not s.recv(100).startswith(b"HTTP/1.1 200")
+
+
+def test_a_reload_that_changes_the_http2_settings_drains_open_connections(moongate, plugin, servers):
+    """GOAWAY with a drain on reload of listener settings: a connection opened with the old
+    `http2:` settings gets GOAWAY (NO_ERROR), its stream in flight is still answered, and the
+    client's next connection is told the new settings. A reload that leaves them alone drains
+    nothing."""
+    def slow(server, conn):
+        head, _ = recv_head(conn)
+        time.sleep(1.5)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow!")
+        time.sleep(1)
+
+    slow_origin = servers(slow)
+    port = free_port()
+    mg = moongate(config(port, slow_origin.port, plugin, http2="http2:\n  max_concurrent_streams: 100\n"), port)
+    run = subprocess.Popen(["nghttp", "-v", f"http://127.0.0.1:{port}/slow"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(0.5)  # the request is with the origin
+        mg.config.write_text(config(port, slow_origin.port, plugin, http2="http2:\n  max_concurrent_streams: 50\n"))
+        mg.proc.send_signal(signal.SIGHUP)
+        out, _ = run.communicate(timeout=15)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    goaways = re.findall(r"recv GOAWAY frame .*\n\s*\(last_stream_id=(\d+), error_code=(\w+)", out)
+    assert goaways and goaways[0] == ("2147483647", "NO_ERROR"), out
+    stream = re.search(r"recv \(stream_id=(\d+)\) :status: 200", out)
+    assert stream and stream.start() > out.index("recv GOAWAY frame"), out  # answered after the GOAWAY
+    assert "slow!" in out and run.returncode == 0
+    # The next connection has the new settings; a reload that changes other things leaves it open.
+    client = Client(port)
+    try:
+        client.settle()
+        assert client.conn.remote_settings[S.MAX_CONCURRENT_STREAMS] == 50
+        mg.config.write_text(config(port, slow_origin.port, plugin, http2="http2:\n  max_concurrent_streams: 50\n",
+                                    timeouts="timeouts:\n  upstream_response: 20s\n"))
+        mg.proc.send_signal(signal.SIGHUP)
+        client.settle(1.0)
+        assert client.goaway_code is None
+        assert mg.logs().count("policy reloaded") == 2, mg.logs()  # both reloads went live
+    finally:
+        client.close()

@@ -4,8 +4,9 @@ import NIOHTTP2
 
 /// The connection-level part of an HTTP/2 client connection, behind swift-nio-http2's handler:
 /// a client's FIN closes the connection (HTTP/2 has no half-closed connections; the listener allows
-/// half-closure for HTTP/1.1 tunnels); graceful shutdown sends GOAWAY and closes once the streams
-/// in flight have ended; an abusive client (one of the library's flood guards, or
+/// half-closure for HTTP/1.1 tunnels); graceful shutdown, and a reload that changes the settings
+/// the connection was opened with, send GOAWAY and close once the streams in flight have ended;
+/// an abusive client (one of the library's flood guards, or
 /// ``HTTP2FloodGuard``) gets GOAWAY and a closed connection.
 final class HTTP2ConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTP2Frame
@@ -24,7 +25,14 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
     private let connectionWindow: Int
     private var connectionWindowOpened = false
 
-    init(guardian: HTTP2FloodGuard, connectionWindow: Int, logger: Logger) {
+    /// The SETTINGS this connection was opened with.
+    let advertised: HTTP2Settings
+    /// The loop's connections (this one is in it while it is in a pipeline).
+    private let siblings: HTTP2ConnectionSet
+
+    init(guardian: HTTP2FloodGuard, connectionWindow: Int, advertised: HTTP2Settings, siblings: HTTP2ConnectionSet, logger: Logger) {
+        self.advertised = advertised
+        self.siblings = siblings
         self.guardian = guardian
         self.connectionWindow = connectionWindow
         self.logger = logger
@@ -34,6 +42,7 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        siblings.add(self)
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         guardian.onFlood = { [weak self] what in
             guard let self else { return }
@@ -47,6 +56,7 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        siblings.remove(self)
         guardian.onFlood = nil
     }
 
@@ -86,6 +96,33 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
         context.fireChannelRead(data)
     }
 
+    /// Drains the connection (a reload changed its settings): GOAWAY, then it closes once its
+    /// streams are done.
+    func drain(reason: String) {
+        guard let context, !quiescing else { return }
+        logger.debug("HTTP/2 connection draining", metadata: ["reason": "\(reason)"])
+        quiesce(context: context)
+    }
+
+    /// RFC 9113 §6.8: a first GOAWAY that refuses nothing yet, then, once requests already on the
+    /// wire have arrived, one naming the last stream that will be served; the connection closes
+    /// when its last stream does.
+    private func quiesce(context: ChannelHandlerContext) {
+        guard !quiescing else { return }
+        quiescing = true
+        goAway(.maxID, context: context)
+        if openStreams <= 0 {
+            context.close(promise: nil)
+        } else {
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: .seconds(1)) {
+                let (handler, context) = loopBound.value
+                guard context.channel.isActive else { return }
+                handler.goAway(handler.lastStreamID, context: context)
+            }
+        }
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // swift-nio-http2 has already sent its GOAWAY; the connection goes.
         if HTTP2FloodGuard.endsConnection(error) { abandon("\(error)", context: context) }
@@ -111,21 +148,7 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
             context.close(promise: nil)
             return
         case is ChannelShouldQuiesceEvent:
-            guard !quiescing else { break }
-            quiescing = true
-            // RFC 9113 §6.8: a first GOAWAY that refuses nothing yet, then, once requests already on
-            // the wire have arrived, one naming the last stream that will be served.
-            goAway(.maxID, context: context)
-            if openStreams <= 0 {
-                context.close(promise: nil)
-            } else {
-                let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-                context.eventLoop.scheduleTask(in: .seconds(1)) {
-                    let (handler, context) = loopBound.value
-                    guard context.channel.isActive else { return }
-                    handler.goAway(handler.lastStreamID, context: context)
-                }
-            }
+            quiesce(context: context)
         default:
             break
         }

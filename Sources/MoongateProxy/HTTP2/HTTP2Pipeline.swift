@@ -68,7 +68,8 @@ enum HTTP2Pipeline {
                 shortestTimeout: min(idle, settings.timeouts.upstreamResponse.timeAmount), eventLoop: channel.eventLoop),
             eventLoop: channel.eventLoop)
         let connectionHandler = HTTP2ConnectionHandler(
-            guardian: guardian, connectionWindow: http2.initialConnectionWindow, logger: runtime.logger)
+            guardian: guardian, connectionWindow: http2.initialConnectionWindow, advertised: Self.settings(http2, limits: limits),
+            siblings: loop.http2Connections, logger: runtime.logger)
         let events = HTTP2StreamEvents(handler: NIOLoopBound(connectionHandler, eventLoop: channel.eventLoop))
         try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
