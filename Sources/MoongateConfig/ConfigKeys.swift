@@ -29,7 +29,7 @@ public enum ConfigKeys {
         ("resolver", ["threads", "cache_ttl", "cache_size", "hosts"]),
         ("http2", [
             "max_concurrent_streams", "initial_stream_window", "initial_connection_window", "max_frame_size",
-            "max_header_list_size",
+            "max_header_list_size", "extended_connect",
         ]),
     ]
 

@@ -3,7 +3,7 @@ extension ConfigLoader {
     static func parseHTTP2(_ node: ConfigNode) throws(ConfigError) -> HTTP2Config {
         let map = try node.mapping(allowed: [
             "max_concurrent_streams", "initial_stream_window", "initial_connection_window", "max_frame_size",
-            "max_header_list_size",
+            "max_header_list_size", "extended_connect",
         ])
         var http2 = HTTP2Config()
         if let n = map["max_concurrent_streams"] { http2.maxConcurrentStreams = try n.int(in: 1...10_000) }
@@ -13,6 +13,7 @@ extension ConfigLoader {
         }
         if let n = map["max_frame_size"] { http2.maxFrameSize = try sized(n, in: 16_384...16_777_215) }
         if let n = map["max_header_list_size"] { http2.maxHeaderListSize = try sized(n, in: 1_024...(16 << 20)) }
+        if let n = map["extended_connect"] { http2.extendedConnect = try n.bool() }
         return http2
     }
 

@@ -14,5 +14,8 @@ public struct HTTP2Config: Sendable, Equatable {
     public var maxFrameSize = 16 * 1024
     /// SETTINGS_MAX_HEADER_LIST_SIZE; nil: `limits.max_header_bytes`.
     public var maxHeaderListSize: Int? = nil
+    /// SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441): clients may send extended CONNECT
+    /// (`:protocol`, WebSocket over HTTP/2). Off: not advertised, and a `:protocol` is malformed.
+    public var extendedConnect = true
     public init() {}
 }

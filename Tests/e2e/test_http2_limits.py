@@ -317,3 +317,26 @@ def test_a_reload_that_changes_the_http2_settings_drains_open_connections(moonga
         assert mg.logs().count("policy reloaded") == 2, mg.logs()  # both reloads went live
     finally:
         client.close()
+
+
+def test_extended_connect_can_be_turned_off(moongate, plugin, origin):
+    """`http2.extended_connect: false`: SETTINGS_ENABLE_CONNECT_PROTOCOL is not advertised, and a
+    stream that sends `:protocol` anyway is reset (a malformed request, RFC 8441 §3), while the
+    connection goes on serving."""
+    port = free_port()
+    moongate(config(port, origin.port, plugin, http2="http2:\n  extended_connect: false\n"), port)
+    client = Client(port)
+    try:
+        client.settle()
+        assert client.conn.remote_settings.enable_connect_protocol in (None, 0)
+        # python h2 refuses to send :protocol itself without the setting: pretend it was advertised.
+        client.conn.remote_settings._settings[S.ENABLE_CONNECT_PROTOCOL] = [1]
+        sid = client.request([(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"), (":path", "/chat"),
+                              (":authority", f"127.0.0.1:{port}")], end_stream=False)
+        client.pump(lambda: sid in client.reset or client.goaway_code is not None)
+        assert sid in client.reset and client.goaway_code is None
+        after = client.get("/after")
+        client.pump(lambda: after in client.ended)
+        assert client.status[after] == 200
+    finally:
+        client.close()

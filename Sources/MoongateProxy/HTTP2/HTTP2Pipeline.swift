@@ -8,16 +8,17 @@ import NIOHTTP2
 /// ``HTTP2StreamHandler`` per stream.
 enum HTTP2Pipeline {
     /// The settings Moongate sends (`http2:` in the config; hardening.md §1.5's edge defaults), and
-    /// extended CONNECT.
+    /// extended CONNECT unless `extended_connect: false`.
     static func settings(_ http2: HTTP2Config, limits: Limits) -> HTTP2Settings {
-        [
+        var settings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: http2.maxConcurrentStreams),
             HTTP2Setting(parameter: .initialWindowSize, value: http2.initialStreamWindow),
             HTTP2Setting(parameter: .maxFrameSize, value: http2.maxFrameSize),
             HTTP2Setting(parameter: .maxHeaderListSize, value: http2.maxHeaderListSize ?? limits.maxHeaderBytes),
-            // Extended CONNECT (RFC 8441): `:protocol bytestream` is a tunnel like a classic CONNECT.
-            HTTP2Setting(parameter: .enableConnectProtocol, value: 1),
         ]
+        // Extended CONNECT (RFC 8441): `:protocol bytestream` is a tunnel like a classic CONNECT.
+        if http2.extendedConnect { settings.append(HTTP2Setting(parameter: .enableConnectProtocol, value: 1)) }
+        return settings
     }
 
     /// swift-nio-http2's own guards, kept at hardening.md §1.5's values and stated here so that a
