@@ -34,6 +34,10 @@ final class Exchange {
     var upstream: UpstreamHandler?
     var requestComplete = false
     var responseHeadSent = false
+    /// A request without a body to an HTTP/2 cluster: where it went and its head, to send it again
+    /// on another stream if the upstream refuses it unprocessed (up to three attempts in all).
+    var retry: (destination: UpstreamDestination, head: ByteBuffer)?
+    var attempts = 1
     /// The trailer fields of a chunked upstream response, carried to the client with its end.
     var responseTrailers: [HeaderField] = []
     /// How the response body is framed toward the client (set with the head).

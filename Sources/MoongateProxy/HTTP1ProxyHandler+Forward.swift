@@ -30,6 +30,16 @@ extension HTTP1ProxyHandler {
             return
         }
         exchange.pending.append(upstreamHeadBytes)
+        if kind == .forward, requestFraming == .none, case .cluster(let cluster) = destination,
+            cluster.config.upstreamProtocol == .http2
+        {
+            exchange.retry = (destination, upstreamHeadBytes)
+        }
+        dialExchange(exchange, to: destination, context: context)
+    }
+
+    /// Dials `destination` for the exchange and attaches the connection (or answers the failure).
+    func dialExchange(_ exchange: Exchange, to destination: UpstreamDestination, context: ChannelHandlerContext) {
         UpstreamDialer.connect(destination, runtime: runtime, loop: loop, on: context.eventLoop) { result in
             guard case .exchanging(let current) = self.state, current === exchange else {
                 if case .success(let handler) = result { handler.close() }
@@ -185,6 +195,15 @@ extension HTTP1ProxyHandler: UpstreamDelegate {
 
     func upstream(_ upstream: UpstreamHandler, failed error: (any Error)?) {
         guard let context, case .exchanging(let exchange) = state, exchange.upstream === upstream else { return }
+        if error is HTTP2StreamRefused, let retry = exchange.retry, exchange.attempts < 3, !exchange.responseHeadSent {
+            // Not processed upstream: the same head on another stream (a new connection after a GOAWAY).
+            runtime.logger.debug("HTTP/2 upstream refused a stream; sending it again", metadata: ["attempt": "\(exchange.attempts)"])
+            exchange.attempts += 1
+            exchange.upstream = nil
+            exchange.pending = [retry.head]
+            dialExchange(exchange, to: retry.destination, context: context)
+            return
+        }
         if exchange.kind == .connectVia && !exchange.responseHeadSent {
             exchangeFailed(exchange, status: 503, reason: "the upstream proxy closed before answering", context: context)
             return

@@ -6,6 +6,7 @@ later requests to a new connection, and a request the upstream refused without p
 server written here; the client is python h2."""
 import select
 import socket
+import subprocess
 import threading
 import time
 
@@ -299,3 +300,23 @@ def test_reverse_proxy_http2_upstream_config(moongate, tmp_path, origins):
     finally:
         client.close()
     assert origin.connections == 1
+
+
+def test_an_http1_clients_request_refused_by_the_http2_cluster_is_sent_again(moongate, tmp_path, origins):
+    """The same retry for HTTP/1.1 clients (their requests are streams of the cluster's connection
+    too): REFUSED_STREAM twice, then answered, and the client sees only the answer."""
+    origin = origins(refuse_first=2)
+    port = start(moongate, tmp_path, origin)
+    run = subprocess.run(["curl", "-sS", "-H", "Host: svc.test", f"http://127.0.0.1:{port}/retry-h1"],
+                         capture_output=True, text=True, timeout=20)
+    assert run.stdout == "origin /retry-h1", run.stdout + run.stderr
+    assert origin.refused == 2 and [r[1] for r in origin.requests] == ["/retry-h1"]
+
+
+def test_an_http1_clients_request_with_a_body_is_not_sent_again(moongate, tmp_path, origins):
+    """A body may have been partly consumed: a refused request with one is a 502, not a retry."""
+    origin = origins(refuse_first=1)
+    port = start(moongate, tmp_path, origin)
+    run = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: svc.test", "-d", "x=1",
+                          f"http://127.0.0.1:{port}/post"], capture_output=True, text=True, timeout=20)
+    assert run.stdout == "502" and origin.refused == 1 and origin.requests == []

@@ -207,7 +207,8 @@ final class HTTP1OverHTTP2Stream: ChannelDuplexHandler {
                 context.fireChannelRead(wrapInboundOut(bytes))
             }
             if frame.endStream { streamEnded(context: context) }
-        case .rstStream:
+        case .rstStream(let code):
+            if code == .refusedStream && !responded { context.fireErrorCaught(HTTP2StreamRefused()) }
             context.close(promise: nil)
         default:
             break
@@ -233,6 +234,12 @@ final class HTTP1OverHTTP2Stream: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // A stream above the GOAWAY's last stream id was not processed either.
+        if !responded, let id = try? context.channel.syncOptions?.getOption(HTTP2StreamChannelOptions.streamID),
+            connection.wasRefusedByGoAway(id)
+        {
+            context.fireErrorCaught(HTTP2StreamRefused())
+        }
         if !released {
             released = true
             connection.streamEnded()
@@ -269,4 +276,10 @@ extension HTTP2UpstreamPool {
             try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
         }.nonisolated()
     }
+}
+
+/// An HTTP/2 upstream refused a stream without processing it (RST_STREAM REFUSED_STREAM before any
+/// answer, or a stream above its GOAWAY's last stream id): a request without a body may be sent again.
+struct HTTP2StreamRefused: Error, CustomStringConvertible {
+    var description: String { "the HTTP/2 upstream refused the stream without processing it" }
 }
