@@ -2,26 +2,30 @@ import Logging
 import MoongateConfig
 import NIOCore
 
-/// One end of a byte relay between two channels on the same event loop (a tunnel).
+/// The socket end of a tunnel: the relay between a socket channel and its partner on the same
+/// event loop, another socket channel's ``GlueHandler`` (an HTTP/1.1 tunnel) or an HTTP/2 stream
+/// (``StreamTunnel``).
 ///
-/// Reads are gated on the partner's writability (back-pressure both ways), and half-closure is
-/// propagated: the input closing on one side becomes `close(mode: .output)` on the other, after
-/// every byte already read has been written, so nothing is truncated. When both directions are
-/// done, both channels close. Both channels must allow remote half-closure.
-package final class GlueHandler: ChannelDuplexHandler {
+/// Reads are gated on the partner's ``TunnelEnd/acceptsWrites`` (back-pressure both ways), and
+/// half-closure is propagated: the input closing on one side becomes `close(mode: .output)` on the
+/// other, after every byte already read has been written, so nothing is truncated. When both
+/// directions are done, the channel closes. The channel must allow remote half-closure.
+package final class GlueHandler: ChannelDuplexHandler, TunnelEnd {
     package typealias InboundIn = ByteBuffer
     package typealias OutboundIn = ByteBuffer
     package typealias OutboundOut = ByteBuffer
 
-    private var partner: GlueHandler?
+    private var partner: (any TunnelEnd)?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
     private var inputClosed = false
     private var outputClosed = false
+    /// An error was caught on this channel (its partner is told it failed, not ended).
+    private var failed = false
     /// Bytes read on this side (relayed to the partner).
     private(set) var bytesRead = 0
     /// Set by every read; the idle sweeper takes it (see ``takeActivity()``).
-    private var sawTraffic = false
+    package var sawTraffic = false
     /// Idle sweeps in a row with no traffic either way.
     var idleSweeps = 0
 
@@ -34,6 +38,13 @@ package final class GlueHandler: ChannelDuplexHandler {
         first.partner = second
         second.partner = first
         return (first, second)
+    }
+
+    /// The socket end facing another kind of end (an HTTP/2 stream), which keeps this one as its partner.
+    static func facing(_ partner: any TunnelEnd) -> GlueHandler {
+        let glue = GlueHandler()
+        glue.partner = partner
+        return glue
     }
 
     package func handlerAdded(context: ChannelHandlerContext) {
@@ -65,7 +76,8 @@ package final class GlueHandler: ChannelDuplexHandler {
     }
 
     package func channelInactive(context: ChannelHandlerContext) {
-        partner?.partnerCloseFull()
+        partner?.partnerClosed(failed: failed)
+        context.fireChannelInactive()
     }
 
     package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -79,7 +91,8 @@ package final class GlueHandler: ChannelDuplexHandler {
     }
 
     package func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        partner?.partnerCloseFull()
+        failed = true
+        partner?.partnerClosed(failed: true)
         context.close(promise: nil)
     }
 
@@ -89,7 +102,7 @@ package final class GlueHandler: ChannelDuplexHandler {
     }
 
     package func read(context: ChannelHandlerContext) {
-        if let partner, partner.partnerWritable {
+        if let partner, partner.acceptsWrites {
             context.read()
         } else {
             pendingRead = true
@@ -107,15 +120,21 @@ package final class GlueHandler: ChannelDuplexHandler {
         return active
     }
 
+    /// Drops the partner (a relay whose connection never came up).
+    func forgetPartner() { partner = nil }
+
+    /// The socket channel's writability (what ``acceptsWrites`` tells the partner).
+    var channelIsWritable: Bool { context?.channel.isWritable ?? false }
+
     /// Closes this side (the partner follows).
     func closeTunnel() { context?.close(promise: nil) }
 
-    // MARK: - Called by the partner
+    // MARK: - Called by the partner (TunnelEnd)
 
-    private func partnerWrite(_ buffer: ByteBuffer) { context?.write(wrapOutboundOut(buffer), promise: nil) }
-    private func partnerFlush() { context?.flush() }
+    package func partnerWrite(_ buffer: ByteBuffer) { context?.write(wrapOutboundOut(buffer), promise: nil) }
+    package func partnerFlush() { context?.flush() }
 
-    private func partnerWriteEOF() {
+    package func partnerWriteEOF() {
         guard let context, !outputClosed else { return }
         outputClosed = true
         context.flush()
@@ -123,16 +142,16 @@ package final class GlueHandler: ChannelDuplexHandler {
         closeIfDone()
     }
 
-    private func partnerCloseFull() { context?.close(promise: nil) }
+    package func partnerClosed(failed: Bool) { context?.close(promise: nil) }
 
-    private func partnerBecameWritable() {
+    package func partnerBecameWritable() {
         if pendingRead {
             pendingRead = false
             context?.read()
         }
     }
 
-    private var partnerWritable: Bool { context?.channel.isWritable ?? false }
+    package var acceptsWrites: Bool { context?.channel.isWritable ?? false }
 
     /// Both directions have finished on this side's channel: close it fully.
     private func closeIfDone() {

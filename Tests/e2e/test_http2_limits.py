@@ -340,3 +340,38 @@ def test_extended_connect_can_be_turned_off(moongate, plugin, origin):
         assert client.status[after] == 200
     finally:
         client.close()
+
+
+def test_tunnel_timeouts_hold_for_connect_streams_as_for_http1_tunnels(moongate, plugin, origin):
+    """`timeouts.tunnel_idle` ends an idle CONNECT stream (its target is closed, the stream gets
+    END_STREAM) and `timeouts.tunnel_max_duration` resets a busy one; the connection goes on."""
+    port = free_port()
+    target = Target(echo_until_eof)
+    moongate(config(port, origin.port, plugin, timeouts="timeouts:\n  tunnel_idle: 1s\n  tunnel_max_duration: 3s\n"), port)
+    client = Client(port)
+    try:
+        busy = client.connect(f"127.0.0.1:{target.port}")
+        quiet = client.connect(f"127.0.0.1:{target.port}")
+        client.pump(lambda: {busy, quiet} <= set(client.status))
+        started = time.time()
+        sent = b""
+        quiet_end = None
+        while busy not in client.reset and time.time() - started < 8:
+            piece = b"tick;"
+            sent += piece
+            client.send(busy, piece)
+            client.pump(lambda: client.data[busy] == sent or busy in client.reset, timeout=5)
+            if quiet_end is None and quiet in client.ended:
+                # Idle: ended cleanly (END_STREAM, like a FIN), not reset.
+                quiet_end = (time.time() - started, quiet in client.reset)
+            time.sleep(0.3)
+        lived = time.time() - started
+        assert quiet_end is not None and 0.8 <= quiet_end[0] <= 2.5 and not quiet_end[1], quiet_end
+        assert busy in client.reset and 2.5 <= lived <= 5, lived  # the maximum duration, despite traffic
+        assert not client.goaway
+        fresh = client.get("/after")
+        client.pump(lambda: fresh in client.ended)
+        assert client.status[fresh] == 200
+    finally:
+        client.close()
+        target.close()

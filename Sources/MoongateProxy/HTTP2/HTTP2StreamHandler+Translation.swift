@@ -188,7 +188,7 @@ extension HTTP2StreamHandler {
                 return
             }
             do {
-                try upstreamChannel.pipeline.syncOperations.addHandler(tunnel.targetSide)
+                try upstreamChannel.pipeline.syncOperations.addHandler(tunnel.socketEnd)
             } catch {
                 upstreamChannel.close(promise: nil)
                 handler.reset(.connectError, context: context)

@@ -1,4 +1,5 @@
 import Logging
+import MoongateConfig
 import MoongatePolicy
 import NIOCore
 import NIOHPACK
@@ -16,9 +17,12 @@ extension HTTP2StreamHandler {
         state = .dialling(dial)
         let tunnel = StreamTunnel(stream: self)
         let dialled = outcome.tunnelTLS.map { tls in
-            TunnelTLS.dial(target, tls: tls, then: tunnel.targetSide, runtime: runtime, loop: loop, on: context.eventLoop)
-        } ?? UpstreamDialer.dialTarget(target, with: tunnel.targetSide, runtime: runtime, loop: loop, on: context.eventLoop)
+            TunnelTLS.dial(target, tls: tls, then: tunnel.socketEnd, runtime: runtime, loop: loop, on: context.eventLoop)
+        } ?? UpstreamDialer.dialTarget(target, with: tunnel.socketEnd, runtime: runtime, loop: loop, on: context.eventLoop)
         dialled.assumeIsolated().whenComplete { result in
+            // The two ends hold each other until the socket end leaves a pipeline; without a
+            // connection it never joins one.
+            if case .failure = result { tunnel.socketEnd.forgetPartner() }
             guard case .dialling(let current) = self.state, current === dial, let context = self.context else {
                 if case .success(let channel) = result { channel.close(promise: nil) }
                 return
@@ -49,12 +53,23 @@ extension HTTP2StreamHandler {
 
     /// Keeps the open-tunnels gauge until the stream closes (the caps counted it before its 200:
     /// ``TunnelRegistry/openUntilClosed(_:client:)``), then closes the target and writes its
-    /// access-log line (and runs the log hooks under the generation that admitted it).
+    /// access-log line (and runs the log hooks under the generation that admitted it). The tunnel
+    /// timeouts hold as on HTTP/1.1: `tunnel_idle` (the loop's sweeper closes the target; the
+    /// stream ends) and `tunnel_max_duration` (the stream is reset).
     func trackTunnel(
         _ tunnel: StreamTunnel, target channel: any Channel, request: PolicyRequest, outcome: PolicyOutcome,
         instance: PolicyInstance, context: ChannelHandlerContext
     ) {
         runtime.metrics.tunnelOpened()
+        let timeouts = loop.policy.settings.timeouts
+        let sweeper = loop.sweeper
+        let socketEnd = tunnel.socketEnd!
+        sweeper.add(socketEnd, idle: timeouts.tunnelIdle.timeAmount)
+        if let maxDuration = timeouts.tunnelMaxDuration {
+            let stream = context.channel
+            let task = context.eventLoop.scheduleTask(in: maxDuration.timeAmount) { stream.close(promise: nil) }
+            stream.closeFuture.whenComplete { _ in task.cancel() }
+        }
         let runtime = self.runtime
         let client = self.client
         let startedAt = self.startedAt
@@ -62,6 +77,7 @@ extension HTTP2StreamHandler {
         let logHooks = instance.hasLogHooks ? instance : nil
         streamChannel.closeFuture.assumeIsolated().whenComplete { _ in
             channel.close(promise: nil)
+            sweeper.remove(socketEnd)
             runtime.metrics.tunnelClosed()
             runtime.requestEnded(
                 request, outcome: outcome, status: 200, local: false, client: client, bytesIn: tunnel.bytesToTarget,

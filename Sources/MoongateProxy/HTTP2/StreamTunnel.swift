@@ -1,128 +1,75 @@
 import NIOCore
 
-/// The TCP half of a CONNECT stream terminated here: bytes both ways between the HTTP/2 stream
-/// (``HTTP2StreamHandler``) and the target's connection, with back-pressure tied to the target
-/// socket's writability one way and to the stream's flow-control window the other, and half-close
-/// carried over (END_STREAM ↔ FIN).
-final class StreamTunnel {
+/// The HTTP/2 stream end of a tunnel (a CONNECT stream terminated here, or a translated upgrade or
+/// CONNECT): the stream's DATA ↔ bytes of the target's connection, whose end is a ``GlueHandler``
+/// like either end of an HTTP/1.1 tunnel. END_STREAM ↔ FIN both ways; a target that fails resets
+/// the stream. The target is read only while the stream's flow-control window is open (and not
+/// before the stream's 200 is out); the client's DATA is taken only while the target's socket is
+/// writable.
+final class StreamTunnel: TunnelEnd {
     /// The stream side (strong until the relay ends: the stream's state holds this tunnel).
     private(set) var stream: HTTP2StreamHandler?
     /// The target's connection, once dialled.
     var target: (any Channel)?
-    let targetSide: TargetSide
+    /// The target connection's end of the relay.
+    private(set) var socketEnd: GlueHandler!
     private(set) var bytesToTarget = 0
-    private(set) var bytesFromTarget = 0
+    var bytesFromTarget: Int { socketEnd.bytesRead }
+    /// The stream's 200 is out: the target may be read.
+    private var ready = false
+    /// The target's input ended (its FIN became END_STREAM).
+    private var targetEnded = false
+    package var sawTraffic = false
 
     init(stream: HTTP2StreamHandler) {
         self.stream = stream
-        self.targetSide = TargetSide()
-        targetSide.tunnel = self
+        socketEnd = GlueHandler.facing(self)
     }
+
+    // MARK: - The stream's side
 
     /// DATA from the client, to the target (flushed per read batch).
     func toTarget(_ bytes: ByteBuffer) {
         bytesToTarget += bytes.readableBytes
-        target?.write(bytes, promise: nil)
+        sawTraffic = true
+        socketEnd.partnerWrite(bytes)
     }
 
-    func flushTarget() { target?.flush() }
+    func flushTarget() { socketEnd.partnerFlush() }
 
     /// The client sent END_STREAM: the target gets a FIN (and may go on answering).
-    func clientEnded() {
-        target?.flush()
-        target?.close(mode: .output, promise: nil)
+    func clientEnded() { socketEnd.partnerWriteEOF() }
+
+    var targetIsWritable: Bool { socketEnd.channelIsWritable }
+
+    /// The tunnel is up (or the stream's window opened): the target's reads may go on.
+    func resumeTargetReads() {
+        ready = true
+        socketEnd.partnerBecameWritable()
     }
 
-    var targetIsWritable: Bool { target?.isWritable ?? true }
+    // MARK: - TunnelEnd: what the target's end relays
 
-    /// The stream can take DATA again: the target's reads resume.
-    func resumeTargetReads() { targetSide.resume() }
+    package func partnerWrite(_ buffer: ByteBuffer) { stream?.targetData(buffer) }
+    package func partnerFlush() { stream?.targetReadComplete() }
 
-    fileprivate func fromTarget(_ bytes: ByteBuffer) {
-        bytesFromTarget += bytes.readableBytes
-        stream?.targetData(bytes)
+    package func partnerWriteEOF() {
+        targetEnded = true
+        stream?.targetEnded()
     }
 
-    fileprivate func targetReadComplete() { stream?.targetReadComplete() }
-    fileprivate func targetEnded() { stream?.targetEnded() }
-    fileprivate func targetWritable() { stream?.resumeClientReads() }
-
-    fileprivate func targetClosed(failed: Bool) {
-        if failed { stream?.targetFailed() }
+    /// A FIN after our own FIN closes the socket without an input-closed event: that end is as
+    /// clean as a half-close. Only a failure (a reset, an error) resets the stream.
+    package func partnerClosed(failed: Bool) {
+        if failed {
+            stream?.targetFailed()
+        } else if !targetEnded {
+            partnerWriteEOF()
+        }
         stream = nil
     }
 
-    /// The handler on the target's connection. It holds reads until the stream's 200 is out and
-    /// whenever the stream's window is closed.
-    final class TargetSide: ChannelDuplexHandler {
-        typealias InboundIn = ByteBuffer
-        typealias OutboundIn = ByteBuffer
-        typealias OutboundOut = ByteBuffer
+    package func partnerBecameWritable() { stream?.resumeClientReads() }
 
-        fileprivate var tunnel: StreamTunnel?
-        private var context: ChannelHandlerContext?
-        private var ready = false
-        private var pendingRead = false
-        private var ended = false
-        private var failed = false
-
-        func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-        func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
-
-        /// The tunnel is up (or the stream's window opened): reading may go on.
-        func resume() {
-            ready = true
-            guard pendingRead, let context else { return }
-            pendingRead = false
-            context.read()
-        }
-
-        func read(context: ChannelHandlerContext) {
-            if ready && (tunnel?.stream?.streamIsWritable ?? true) {
-                context.read()
-            } else {
-                pendingRead = true
-            }
-        }
-
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            tunnel?.fromTarget(unwrapInboundIn(data))
-        }
-
-        func channelReadComplete(context: ChannelHandlerContext) {
-            tunnel?.targetReadComplete()
-            context.fireChannelReadComplete()
-        }
-
-        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-            if let event = event as? ChannelEvent, case .inputClosed = event {
-                ended = true
-                tunnel?.targetEnded()
-                return
-            }
-            context.fireUserInboundEventTriggered(event)
-        }
-
-        func channelWritabilityChanged(context: ChannelHandlerContext) {
-            if context.channel.isWritable { tunnel?.targetWritable() }
-            context.fireChannelWritabilityChanged()
-        }
-
-        func channelInactive(context: ChannelHandlerContext) {
-            // A FIN after our own FIN closes the socket without an inputClosed event: that end is
-            // as clean as a half-close. Only an error (a reset) resets the stream.
-            if !ended && !failed {
-                ended = true
-                tunnel?.targetEnded()
-            }
-            tunnel?.targetClosed(failed: failed)
-            tunnel = nil
-            context.fireChannelInactive()
-        }
-
-        func errorCaught(context: ChannelHandlerContext, error: any Error) {
-            failed = true
-            context.close(promise: nil)
-        }
-    }
+    package var acceptsWrites: Bool { ready && (stream?.streamIsWritable ?? false) }
 }
