@@ -112,13 +112,17 @@ public enum ConfigLoader {
         if let node = map["protocol"] { cluster.upstreamProtocol = try parseClusterProtocol(node) }
         // ALPN must be able to confirm the codec the cluster speaks (its `protocol`).
         if let offered = cluster.tls?.alpn, let tlsNode = map["tls"] {
-            let http2 = cluster.upstreamProtocol == .http2
-            if http2 && !offered.contains("h2") {
+            switch cluster.upstreamProtocol {
+            case .http2 where !offered.contains("h2"):
                 throw tlsNode.error("cluster '\(cluster.name)' speaks HTTP/2 (protocol: http2): its alpn must offer h2")
+            case .http1 where !offered.contains("http/1.1"):
+                throw tlsNode.error(
+                    "cluster '\(cluster.name)' speaks HTTP/1.1: its alpn must offer http/1.1 (protocol: http2 or auto for h2)")
+            default: break
             }
-            if !http2 && !offered.contains("http/1.1") {
-                throw tlsNode.error("cluster '\(cluster.name)' speaks HTTP/1.1: its alpn must offer http/1.1 (protocol: http2 for h2)")
-            }
+        }
+        if cluster.upstreamProtocol == .auto && cluster.tls == nil, let node = map["protocol"] {
+            throw node.error("protocol: auto follows the server's ALPN answer, so cluster '\(cluster.name)' needs tls")
         }
         return cluster
     }

@@ -74,6 +74,13 @@ public struct ClusterTLSConfig: Sendable, Equatable {
     /// Creates the default: verification on against the system trust store, SNI from the endpoint.
     public init() {}
 
-    /// The ALPN protocols offered to a cluster that speaks HTTP/2 (`http2`) or HTTP/1.1.
-    public func offeredALPN(http2: Bool) -> [String] { alpn ?? [http2 ? "h2" : "http/1.1"] }
+    /// The ALPN protocols offered to a cluster that speaks `upstream`.
+    public func offeredALPN(for upstream: ClusterProtocol) -> [String] {
+        if let alpn { return alpn }
+        switch upstream {
+        case .http1: return ["http/1.1"]
+        case .http2: return ["h2"]
+        case .auto: return ["h2", "http/1.1"]
+        }
+    }
 }

@@ -31,7 +31,7 @@ extension HTTP1ProxyHandler {
         }
         exchange.pending.append(upstreamHeadBytes)
         if kind == .forward, requestFraming == .none, case .cluster(let cluster) = destination,
-            cluster.config.upstreamProtocol == .http2
+            cluster.config.upstreamProtocol != .http1
         {
             exchange.retry = (destination, upstreamHeadBytes)
         }

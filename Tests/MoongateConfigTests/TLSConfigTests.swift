@@ -75,14 +75,16 @@ struct TLSConfigTests {
         #expect(origin.tls?.caFile == "/etc/moongate/ca.pem")
         #expect(origin.tls?.certificateFile == "/etc/moongate/c.pem")
         #expect(origin.tls?.insecureSkipVerify == true)
-        #expect(origin.tls?.alpn == nil && origin.tls?.offeredALPN(http2: false) == ["http/1.1"])
-        #expect(origin.tls?.offeredALPN(http2: true) == ["h2"])
+        #expect(origin.tls?.alpn == nil && origin.tls?.offeredALPN(for: .http1) == ["http/1.1"])
+        #expect(origin.tls?.offeredALPN(for: .http2) == ["h2"])
+        #expect(origin.tls?.offeredALPN(for: .auto) == ["h2", "http/1.1"])
         #expect(config.cluster(named: "plain")?.tls?.caFile == nil)
         #expect(config.cluster(named: "parent")?.tls == nil)
     }
 
     @Test("bad cluster tls and via are errors", arguments: [
-        ("- { name: a, endpoints: [\"h:1\"], tls: { alpn: [h2] } }", "its alpn must offer http/1.1 (protocol: http2 for h2)"),
+        ("- { name: a, endpoints: [\"h:1\"], tls: { alpn: [h2] } }", "its alpn must offer http/1.1 (protocol: http2 or auto for h2)"),
+        ("- { name: a, endpoints: [\"h:1\"], protocol: auto }", "needs tls"),
         ("- { name: a, endpoints: [\"h:1\"], protocol: http2, tls: { alpn: [http/1.1] } }", "its alpn must offer h2"),
         ("- { name: a, endpoints: [\"h:1\"], tls: { alpn: [spdy/3] } }", "alpn offers h2 and http/1.1 only, not 'spdy/3'"),
         ("- { name: a, endpoints: [\"h:1\"], tls: { cert: c.pem } }", "both cert and key"),

@@ -73,9 +73,11 @@ def proxy(moongate, tmp_path):
     origin.close()
 
 
-def send_block(port, fields, end_stream=True, body=None):
+def send_block(port, fields, end_stream=True, body=None, pause=0.0, more=None):
     """Sends one request with exactly these fields (no normalisation); returns the connection after
-    the stream's answer: a response HEADERS, a RST_STREAM or a GOAWAY."""
+    the stream's answer: a response HEADERS, a RST_STREAM or a GOAWAY. `body` goes as one DATA
+    frame; with `more`, that frame does not end the stream and, after `pause` seconds (time for an
+    upstream to answer a request it had whole), `more` follows in a DATA frame that does."""
     raw = Raw(port)
     encoder = hpack.Encoder()
     frame = HeadersFrame(1)
@@ -86,7 +88,10 @@ def send_block(port, fields, end_stream=True, body=None):
         frame.flags.add("END_STREAM")
     raw.send(frame)
     if body is not None:
-        raw.send(DataFrame(1, data=body, flags=["END_STREAM"] if end_stream else []))
+        raw.send(DataFrame(1, data=body, flags=["END_STREAM"] if end_stream and more is None else []))
+    if more is not None:
+        time.sleep(pause)
+        raw.send(DataFrame(1, data=more, flags=["END_STREAM"]))
     raw.read(lambda f: isinstance(f, GoAwayFrame) or (f.stream_id == 1 and isinstance(f, (RstStreamFrame, HeadersFrame))))
     return raw
 
@@ -166,6 +171,37 @@ def test_b1_content_length_that_disagrees_with_the_data_is_a_stream_error(proxy,
         raw.close()
     time.sleep(0.3)
     assert origin.raw == []  # never a complete request (a truncated one is abandoned by its connection)
+
+
+@pytest.mark.parametrize("declared,body,more", [("0", None, b"late"), ("5", b"hello", b"!")],
+                         ids=["0, then DATA", "5 in full, then one byte more"])
+def test_b1_bytes_past_a_length_that_was_complete_are_refused_and_nothing_complete_was_forwarded(proxy, declared, body, more):
+    """The DATA that breaks the declared length comes half a second after a request that was
+    complete as declared, with the stream still open: the upstream never had it whole (the head of
+    a zero-length request waits for END_STREAM; the bytes that complete a length wait too)."""
+    port, origin = proxy
+    fields = [(":method", "POST"), (":scheme", "http"), (":authority", "a.test"), (":path", "/late"),
+              ("content-length", declared)]
+    raw = send_block(port, fields, body=body if body is not None else b"", pause=0.5, more=more)
+    try:
+        assert refused(raw), [type(f).__name__ for f in raw.frames]
+    finally:
+        raw.close()
+    time.sleep(0.3)
+    assert origin.raw == []
+
+
+def test_a_zero_length_request_whose_stream_ends_later_is_answered(proxy):
+    port, origin = proxy
+    fields = [(":method", "POST"), (":scheme", "http"), (":authority", "a.test"), (":path", "/zero"),
+              ("content-length", "0")]
+    raw = send_block(port, fields, body=b"", pause=0.5, more=b"")
+    try:
+        last = raw.frames[-1]
+        assert isinstance(last, HeadersFrame) and dict(hpack.Decoder().decode(last.data))[":status"] == "200"
+    finally:
+        raw.close()
+    assert len(origin.raw) == 1 and origin.raw[0].startswith(b"POST /zero HTTP/1.1")
 
 
 def test_b5_te_trailers_is_allowed_and_host_equal_to_authority_too(proxy):

@@ -3,6 +3,7 @@ verifies the certificate as for any TLS cluster, and multiplexes requests as str
 connection. A server that selects `http/1.1` (or nothing) fails the ALPN check: a 502 naming it,
 in the log and in `moongate_upstream_tls_failures_total{reason="alpn"}`. The origin is python
 `h2` behind python `ssl`; the clients are curl over HTTP/1.1 and HTTP/2."""
+import json
 import socket
 import ssl
 import subprocess
@@ -92,7 +93,7 @@ class H2TLSOrigin:
         self.sock.close()
 
 
-def config(port, admin, origin_port, plugin, ca, extra_tls=""):
+def config(port, admin, origin_port, plugin, ca, extra_tls="", proto="http2"):
     return f"""event_loop_threads: 1
 listeners:
   - name: main
@@ -105,7 +106,7 @@ admin:
 clusters:
   - name: secure
     endpoints: ["127.0.0.1:{origin_port}"]
-    protocol: http2
+    protocol: {proto}
     tls:
       sni: origin.test
       ca_file: {ca.path}
@@ -204,3 +205,35 @@ def test_http2_over_tls_inside_a_parent_proxys_tunnel(moongate, setup):
         assert o.sni == ["origin.test"] and o.heads[0][":scheme"] == "https"
     finally:
         parent.close()
+
+
+def test_an_auto_cluster_speaks_http2_to_a_server_that_selects_h2(moongate, setup):
+    """`protocol: auto` offers h2 and http/1.1; this server chooses h2, so requests of both client
+    protocols are streams of one connection."""
+    ca, plugin, origin = setup
+    o = origin(alpn=("h2", "http/1.1"))
+    port, admin = free_port(), free_port()
+    moongate(config(port, admin, o.port, plugin, ca, proto="auto"), port)
+    assert curl(port, f"http://127.0.0.1:{port}/first") == (200, "h2 /first")
+    assert curl(port, "--http2-prior-knowledge", f"http://127.0.0.1:{port}/second") == (200, "h2 /second")
+    assert curl(port, "--http2-prior-knowledge", f"http://127.0.0.1:{port}/third") == (200, "h2 /third")
+    assert o.connections == 1 and [h[":path"] for h in o.heads] == ["/first", "/second", "/third"]
+
+
+def test_an_auto_cluster_speaks_http1_to_a_server_without_h2(moongate, setup):
+    """The server selects no protocol (python's http.server behind ssl): the first connection
+    tells the loop, the request goes over HTTP/1.1, and later ones reuse its pooled connection."""
+    from test_tls_upstream import TLSOrigin
+    ca, plugin, _ = setup
+    cert, key = ca.issue("plain-origin", ["origin.test"])
+    o = TLSOrigin(cert, key)
+    try:
+        port, admin = free_port(), free_port()
+        moongate(config(port, admin, o.port, plugin, ca, proto="auto"), port)
+        for path, args in [("/a", ()), ("/b", ("--http2-prior-knowledge",)), ("/c", ())]:
+            status, body = curl(port, *args, f"http://127.0.0.1:{port}{path}")
+            assert status == 200 and json.loads(body)["path"] == path, body
+        # One handshake that learned HTTP/1.1, one HTTP/1.1 connection pooled for the three requests.
+        assert len(o.sni) == 2, o.sni
+    finally:
+        o.close()

@@ -97,17 +97,28 @@ enum UpstreamDialer {
         _ destination: UpstreamDestination, runtime: ProxyRuntime, loop: LoopContext, on eventLoop: any EventLoop,
         _ done: @escaping (Result<UpstreamHandler, Failure>) -> Void
     ) {
-        if case .cluster(let cluster) = destination, cluster.config.upstreamProtocol == .http2 {
-            // A stream of the cluster's HTTP/2 connection, dressed as an HTTP/1.1 connection (HTTP1OverHTTP2Stream).
-            HTTP2UpstreamPool.openHTTP1Stream(to: cluster, runtime: runtime, on: eventLoop).assumeIsolated().whenComplete { result in
-                switch result {
-                case .success(let handler): done(.success(handler))
-                case .failure(let error):
-                    let (status, reason) = failure(error)
-                    done(.failure(Failure(status: status, reason: reason, error: error)))
+        if case .cluster(let cluster) = destination, cluster.config.upstreamProtocol != .http1 {
+            let pool = HTTP2UpstreamPool.pool(on: eventLoop)
+            if pool.speaks(cluster) != .http1 {
+                // A stream of the cluster's HTTP/2 connection, dressed as an HTTP/1.1 connection
+                // (HTTP1OverHTTP2Stream); an `auto` cluster whose server turns out to speak HTTP/1.1
+                // gets an HTTP/1.1 connection instead, as will this loop's later requests.
+                HTTP2UpstreamPool.openHTTP1Stream(to: cluster, runtime: runtime, on: eventLoop).assumeIsolated().whenComplete { result in
+                    switch result {
+                    case .success(let handler):
+                        pool.learned(.http2, for: cluster)
+                        done(.success(handler))
+                    case .failure(let error as ALPNChoseHTTP1):
+                        runtime.logger.debug("auto cluster speaks HTTP/1.1", metadata: ["cluster": "\(cluster.config.name)", "why": "\(error)"])
+                        pool.learned(.http1, for: cluster)
+                        connect(destination, runtime: runtime, loop: loop, on: eventLoop, done)
+                    case .failure(let error):
+                        let (status, reason) = failure(error)
+                        done(.failure(Failure(status: status, reason: reason, error: error)))
+                    }
                 }
+                return
             }
-            return
         }
         dial(destination, runtime: runtime, loop: loop, on: eventLoop).assumeIsolated().whenComplete { result in
             switch result {

@@ -25,7 +25,9 @@ extension HTTP2StreamHandler {
         headers: [HeaderField], endStream: Bool, kind: Exchange.Kind = .forward, head prepared: (ByteBuffer, BodyFraming)? = nil,
         context: ChannelHandlerContext
     ) {
-        if kind == .forward, case .cluster(let cluster) = destination, cluster.config.upstreamProtocol == .http2 {
+        // Streams of the cluster's HTTP/2 connection; an `auto` cluster not yet known on this loop
+        // goes through the exchange path, whose dialer learns what its server speaks.
+        if kind == .forward, case .cluster(let cluster) = destination, upstreams.speaks(cluster) == .http2 {
             startH2Forward(
                 to: cluster, request: request, instance: instance, outcome: outcome, headers: headers, endStream: endStream,
                 context: context)

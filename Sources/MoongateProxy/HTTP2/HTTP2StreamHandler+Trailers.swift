@@ -19,6 +19,7 @@ extension HTTP2StreamHandler {
             malformed("DATA does not match content-length", context: context)
             return
         }
+        releaseRequestTail(context: context)
         if case .forwardingH2(let forward) = state, !trailers.isEmpty {
             forwardTrailers(trailers, forward)
             return

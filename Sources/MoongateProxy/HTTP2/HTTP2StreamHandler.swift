@@ -31,6 +31,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         case relaying(StreamTunnel)
         /// Forwarded as a stream of an HTTP/2 upstream connection.
         case forwardingH2(H2Forward)
+        /// A request with `content-length: 0` whose stream is still open: it is sent once END_STREAM
+        /// comes (DATA would make it malformed, and the upstream must not have it complete by then).
+        case waitingForEnd(() -> Void)
         case closed
     }
 
@@ -71,6 +74,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// The request's `content-length`, which the DATA received must match (RFC 9113 §8.1.1).
     var declaredLength: Int?
     var receivedLength = 0
+    /// The request bytes that complete its `content-length`, held until END_STREAM shows that no
+    /// more DATA follows (more would make the request malformed after the upstream had it whole).
+    var requestTail: ByteBuffer?
     /// The last body chunk of an upstream response, held until the next part shows whether it ends
     /// the response (then it carries END_STREAM and no empty DATA frame follows) or the read ends.
     var heldData: ByteBuffer?
@@ -118,6 +124,11 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
                 malformed("DATA does not match content-length", context: context)
                 return
             }
+            if receivedLength == declaredLength, !frame.endStream, bytes.readableBytes > 0 {
+                requestTail = bytes
+                return
+            }
+            releaseRequestTail(context: context)
             clientData(bytes, context: context)
             if frame.endStream { clientEnded(context: context) }
         case .rstStream:
@@ -151,8 +162,18 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
     }
 
+    /// The held bytes that complete the request's length go on (END_STREAM or trailers came).
+    func releaseRequestTail(context: ChannelHandlerContext) {
+        guard let tail = requestTail else { return }
+        requestTail = nil
+        clientData(tail, context: context)
+    }
+
     func clientEnded(context: ChannelHandlerContext) {
+        releaseRequestTail(context: context)
         switch state {
+        case .waitingForEnd(let start):
+            start()
         case .exchanging(let exchange, _):
             guard !exchange.requestComplete else { return }
             exchange.requestComplete = true
@@ -267,6 +288,14 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             answer(local, request: request, outcome: verdict.outcome, context: context)
         case .terminateTunnel(let target):
             startTunnel(to: target, request: request, instance: instance, outcome: verdict.outcome, endStream: endStream, context: context)
+        case .exchange(.forward, let destination, let upstreamHeaders, _) where !endStream && head.contentLength == 0:
+            // Complete as declared, yet the stream is open: sent once END_STREAM shows no DATA follows.
+            state = .waitingForEnd { [unowned self] in
+                guard let context = self.context else { return }
+                self.startExchange(
+                    to: destination, request: request, instance: instance, outcome: verdict.outcome, headers: upstreamHeaders,
+                    endStream: true, context: context)
+            }
         case .exchange(.forward, let destination, let upstreamHeaders, _):
             startExchange(
                 to: destination, request: request, instance: instance, outcome: verdict.outcome, headers: upstreamHeaders,

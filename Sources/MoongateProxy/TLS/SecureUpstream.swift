@@ -7,11 +7,13 @@ import NIOPosix
 /// parent HTTP proxy (`via:`) that is sent `CONNECT endpoint` in the clear first, or both (TLS to
 /// the real origin inside the parent's tunnel, in one hop). The channel is handed over only once
 /// the tunnel is up and the handshake has verified, so a failure is known before a request is sent.
-/// The HTTP codec goes on last: HTTP/1.1 by default, or what `codec` installs (an HTTP/2 cluster's).
+/// The HTTP codec goes on last, once the handshake is done, told what the server selected by ALPN:
+/// HTTP/1.1 by default (refusing a server that selected `h2`), or what `codec` installs (an HTTP/2
+/// cluster's, which may refuse `http/1.1` in turn).
 enum SecureUpstream {
     static func dial(
         _ target: ClusterTarget, key: String, runtime: ProxyRuntime, loop: LoopContext, on eventLoop: any EventLoop,
-        endpoint chosen: Endpoint? = nil, codec: (@Sendable (any Channel) throws -> Void)? = nil
+        endpoint chosen: Endpoint? = nil, codec: (@Sendable (any Channel, _ alpn: String?) throws -> Void)? = nil
     ) -> EventLoopFuture<any Channel> {
         let cluster = target.config
         let endpoint = chosen ?? cluster.endpoints[loop.nextEndpointIndex(cluster.name, count: cluster.endpoints.count)]
@@ -25,8 +27,13 @@ enum SecureUpstream {
         let limits = settings.limits
         let overload = runtime.overload
         let ready = eventLoop.makePromise(of: Void.self)
-        let installCodec: @Sendable (any Channel) throws -> Void =
-            codec ?? { channel in try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits) }
+        let installCodec: @Sendable (any Channel, String?) throws -> Void =
+            codec ?? { channel, alpn in
+                guard alpn != "h2" else {
+                    throw UpstreamTLSError(reason: "alpn", detail: "the upstream selected h2 on a connection opened for HTTP/1.1")
+                }
+                try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits)
+            }
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout.timeAmount)
             .channelOption(.allowRemoteHalfClosure, value: true)
@@ -34,9 +41,13 @@ enum SecureUpstream {
                 overload.track(upstream: channel)
                 return channel.eventLoop.makeCompletedFuture {
                     guard parent != nil else {
-                        if let tls { ready.completeWith(try tls.configure(channel, endpoint: endpoint, timeout: timeout, metrics: metrics)) }
-                        try installCodec(channel)
-                        if tls == nil { ready.succeed(()) }
+                        if let tls {
+                            let handshake = try tls.configure(channel, endpoint: endpoint, timeout: timeout, metrics: metrics)
+                            ready.completeWith(handshake.flatMapThrowing { alpn in try installCodec(channel, alpn) })
+                        } else {
+                            try installCodec(channel, nil)
+                            ready.succeed(())
+                        }
                         return
                     }
                     let tunnel = ParentProxyTunnel(target: endpoint, established: channel.eventLoop.makePromise())
@@ -45,9 +56,12 @@ enum SecureUpstream {
                     ready.completeWith(
                         tunnel.established.futureResult.flatMap { _ in
                             do {
-                                let handshake = try tls?.configure(channel, endpoint: endpoint, timeout: timeout, metrics: metrics)
-                                try installCodec(channel)
-                                return handshake ?? channel.eventLoop.makeSucceededVoidFuture()
+                                guard let tls else {
+                                    try installCodec(channel, nil)
+                                    return channel.eventLoop.makeSucceededVoidFuture()
+                                }
+                                let handshake = try tls.configure(channel, endpoint: endpoint, timeout: timeout, metrics: metrics)
+                                return handshake.flatMapThrowing { alpn in try installCodec(channel, alpn) }
                             } catch {
                                 return channel.eventLoop.makeFailedFuture(error)
                             }

@@ -30,7 +30,7 @@ final class TLSRegistry: Sendable {
         tunnels.withLock { $0 = pair }
         for cluster in config.clusters {
             guard let settings = cluster.tls else { continue }
-            let upstream = try UpstreamTLS(cluster: cluster.name, settings: settings, http2: cluster.upstreamProtocol == .http2)
+            let upstream = try UpstreamTLS(cluster: cluster.name, settings: settings, speaks: cluster.upstreamProtocol)
             clusters.withLock { $0[cluster.name] = upstream }
         }
     }

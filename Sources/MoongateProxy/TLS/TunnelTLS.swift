@@ -55,7 +55,7 @@ enum TunnelTLS {
                 metrics: runtime.tls.metrics)
             try channel.pipeline.syncOperations.addHandler(ssl)
             try channel.pipeline.syncOperations.addHandler(watcher)
-            return watcher.promise.futureResult
+            return watcher.promise.futureResult.map { _ in }
         } catch {
             return channel.eventLoop.makeFailedFuture(TunnelTLSError(reason: "setup", detail: "\(error)"))
         }

@@ -17,14 +17,14 @@ final class UpstreamTLS: Sendable {
     let requiredALPN: String?
 
     /// Builds the cluster's context. - Throws: ``CertificateProblem`` naming a file that cannot be used.
-    init(cluster: String, settings: ClusterTLSConfig, http2: Bool = false) throws(CertificateProblem) {
+    init(cluster: String, settings: ClusterTLSConfig, speaks upstream: ClusterProtocol = .http1) throws(CertificateProblem) {
         self.cluster = cluster
         self.settings = settings
-        self.requiredALPN = http2 ? "h2" : nil
+        self.requiredALPN = upstream == .http2 ? "h2" : nil
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = settings.minVersion == .tls13 ? .tlsv13 : .tlsv12
         tls.cipherSuites = ListenerTLSConfig.modernCiphers
-        tls.applicationProtocols = settings.offeredALPN(http2: http2)
+        tls.applicationProtocols = settings.offeredALPN(for: upstream)
         if settings.insecureSkipVerify {
             tls.certificateVerification = .none
         } else if let ca = settings.caFile {
@@ -61,8 +61,9 @@ final class UpstreamTLS: Sendable {
     }
 
     /// Adds the TLS client and a handshake watcher to a new upstream connection (before the HTTP
-    /// handler); the watcher's future completes when the handshake has.
-    func configure(_ channel: any Channel, endpoint: Endpoint, timeout: TimeAmount, metrics: TLSMetrics) throws -> EventLoopFuture<Void> {
+    /// handler); the watcher's future completes when the handshake has, with the protocol the
+    /// server selected by ALPN (nil: none).
+    func configure(_ channel: any Channel, endpoint: Endpoint, timeout: TimeAmount, metrics: TLSMetrics) throws -> EventLoopFuture<String?> {
         let handler = try NIOSSLClientHandler(context: context, serverHostname: serverName(for: endpoint))
         let watcher = UpstreamHandshakeWatcher(
             promise: channel.eventLoop.makePromise(), cluster: cluster, timeout: timeout, metrics: metrics, requiredALPN: requiredALPN)
@@ -84,7 +85,8 @@ final class UpstreamHandshakeWatcher: ChannelInboundHandler, RemovableChannelHan
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
-    let promise: EventLoopPromise<Void>
+    /// Completed with the protocol the server selected by ALPN (nil: none).
+    let promise: EventLoopPromise<String?>
     private let cluster: String
     private let metrics: TLSMetrics
     private let timeout: TimeAmount
@@ -96,7 +98,7 @@ final class UpstreamHandshakeWatcher: ChannelInboundHandler, RemovableChannelHan
     private let requiredALPN: String?
 
     init(
-        promise: EventLoopPromise<Void>, cluster: String, timeout: TimeAmount, metrics: TLSMetrics,
+        promise: EventLoopPromise<String?>, cluster: String, timeout: TimeAmount, metrics: TLSMetrics,
         installing: NIOSSLClientHandler? = nil, requiredALPN: String? = nil
     ) {
         self.requiredALPN = requiredALPN
@@ -135,7 +137,7 @@ final class UpstreamHandshakeWatcher: ChannelInboundHandler, RemovableChannelHan
             }
             done = true
             timer?.cancel()
-            promise.succeed(())
+            promise.succeed(selected)
             context.pipeline.syncOperations.removeHandler(self, promise: nil)
         }
         context.fireUserInboundEventTriggered(event)

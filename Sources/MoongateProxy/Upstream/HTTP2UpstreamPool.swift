@@ -13,6 +13,8 @@ import Synchronization
 final class HTTP2UpstreamPool {
     private var byCluster: [String: [HTTP2UpstreamConnection]] = [:]
     private var nextEndpoint: [String: Int] = [:]
+    /// What each `auto` cluster's servers chose by ALPN on this loop, by pool key.
+    private var chosen: [String: ClusterProtocol] = [:]
     let eventLoop: any EventLoop
 
     private init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
@@ -28,6 +30,19 @@ final class HTTP2UpstreamPool {
             pools[key] = NIOLoopBound(pool, eventLoop: eventLoop)
             return pool
         }
+    }
+
+    /// The protocol requests to `cluster` use on this loop: its `protocol`, or for `auto` what its
+    /// server chose by ALPN (nil until a first connection has told).
+    func speaks(_ cluster: ClusterTarget) -> ClusterProtocol? {
+        let configured = cluster.config.upstreamProtocol
+        return configured == .auto ? chosen[cluster.poolKey] : configured
+    }
+
+    /// An `auto` cluster's server chose `upstream` by ALPN.
+    func learned(_ upstream: ClusterProtocol, for cluster: ClusterTarget) {
+        guard cluster.config.upstreamProtocol == .auto, chosen[cluster.poolKey] != upstream else { return }
+        chosen[cluster.poolKey] = upstream
     }
 
     /// A connection to `cluster` with room for one more stream, reserved for the caller (who
@@ -97,7 +112,10 @@ final class HTTP2UpstreamConnection {
     func dial(_ cluster: ClusterTarget, runtime: ProxyRuntime) {
         let eventLoop = readyPromise.futureResult.eventLoop
         let watcher = NIOLoopBound(HTTP2UpstreamRootHandler(connection: self), eventLoop: eventLoop)
-        let installCodec: @Sendable (any Channel) throws -> Void = { channel in
+        let auto = cluster.config.upstreamProtocol == .auto
+        let installCodec: @Sendable (any Channel, String?) throws -> Void = { channel, alpn in
+            // An `auto` cluster's server that did not select h2 speaks HTTP/1.1 (the pool learns it).
+            if auto && alpn != "h2" { throw ALPNChoseHTTP1() }
             _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                 mode: .client, connectionConfiguration: Self.connectionConfiguration,
                 streamConfiguration: .init()
@@ -117,7 +135,7 @@ final class HTTP2UpstreamConnection {
                 .connectTimeout(connectTimeout)
                 .channelInitializer { channel in
                     overload.track(upstream: channel)
-                    return channel.eventLoop.makeCompletedFuture { try installCodec(channel) }
+                    return channel.eventLoop.makeCompletedFuture { try installCodec(channel, nil) }
                 }
             opened = runtime.resolver.connect(
                 bootstrap, to: Authority(host: host, port: endpoint.port), allowed: [], floor: false, timeout: connectTimeout,
@@ -222,4 +240,10 @@ final class HTTP2UpstreamRootHandler: ChannelInboundHandler {
         connection.closed()
         context.close(promise: nil)
     }
+}
+
+/// The server of an `auto` cluster did not select `h2` by ALPN: it speaks HTTP/1.1 (the loop's
+/// pool remembers, and the request goes over an HTTP/1.1 connection instead).
+struct ALPNChoseHTTP1: Error, CustomStringConvertible {
+    var description: String { "the upstream did not select h2 by ALPN" }
 }
