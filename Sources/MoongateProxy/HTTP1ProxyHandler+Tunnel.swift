@@ -225,18 +225,15 @@ extension HTTP1ProxyHandler {
         }
         let runtime = self.runtime
         let client = self.client
-        let logHooks = instance.hasLogHooks ? (instance, request) : nil
+        let record = TunnelRecord(request: request, outcome: outcome, instance: instance)
         clientChannel.closeFuture.assumeIsolated().whenComplete { _ in
             upstream.close(promise: nil)
             sweeper.remove(clientGlue)
             let bytesIn = clientGlue.bytesRead
             let bytesOut = upstreamGlue.bytesRead
             runtime.metrics.tunnelClosed()
-            runtime.requestEnded(
-                request, outcome: outcome, status: status, local: false, client: client, bytesIn: bytesIn, bytesOut: bytesOut,
-                since: startedAt, tunnel: true)
-            // The log hook runs under the generation that admitted the tunnel.
-            if let (instance, request) = logHooks { instance.log(request: request, status: status) }
+            runtime.tunnelEnded(record, status: status, client: client, bytesIn: bytesIn, bytesOut: bytesOut, since: startedAt)
+            record.runLogHooks(status: status)
         }
         // The handler that kept the upstream's bytes leaves, handing them to the relay; or the
         // upstream's end, in place since the dial, starts reading now that its partner is in.

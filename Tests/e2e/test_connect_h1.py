@@ -253,3 +253,41 @@ def test_c12_tunnel_caps_per_client_and_global_refuse_cleanly_and_recover(moonga
     second = connect(port2, f"127.0.0.1:{upstream2.port}")
     head, rest = recv_head(second)
     assert head.startswith("HTTP/1.1 503") and b"too many tunnels" in rest + recv_all(second, timeout=2)
+
+
+LOG_HOOK = """
+local M = {}
+function M.connect(req) if req.target.host == "127.0.0.1" then return moongate.tunnel() end end
+function M.log(req, res)
+  moongate.log("info", "tunnel logged", { target = req.authority, status = res.status })
+end
+return M
+"""
+
+
+def test_a_log_hook_runs_when_a_tunnel_closes_and_the_access_log_has_its_line(moongate, servers, tmp_path):
+    """The log hook sees the tunnel's request and its status once it closes (the tunnel keeps only
+    what the hook and the access log need while it is open)."""
+    upstream = servers(echo)
+    plugin = tmp_path / "hooked.lua"
+    plugin.write_text(LOG_HOOK)
+    port = free_port()
+    mg = moongate(config(port, [f"name: hooked\nfile: {plugin}"]), port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(f"CONNECT 127.0.0.1:{upstream.port} HTTP/1.1\r\nHost: 127.0.0.1:{upstream.port}\r\n\r\n".encode())
+    head, _ = recv_head(s)
+    assert head.startswith("HTTP/1.1 200")
+    s.sendall(b"ping")
+    assert recv_exactly(s, 4) == b"ping"
+    s.close()
+    deadline = time.time() + 5
+    while "tunnel logged" not in mg.logs() and time.time() < deadline:
+        time.sleep(0.05)
+    lines = mg.logs().splitlines()
+    hook = [line for line in lines if line.endswith("tunnel logged")]
+    access = [line for line in lines if "moongate.access" in line and line.endswith(" tunnel")]
+    target = f"target=127.0.0.1:{upstream.port}"
+    assert len(hook) == 1 and "status=200" in hook[0] and target in hook[0] and "plugin=hooked" in hook[0], lines
+    assert len(access) == 1, lines
+    for field in ("bytes_in=4", "bytes_out=4", "decision=tunnel", "method=CONNECT", "plugin=hooked", "status=200", target):
+        assert field in access[0], access[0]

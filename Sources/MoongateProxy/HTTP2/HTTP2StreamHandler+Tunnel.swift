@@ -74,15 +74,14 @@ extension HTTP2StreamHandler {
         let client = self.client
         let startedAt = self.startedAt
         let streamChannel = context.channel
-        let logHooks = instance.hasLogHooks ? instance : nil
+        let record = TunnelRecord(request: request, outcome: outcome, instance: instance)
         streamChannel.closeFuture.assumeIsolated().whenComplete { _ in
             channel.close(promise: nil)
             sweeper.remove(socketEnd)
             runtime.metrics.tunnelClosed()
-            runtime.requestEnded(
-                request, outcome: outcome, status: 200, local: false, client: client, bytesIn: tunnel.bytesToTarget,
-                bytesOut: tunnel.bytesFromTarget, since: startedAt, tunnel: true)
-            logHooks?.log(request: request, status: 200)
+            runtime.tunnelEnded(
+                record, status: 200, client: client, bytesIn: tunnel.bytesToTarget, bytesOut: tunnel.bytesFromTarget, since: startedAt)
+            record.runLogHooks(status: 200)
         }
     }
 
