@@ -153,7 +153,7 @@ extension HTTP1ProxyHandler {
                 upstream.close(promise: nil)
                 return
             }
-            let pair = GlueHandler.matchedPair()
+            let pair = GlueHandler.matchedPair(secondOnSocket: Self.isSocket(upstream))
             switch result {
             case .success where (try? upstream.pipeline.syncOperations.addHandler(pair.1)) != nil:
                 var head = context.channel.allocator.buffer(capacity: 40)
@@ -176,6 +176,12 @@ extension HTTP1ProxyHandler {
         }
     }
 
+    /// False for a stream of an HTTP/2 upstream dressed as an HTTP/1.1 connection (its reads are
+    /// the library's; see ``GlueHandler/matchedPair(secondOnSocket:)``).
+    static func isSocket(_ channel: any Channel) -> Bool {
+        (try? channel.pipeline.syncOperations.handler(type: HTTP1OverHTTP2Stream.self)) == nil
+    }
+
     /// The upstream handler is still inside its parse loop (this runs from its `.end`), so
     /// its removal completes only when that loop unwinds: the relay goes in on the next tick, and
     /// until then both sides keep raw bytes.
@@ -191,7 +197,7 @@ extension HTTP1ProxyHandler {
             }
             self.glue(context: context, upstream: upstream, request: exchange.request, instance: exchange.instance,
                       outcome: exchange.outcome, status: status, startedAt: exchange.startedAt,
-                      pair: GlueHandler.matchedPair(), upstreamKeeper: upstreamHandler)
+                      pair: GlueHandler.matchedPair(secondOnSocket: Self.isSocket(upstream)), upstreamKeeper: upstreamHandler)
         }
     }
 

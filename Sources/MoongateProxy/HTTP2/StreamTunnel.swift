@@ -21,9 +21,10 @@ final class StreamTunnel: TunnelEnd {
     private var targetEnded = false
     package var sawTraffic = false
 
-    init(stream: HTTP2StreamHandler) {
+    /// `targetOnSocket: false` when the target's connection is itself a stream of an HTTP/2 upstream.
+    init(stream: HTTP2StreamHandler, targetOnSocket: Bool = true) {
         self.stream = stream
-        socketEnd = GlueHandler.facing(self)
+        socketEnd = GlueHandler.facing(self, onSocket: targetOnSocket)
     }
 
     // MARK: - The stream's side
