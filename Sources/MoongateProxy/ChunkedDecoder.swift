@@ -47,7 +47,7 @@ struct ChunkedDecoder {
                 let size = try HTTP1Syntax.chunkSize(sizeLine, strict: strictSizes)
                 state = size == 0 ? .trailers : .data(remaining: size)
                 trailerBytes = 0
-                if keepsTrailers { trailers.removeAll(keepingCapacity: true) }
+                if size == 0 && keepsTrailers { trailers.removeAll(keepingCapacity: true) }
             case .data(let remaining):
                 let take = min(remaining, input.readableBytes)
                 state = take == remaining ? .dataEnd(sawCR: false) : .data(remaining: remaining - take)

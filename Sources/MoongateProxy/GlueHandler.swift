@@ -127,6 +127,11 @@ package final class GlueHandler: ChannelDuplexHandler, TunnelEnd {
         return active
     }
 
+    /// Whether a dialled upstream channel is a socket (a connection of its own, with no parent),
+    /// not a stream of an HTTP/2 upstream connection dressed as one (whose reads are the library's;
+    /// see ``matchedPair(secondOnSocket:)``).
+    static func isSocket(upstream channel: any Channel) -> Bool { channel.parent == nil }
+
     /// Drops the partner (a relay whose connection never came up).
     func forgetPartner() { partner = nil }
 

@@ -153,7 +153,7 @@ extension HTTP1ProxyHandler {
                 upstream.close(promise: nil)
                 return
             }
-            let pair = GlueHandler.matchedPair(secondOnSocket: Self.isSocket(upstream))
+            let pair = GlueHandler.matchedPair(secondOnSocket: GlueHandler.isSocket(upstream: upstream))
             switch result {
             case .success where (try? upstream.pipeline.syncOperations.addHandler(pair.1)) != nil:
                 var head = context.channel.allocator.buffer(capacity: 40)
@@ -176,12 +176,6 @@ extension HTTP1ProxyHandler {
         }
     }
 
-    /// False for a stream of an HTTP/2 upstream dressed as an HTTP/1.1 connection (its reads are
-    /// the library's; see ``GlueHandler/matchedPair(secondOnSocket:)``).
-    static func isSocket(_ channel: any Channel) -> Bool {
-        (try? channel.pipeline.syncOperations.handler(type: HTTP1OverHTTP2Stream.self)) == nil
-    }
-
     /// The upstream handler is still inside its parse loop (this runs from its `.end`), so
     /// its removal completes only when that loop unwinds: the relay goes in on the next tick, and
     /// until then both sides keep raw bytes.
@@ -197,7 +191,7 @@ extension HTTP1ProxyHandler {
             }
             self.glue(context: context, upstream: upstream, request: exchange.request, instance: exchange.instance,
                       outcome: exchange.outcome, status: status, startedAt: exchange.startedAt,
-                      pair: GlueHandler.matchedPair(secondOnSocket: Self.isSocket(upstream)), upstreamKeeper: upstreamHandler)
+                      pair: GlueHandler.matchedPair(secondOnSocket: GlueHandler.isSocket(upstream: upstream)), upstreamKeeper: upstreamHandler)
         }
     }
 
@@ -211,7 +205,6 @@ extension HTTP1ProxyHandler {
         upstreamKeeper: (any RemovableChannelHandler)?
     ) {
         let (clientGlue, upstreamGlue) = pair
-        let timeouts = loop.policy.settings.timeouts
         do {
             try context.pipeline.syncOperations.addHandler(clientGlue)
             if upstreamKeeper != nil { try upstream.pipeline.syncOperations.addHandler(upstreamGlue) }
@@ -222,25 +215,11 @@ extension HTTP1ProxyHandler {
             return
         }
         let clientChannel = context.channel
-        let sweeper = loop.sweeper
-        sweeper.add(clientGlue, idle: timeouts.tunnelIdle.timeAmount)
-        runtime.metrics.tunnelOpened()
-        if let maxDuration = timeouts.tunnelMaxDuration {
-            let task = context.eventLoop.scheduleTask(in: maxDuration.timeAmount) { clientChannel.close(promise: nil) }
-            clientChannel.closeFuture.whenComplete { _ in task.cancel() }
-        }
-        let runtime = self.runtime
-        let client = self.client
-        let record = TunnelRecord(request: request, outcome: outcome, instance: instance)
-        clientChannel.closeFuture.assumeIsolated().whenComplete { _ in
-            upstream.close(promise: nil)
-            sweeper.remove(clientGlue)
-            let bytesIn = clientGlue.bytesRead
-            let bytesOut = upstreamGlue.bytesRead
-            runtime.metrics.tunnelClosed()
-            runtime.tunnelEnded(record, status: status, client: client, bytesIn: bytesIn, bytesOut: bytesOut, since: startedAt)
-            record.runLogHooks(status: status)
-        }
+        runtime.watchTunnel(
+            clientSide: clientChannel, target: upstream, sweep: clientGlue, loop: loop,
+            record: TunnelRecord(request: request, outcome: outcome, instance: instance), status: status, client: client,
+            since: startedAt
+        ) { (clientGlue.bytesRead, upstreamGlue.bytesRead) }
         // The handler that kept the upstream's bytes leaves, handing them to the relay; or the
         // upstream's end, in place since the dial, starts reading now that its partner is in.
         if let upstreamKeeper {

@@ -188,14 +188,16 @@ def test_cx_idle_1_2_and_4_traffic_keeps_a_tunnel_stream_alive_and_idleness_rese
         target.close()
 
 
-def test_graceful_shutdown_sends_goaway_and_drains_the_streams_in_flight(moongate, plugin, servers):
-    def slow(server, conn):
-        head, _ = recv_head(conn)
-        time.sleep(1.5)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow!")
-        time.sleep(1)
+def slow_answer(server, conn):
+    """An origin that answers `slow!` 1.5 s after the request head (a stream in flight)."""
+    recv_head(conn)
+    time.sleep(1.5)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow!")
+    time.sleep(1)
 
-    slow_origin = servers(slow)
+
+def test_graceful_shutdown_sends_goaway_and_drains_the_streams_in_flight(moongate, plugin, servers):
+    slow_origin = servers(slow_answer)
     port = free_port()
     mg = moongate(config(port, slow_origin.port, plugin), port)
     # nghttp, since python h2 treats any GOAWAY as the end of the connection.
@@ -280,13 +282,7 @@ def test_a_reload_that_changes_the_http2_settings_drains_open_connections(moonga
     `http2:` settings gets GOAWAY (NO_ERROR), its stream in flight is still answered, and the
     client's next connection is told the new settings. A reload that leaves them alone drains
     nothing."""
-    def slow(server, conn):
-        head, _ = recv_head(conn)
-        time.sleep(1.5)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow!")
-        time.sleep(1)
-
-    slow_origin = servers(slow)
+    slow_origin = servers(slow_answer)
     port = free_port()
     mg = moongate(config(port, slow_origin.port, plugin, http2="http2:\n  max_concurrent_streams: 100\n"), port)
     run = subprocess.Popen(["nghttp", "-v", f"http://127.0.0.1:{port}/slow"], stdout=subprocess.PIPE,

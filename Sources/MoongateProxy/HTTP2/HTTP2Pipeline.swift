@@ -26,9 +26,9 @@ enum HTTP2Pipeline {
     /// header block, one empty DATA frame in a row, 200 resets, 200 stream errors and 200
     /// PING/SETTINGS/PRIORITY frames per 30 s, 200 glitches, 10,000 control frames waiting for a
     /// client that does not read.
-    static func connectionConfiguration(_ http2: HTTP2Config, limits: Limits) -> NIOHTTP2Handler.ConnectionConfiguration {
+    static func connectionConfiguration(_ http2: HTTP2Config, advertising settings: HTTP2Settings) -> NIOHTTP2Handler.ConnectionConfiguration {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
-        connection.initialSettings = settings(http2, limits: limits)
+        connection.initialSettings = settings
         connection.targetWindowSize = http2.initialConnectionWindow
         connection.maximumSequentialContinuationFrames = 5
         connection.maximumSequentialEmptyDataFrames = 1
@@ -68,13 +68,14 @@ enum HTTP2Pipeline {
             HTTP2StreamClock(
                 shortestTimeout: min(idle, settings.timeouts.upstreamResponse.timeAmount), eventLoop: channel.eventLoop),
             eventLoop: channel.eventLoop)
+        let advertised = Self.settings(http2, limits: limits)
         let connectionHandler = HTTP2ConnectionHandler(
-            guardian: guardian, connectionWindow: http2.initialConnectionWindow, advertised: Self.settings(http2, limits: limits),
+            guardian: guardian, connectionWindow: http2.initialConnectionWindow, advertised: advertised,
             siblings: loop.http2Connections, logger: runtime.logger)
         let events = HTTP2StreamEvents(handler: NIOLoopBound(connectionHandler, eventLoop: channel.eventLoop))
         try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-            mode: .server, connectionConfiguration: connectionConfiguration(http2, limits: limits),
+            mode: .server, connectionConfiguration: connectionConfiguration(http2, advertising: advertised),
             streamConfiguration: streamConfiguration(http2), streamDelegate: events
         ) { streamChannel in
             streamChannel.eventLoop.makeCompletedFuture {

@@ -116,9 +116,7 @@ extension HTTP2StreamHandler {
                 var informational = HPACKHeaders([(":status", String(head.code))])
                 var fields = head.fields
                 SanitizationFloor.strip(&fields)
-                for field in fields {
-                    informational.add(name: field.name.lowercased(), value: field.value)
-                }
+                informational.addLowercased(fields)
                 context.write(wrapOutboundOut(.headers(.init(headers: informational, endStream: false))), promise: nil)
                 return
             }
@@ -131,9 +129,7 @@ extension HTTP2StreamHandler {
                 return
             }
             var headers = HPACKHeaders([(":status", String(head.code))])
-            for field in fields where !field.hasName("transfer-encoding") {
-                headers.add(name: field.name.lowercased(), value: field.value)
-            }
+            headers.addLowercased(fields) { !$0.hasName("transfer-encoding") }
             let bodiless = exchange.request.method == "HEAD" || head.code == 204 || head.code == 304
             exchange.responseHeadSent = true
             state = .exchanging(exchange, headSent: true)
@@ -158,19 +154,23 @@ extension HTTP2StreamHandler {
             // (its channelInactive would otherwise take the connection down with it).
             exchange.responseComplete = true
             finishIfComplete(exchange)
-            var block = HPACKHeaders()
-            for field in exchange.responseTrailers where TrailerFields.isCarried(field.name) {
-                block.add(name: field.name.lowercased(), value: field.value)
-            }
-            if !block.isEmpty {
+            if let trailers = Self.trailerBlock(exchange.responseTrailers) {
                 writeHeldData(endStream: false, context: context)
-                context.write(wrapOutboundOut(.headers(.init(headers: block, endStream: true))), promise: nil)
+                context.write(wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil)
             } else {
                 if heldData == nil { heldData = context.channel.allocator.buffer(capacity: 0) }
                 writeHeldData(endStream: true, context: context)
             }
             context.flush()
         }
+    }
+
+    /// The trailing HEADERS block for an HTTP/1.1 response's trailer fields; nil when none may go on.
+    static func trailerBlock(_ trailers: [HeaderField]) -> HPACKHeaders? {
+        guard !trailers.isEmpty else { return nil }
+        var block = HPACKHeaders()
+        block.addLowercased(trailers) { TrailerFields.isCarried($0.name) }
+        return block.isEmpty ? nil : block
     }
 
     /// Sends the held body chunk as a DATA frame.

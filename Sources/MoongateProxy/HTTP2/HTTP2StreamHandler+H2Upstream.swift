@@ -168,9 +168,7 @@ extension HTTP2StreamHandler: HTTP2UpstreamStreamDelegate {
             return
         }
         var out = HPACKHeaders([(":status", String(status))])
-        for field in fields where !SanitizationFloor.isHopByHop(field.name) && !field.hasName("transfer-encoding") {
-            out.add(name: field.name.lowercased(), value: field.value)
-        }
+        out.addLowercased(fields) { !SanitizationFloor.isHopByHop($0.name) && !$0.hasName("transfer-encoding") }
         forward.responseHeadSent = true
         if endStream { finishH2Forward(forward) }
         context.write(wrapOutboundOut(.headers(.init(headers: out, endStream: endStream))), promise: nil)

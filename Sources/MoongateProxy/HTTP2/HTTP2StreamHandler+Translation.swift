@@ -174,7 +174,7 @@ extension HTTP2StreamHandler {
         _ exchange: Exchange, over upstream: UpstreamHandler?, channel upstreamChannel: any Channel, headers: HPACKHeaders,
         context: ChannelHandlerContext
     ) {
-        let tunnel = StreamTunnel(stream: self, targetOnSocket: HTTP1ProxyHandler.isSocket(upstreamChannel))
+        let tunnel = StreamTunnel(stream: self, targetOnSocket: GlueHandler.isSocket(upstream: upstreamChannel))
         tunnel.target = upstreamChannel
         state = .relaying(tunnel)
         lastActivity = .now()

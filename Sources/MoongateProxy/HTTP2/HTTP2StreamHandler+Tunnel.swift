@@ -1,5 +1,4 @@
 import Logging
-import MoongateConfig
 import MoongatePolicy
 import NIOCore
 import NIOHPACK
@@ -60,29 +59,11 @@ extension HTTP2StreamHandler {
         _ tunnel: StreamTunnel, target channel: any Channel, request: PolicyRequest, outcome: PolicyOutcome,
         instance: PolicyInstance, context: ChannelHandlerContext
     ) {
-        runtime.metrics.tunnelOpened()
-        let timeouts = loop.policy.settings.timeouts
-        let sweeper = loop.sweeper
-        let socketEnd = tunnel.socketEnd!
-        sweeper.add(socketEnd, idle: timeouts.tunnelIdle.timeAmount)
-        if let maxDuration = timeouts.tunnelMaxDuration {
-            let stream = context.channel
-            let task = context.eventLoop.scheduleTask(in: maxDuration.timeAmount) { stream.close(promise: nil) }
-            stream.closeFuture.whenComplete { _ in task.cancel() }
-        }
-        let runtime = self.runtime
-        let client = self.client
-        let startedAt = self.startedAt
-        let streamChannel = context.channel
-        let record = TunnelRecord(request: request, outcome: outcome, instance: instance)
-        streamChannel.closeFuture.assumeIsolated().whenComplete { _ in
-            channel.close(promise: nil)
-            sweeper.remove(socketEnd)
-            runtime.metrics.tunnelClosed()
-            runtime.tunnelEnded(
-                record, status: 200, client: client, bytesIn: tunnel.bytesToTarget, bytesOut: tunnel.bytesFromTarget, since: startedAt)
-            record.runLogHooks(status: 200)
-        }
+        runtime.watchTunnel(
+            clientSide: context.channel, target: channel, sweep: tunnel.socketEnd, loop: loop,
+            record: TunnelRecord(request: request, outcome: outcome, instance: instance), status: 200, client: client,
+            since: startedAt
+        ) { (tunnel.bytesToTarget, tunnel.bytesFromTarget) }
     }
 
     // MARK: - What the tunnel's TCP side reports

@@ -31,7 +31,6 @@ final class HTTP1OverHTTP2Stream: ChannelDuplexHandler {
     private var chunkedResponse = false
     private var responded = false
     private var released = false
-    /// The HTTP/1.1 client's key, when its WebSocket handshake goes on as extended CONNECT.
     /// The upgrade token of a translated handshake (lower-cased), and a WebSocket client's key.
     private var upgradeProtocol: String?
     private var webSocketKey: String?

@@ -41,7 +41,7 @@ final class HTTP2UpstreamPool {
 
     /// An `auto` cluster's server chose `upstream` by ALPN.
     func learned(_ upstream: ClusterProtocol, for cluster: ClusterTarget) {
-        guard cluster.config.upstreamProtocol == .auto, chosen[cluster.poolKey] != upstream else { return }
+        guard cluster.config.upstreamProtocol == .auto else { return }
         chosen[cluster.poolKey] = upstream
     }
 
