@@ -1,7 +1,9 @@
-// `moongate-h2-floor PORT [--channels]`: the least an HTTP/2 server on swift-nio-http2 costs per
+// `moongate-h2-floor PORT [--channels | --proxy ORIGIN_PORT]`: the least an HTTP/2 server on swift-nio-http2 costs per
 // request. Plain: `NIOHTTP2Handler` with no stream multiplexer, and a handler that answers each
 // request's HEADERS with a 1 KiB response on the same connection. `--channels`: the same answer from
 // a child channel per stream (swift-nio-http2's inline multiplexer, as Moongate's listener uses it).
+// `--proxy ORIGIN_PORT`: no local answer, each request forwarded over HTTP/1.1 keep-alive to an
+// origin on 127.0.0.1 (``ProxyFloor``): the floor under P2 of the peer harness.
 // Benchmark tool only (scripts/bench/h2-request-cost): beside Moongate answering locally over
 // HTTP/2 it separates what swift-nio-http2's framing, HPACK and state machine cost, what a channel
 // per stream adds, and what Moongate's own stream handling adds.
@@ -46,12 +48,25 @@ final class StreamAnswerer: ChannelInboundHandler {
 }
 
 let arguments = CommandLine.arguments
-guard (2...3).contains(arguments.count), let port = Int(arguments[1]), arguments.count == 2 || arguments[2] == "--channels" else {
-    print("usage: moongate-h2-floor PORT [--channels]")
+enum FloorMode { case answer, channels, proxy(SocketAddress) }
+func usage() -> Never {
+    print("usage: moongate-h2-floor PORT [--channels | --proxy ORIGIN_PORT]")
     exit(2)
 }
-let channelPerStream = arguments.count == 3
+guard arguments.count >= 2, let port = Int(arguments[1]) else { usage() }
+let mode: FloorMode
+switch Array(arguments.dropFirst(2)) {
+case []: mode = .answer
+case ["--channels"]: mode = .channels
+case let rest where rest.count == 2 && rest[0] == "--proxy":
+    guard let originPort = Int(rest[1]), let origin = try? SocketAddress(ipAddress: "127.0.0.1", port: originPort) else { usage() }
+    mode = .proxy(origin)
+default: usage()
+}
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+// One thread, so one set of idle origin connections.
+let loop = group.next()
+let originConnections = try loop.submit { NIOLoopBound(OriginConnections(), eventLoop: loop) }.wait()
 let server = try ServerBootstrap(group: group)
     .serverChannelOption(.backlog, value: 1024)
     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -59,16 +74,21 @@ let server = try ServerBootstrap(group: group)
         channel.eventLoop.makeCompletedFuture {
             var connection = NIOHTTP2Handler.ConnectionConfiguration()
             connection.initialSettings = [HTTP2Setting(parameter: .maxConcurrentStreams, value: 256)]
-            guard channelPerStream else {
+            switch mode {
+            case .answer:
                 let codec = NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: .init())
                 try channel.pipeline.syncOperations.addHandler(codec)
                 try channel.pipeline.syncOperations.addHandler(FloorAnswerer())
-                return
-            }
-            _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-                mode: .server, connectionConfiguration: connection, streamConfiguration: .init()
-            ) { stream in
-                stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(StreamAnswerer()) }
+            case .proxy(let origin):
+                let codec = NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: .init())
+                try channel.pipeline.syncOperations.addHandler(codec)
+                try channel.pipeline.syncOperations.addHandler(ProxyFloor(origin: origin, idle: originConnections.value))
+            case .channels:
+                _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                    mode: .server, connectionConfiguration: connection, streamConfiguration: .init()
+                ) { stream in
+                    stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(StreamAnswerer()) }
+                }
             }
         }
     }
