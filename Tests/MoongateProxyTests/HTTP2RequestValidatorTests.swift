@@ -71,6 +71,15 @@ struct HTTP2RequestValidatorTests {
         #expect(check([(":method", "GET"), (":scheme", "http"), (":authority", "a.test"), (":path", "*")]) != nil)
     }
 
+    @Test("extended CONNECT passes only where the listener advertised it")
+    func extendedConnect() throws {
+        let fields = HPACKHeaders([
+            (":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"), (":authority", "a.test"), (":path", "/chat"),
+        ])
+        #expect(try HTTP2RequestValidator.validate(fields).protocolName == "websocket")
+        #expect(throws: HTTP2RequestValidator.Malformed.self) { try HTTP2RequestValidator.validate(fields, extendedConnect: false) }
+    }
+
     @Test("trailers keep ordinary fields and drop framing, routing and credentials")
     func trailers() throws {
         let kept = try HTTP2RequestValidator.validateTrailers(

@@ -6,7 +6,8 @@ import NIOHPACK
 /// validation: every name lower-case token characters, no CR, LF or NUL in any value and no
 /// whitespace around one, the pseudo-header fields known, once each and before the others, a token
 /// `:method`, a scheme-shaped `:scheme`, an origin-form `:path` of visible ASCII (`*` for OPTIONS),
-/// an `:authority` without user info or spaces, `:protocol` only on CONNECT, no connection-specific
+/// an `:authority` without user info or spaces, `:protocol` only on CONNECT and only where the
+/// listener advertised extended CONNECT (RFC 8441 §3), no connection-specific
 /// field (`connection`, `keep-alive`, `proxy-connection`, `transfer-encoding`, `upgrade`), `te`
 /// only `trailers`, a `host` that names the `:authority`, and a `content-length` of digits (repeats
 /// agreeing). Any of these makes the request malformed: a stream error, never forwarded.
@@ -28,7 +29,7 @@ enum HTTP2RequestValidator {
         let reason: String
     }
 
-    static func validate(_ block: HPACKHeaders) throws(Malformed) -> Head {
+    static func validate(_ block: HPACKHeaders, extendedConnect: Bool = true) throws(Malformed) -> Head {
         var method: String?, scheme: String?, authority: String?, path: String?, protocolName: String?
         var fields: [HeaderField] = []
         fields.reserveCapacity(block.count)
@@ -77,6 +78,7 @@ enum HTTP2RequestValidator {
         if let scheme, !isScheme(scheme) { throw Malformed(reason: ":scheme is not a scheme") }
         if let authority, !isAuthority(authority) { throw Malformed(reason: ":authority is not host[:port]") }
         if let protocolName {
+            guard extendedConnect else { throw Malformed(reason: ":protocol where extended CONNECT is off") }
             guard method == "CONNECT" else { throw Malformed(reason: ":protocol without CONNECT") }
             guard protocolName.utf8.allSatisfy(HTTP1Syntax.isTokenByte), !protocolName.isEmpty else {
                 throw Malformed(reason: ":protocol is not a token")

@@ -60,6 +60,8 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     let upstreams: HTTP2UpstreamPool
     /// `timeouts.stream_idle`: a stream with no frame either way for this long is reset.
     let idleTimeout: TimeAmount
+    /// The connection advertised SETTINGS_ENABLE_CONNECT_PROTOCOL (`http2.extended_connect`).
+    let extendedConnect: Bool
     var state = State.awaitingHead
     var context: ChannelHandlerContext?
     var startedAt = NIODeadline.now()
@@ -84,8 +86,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     init(
         runtime: ProxyRuntime, loop: LoopContext, client: ClientInfo, guardian: HTTP2FloodGuard, upstreams: HTTP2UpstreamPool,
-        idleTimeout: TimeAmount, clock: HTTP2StreamClock
+        idleTimeout: TimeAmount, extendedConnect: Bool, clock: HTTP2StreamClock
     ) {
+        self.extendedConnect = extendedConnect
         self.clock = clock
         self.upstreams = upstreams
         self.runtime = runtime
@@ -242,7 +245,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     private func handleHead(_ fields: HPACKHeaders, endStream: Bool, context: ChannelHandlerContext) {
         let head: HTTP2RequestValidator.Head
         do throws(HTTP2RequestValidator.Malformed) {
-            head = try HTTP2RequestValidator.validate(fields)
+            head = try HTTP2RequestValidator.validate(fields, extendedConnect: extendedConnect)
         } catch {
             malformed(error.reason, context: context)
             return
