@@ -1,5 +1,6 @@
 import MoongatePolicy
 import NIOCore
+import NIOHPACK
 import NIOHTTP1
 
 /// A parsed upstream response head: the raw bytes as received and where each field sits in them.
@@ -45,6 +46,31 @@ struct UpstreamResponseHead {
     /// Copies every field line the sanitization floor lets through (no hop-by-hop field, nothing a
     /// `Connection` header names), and no Content-Length when the client's framing is chunked.
     func writeFields(into out: inout ByteBuffer, dropContentLength: Bool) {
+        forEachForwardedField(dropContentLength: dropContentLength) { name, value in
+            out.writeBytes(name)
+            out.writeStaticString(": ")
+            out.writeBytes(value)
+            out.writeStaticString("\r\n")
+        }
+    }
+
+    /// The same fields as an HTTP/2 header block carries them: names lower-cased, made straight from
+    /// the received bytes (the HTTP/2 forwarding path when no script reads the response).
+    func addFields(to headers: inout HPACKHeaders) {
+        headers.reserveCapacity(headers.count + ranges.count)
+        forEachForwardedField(dropContentLength: false) { name, value in
+            let lowered = String(unsafeUninitializedCapacity: name.count) { out in
+                for (index, byte) in name.enumerated() { out[index] = byte >= 65 && byte <= 90 ? byte | 0x20 : byte }
+                return name.count
+            }
+            headers.add(name: lowered, value: String(decoding: value, as: UTF8.self))
+        }
+    }
+
+    /// Calls `body` with the name and value bytes of each field the sanitization floor lets through.
+    private func forEachForwardedField(
+        dropContentLength: Bool, _ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Void
+    ) {
         raw.withUnsafeReadableBytes { bytes in
             var named: [FieldRange] = []
             if connectionNamesFields {
@@ -59,10 +85,7 @@ struct UpstreamResponseHead {
                 if SanitizationFloor.isHopByHop(bytes: name) { continue }
                 if dropContentLength && HTTP1Syntax.equalsFolded(bytes, field.nameStart, field.nameEnd, "content-length") { continue }
                 if !named.isEmpty && named.contains(where: { Self.sameFolded(bytes, $0, field) }) { continue }
-                out.writeBytes(name)
-                out.writeStaticString(": ")
-                out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[Int(field.valueStart)..<Int(field.valueEnd)]))
-                out.writeStaticString("\r\n")
+                body(name, UnsafeRawBufferPointer(rebasing: bytes[Int(field.valueStart)..<Int(field.valueEnd)]))
             }
         }
     }

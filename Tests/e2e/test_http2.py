@@ -13,7 +13,7 @@ import h2.events
 import pytest
 
 from conftest import ThreadedServer, free_port, recv_all
-from origin import Origin
+from origin import Origin, RecordingOrigin
 
 # CONNECT is allowed to loopback targets only (anything else gets the default 403).
 PLUGIN = """
@@ -417,3 +417,30 @@ def test_c12_the_tunnel_cap_per_client_holds_for_connect_streams(moongate, tmp_p
     assert client.status.get(third) == 200
     client.close()
     target.close()
+
+
+def test_an_http1_origins_hop_by_hop_fields_never_reach_an_h2_client(moongate, tmp_path):
+    """An HTTP/1.1 response's connection-specific fields are not HTTP/2's (RFC 9113 §8.2.2): the
+    hop-by-hop set and whatever its Connection header names are dropped, every other field arrives
+    with its name lower-cased, on the path where no script reads the response."""
+    def respond(method, path, headers, body, conn):
+        return (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Secret\r\n"
+                b"Keep-Alive: timeout=5\r\nX-Secret: 1\r\nProxy-Authenticate: Basic\r\nUpgrade: foo\r\n"
+                b"X-Kept: Yes\r\nSet-Cookie: a=1\r\n\r\nok")
+    origin = RecordingOrigin(respond)
+    plugin = tmp_path / "gate.lua"
+    plugin.write_text(PLUGIN)
+    port = free_port()
+    moongate(h2_config(port, origin.port, plugin), port)
+    client = H2Client(port)
+    try:
+        sid = client.get("/hop")
+        client.pump(lambda: sid in client.ended)
+        assert client.status[sid] == 200 and client.data[sid] == b"ok"
+        names = set(client.headers[sid])
+        assert {"x-kept", "set-cookie", "content-length"} <= names
+        assert client.headers[sid]["x-kept"] == "Yes"
+        assert not names & {"connection", "keep-alive", "x-secret", "proxy-authenticate", "upgrade", "transfer-encoding"}
+    finally:
+        client.close()
+        origin.close()

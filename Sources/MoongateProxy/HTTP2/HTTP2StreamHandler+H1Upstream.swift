@@ -122,14 +122,19 @@ extension HTTP2StreamHandler {
             }
             exchange.status = head.code
             exchange.upstreamKeepAlive = head.isKeepAlive && exchange.kind == .forward
-            var fields = head.fields
-            if let fault = exchange.instance.sanitizeResponse(for: exchange.request, status: head.code, headers: &fields) {
-                runtime.logger.debug("sanitize_response failed", metadata: ["plugin": "\(fault.plugin)"])
-                exchangeFailed(exchange, status: 500, reason: "policy error")
-                return
-            }
             var headers = HPACKHeaders([(":status", String(head.code))])
-            headers.addLowercased(fields) { !$0.hasName("transfer-encoding") }
+            if exchange.instance.hasResponseHooks {
+                var fields = head.fields
+                if let fault = exchange.instance.sanitizeResponse(for: exchange.request, status: head.code, headers: &fields) {
+                    runtime.logger.debug("sanitize_response failed", metadata: ["plugin": "\(fault.plugin)"])
+                    exchangeFailed(exchange, status: 500, reason: "policy error")
+                    return
+                }
+                headers.addLowercased(fields)
+            } else {
+                // No script reads the response: only the floor applies, straight from the bytes.
+                head.addFields(to: &headers)
+            }
             let bodiless = exchange.request.method == "HEAD" || head.code == 204 || head.code == 304
             exchange.responseHeadSent = true
             state = .exchanging(exchange, headSent: true)
