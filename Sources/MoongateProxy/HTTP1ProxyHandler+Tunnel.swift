@@ -216,7 +216,7 @@ extension HTTP1ProxyHandler {
         }
         let clientChannel = context.channel
         runtime.watchTunnel(
-            clientSide: clientChannel, target: upstream, sweep: clientGlue, loop: loop,
+            clientSide: TunnelClientSide(clientChannel), target: upstream, sweep: clientGlue, loop: loop,
             record: TunnelRecord(request: request, outcome: outcome, instance: instance), status: status, client: client,
             since: startedAt
         ) { (clientGlue.bytesRead, upstreamGlue.bytesRead) }

@@ -9,7 +9,7 @@ extension ProxyRuntime {
     /// its HTTP/2 stream). When the client's side closes, `target` closes and the tunnel's
     /// access-log line, metrics and log hooks are written with the bytes `bytes` reports.
     func watchTunnel(
-        clientSide: any Channel, target: any Channel, sweep: GlueHandler, loop: LoopContext, record: TunnelRecord,
+        clientSide: TunnelClientSide, target: any Channel, sweep: GlueHandler, loop: LoopContext, record: TunnelRecord,
         status: Int, client: ClientInfo, since start: NIODeadline, bytes: @escaping () -> (in: Int, out: Int)
     ) {
         metrics.tunnelOpened()
@@ -17,7 +17,7 @@ extension ProxyRuntime {
         let sweeper = loop.sweeper
         sweeper.add(sweep, idle: timeouts.tunnelIdle.timeAmount)
         if let maxDuration = timeouts.tunnelMaxDuration {
-            let task = clientSide.eventLoop.scheduleTask(in: maxDuration.timeAmount) { clientSide.close(promise: nil) }
+            let task = clientSide.eventLoop.scheduleTask(in: maxDuration.timeAmount) { clientSide.close() }
             clientSide.closeFuture.whenComplete { _ in task.cancel() }
         }
         clientSide.closeFuture.assumeIsolated().whenComplete { _ in

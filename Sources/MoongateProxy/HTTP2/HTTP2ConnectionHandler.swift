@@ -2,8 +2,14 @@ import Logging
 import NIOCore
 import NIOHTTP2
 
-/// The connection-level part of an HTTP/2 client connection, behind swift-nio-http2's handler:
-/// a client's FIN closes the connection (HTTP/2 has no half-closed connections; the listener allows
+/// An HTTP/2 client connection behind swift-nio-http2's `NIOHTTP2Handler`, which runs with no
+/// stream multiplexer: this handler takes every frame, keeps the table of open streams, and hands
+/// each stream's frames to its ``HTTP2StreamHandler`` (+Streams), with no channel per stream (a
+/// child channel per stream cost about 6 µs per request, `scripts/bench/h2-request-cost`). It
+/// returns flow-control credit itself: the connection's as DATA arrives, a stream's as its reader
+/// takes it (``HTTP2StreamContext``).
+///
+/// At the connection level: a client's FIN closes the connection (HTTP/2 has no half-closed connections; the listener allows
 /// half-closure for HTTP/1.1 tunnels); graceful shutdown, and a reload that changes the settings
 /// the connection was opened with, send GOAWAY and close once the streams in flight have ended;
 /// an abusive client (one of the library's flood guards, or
@@ -13,32 +19,47 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
     typealias OutboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
 
-    private let guardian: HTTP2FloodGuard
+    let guardian: HTTP2FloodGuard
     private let logger: Logger
-    private var openStreams = 0
-    private var quiescing = false
+    var quiescing = false
     private var closing = false
     /// The highest stream the client opened (the last GOAWAY of a graceful shutdown names it).
-    private var lastStreamID = HTTP2StreamID.rootStream
+    var lastStreamID = HTTP2StreamID.rootStream
 
     /// The connection's receive window (`http2.initial_connection_window`).
-    private let connectionWindow: Int
+    let connectionWindow: Int
     private var connectionWindowOpened = false
+    /// DATA bytes received since the connection's credit was last returned.
+    var connectionUnacknowledged = 0
+    /// The streams' receive window (`http2.initial_stream_window`): credit goes back at half of it.
+    let streamWindow: Int
+
+    /// The open streams.
+    var streams: [HTTP2StreamID: HTTP2StreamHandler] = [:]
+    /// Streams that had frames in the current read batch (told when it ends).
+    var touched: [HTTP2StreamHandler] = []
+    /// Makes the handler of a stream the client opened.
+    let makeStream: (HTTP2StreamContext) -> HTTP2StreamHandler
 
     /// The SETTINGS this connection was opened with.
     let advertised: HTTP2Settings
     /// The loop's connections (this one is in it while it is in a pipeline).
     private let siblings: HTTP2ConnectionSet
 
-    init(guardian: HTTP2FloodGuard, connectionWindow: Int, advertised: HTTP2Settings, siblings: HTTP2ConnectionSet, logger: Logger) {
+    init(
+        guardian: HTTP2FloodGuard, connectionWindow: Int, streamWindow: Int, advertised: HTTP2Settings, siblings: HTTP2ConnectionSet,
+        logger: Logger, makeStream: @escaping (HTTP2StreamContext) -> HTTP2StreamHandler
+    ) {
         self.advertised = advertised
+        self.streamWindow = streamWindow
+        self.makeStream = makeStream
         self.siblings = siblings
         self.guardian = guardian
         self.connectionWindow = connectionWindow
         self.logger = logger
     }
 
-    private var context: ChannelHandlerContext?
+    var context: ChannelHandlerContext?
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -55,35 +76,24 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        closeAllStreams()
         self.context = nil
         siblings.remove(self)
         guardian.onFlood = nil
     }
 
-    /// A client stream opened (told by swift-nio-http2's stream delegate: its inline multiplexer
-    /// does not pass stream events down the connection's pipeline).
-    func streamCreated(_ id: HTTP2StreamID) {
-        openStreams += 1
-        lastStreamID = max(lastStreamID, id)
-        guardian.streamOpened()
-    }
-
-    /// A stream closed; the last one of a draining connection closes it.
-    func streamClosed(_ id: HTTP2StreamID) {
-        openStreams -= 1
-        guard quiescing, openStreams <= 0, let context else { return }
-        // The stream's last frames are flushed after this call returns: close on the next tick.
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        context.eventLoop.execute { loopBound.value.close(promise: nil) }
-    }
-
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data).payload {
+        let frame = unwrapInboundIn(data)
+        guard frame.streamID == .rootStream else {
+            streamFrame(frame, context: context)
+            return
+        }
+        switch frame.payload {
         case .windowUpdate:
             guardian.windowUpdateReceived()
         case .settings(.settings) where !connectionWindowOpened:
             // The client's preface is in: the connection window grows from RFC 9113's 65,535 to
-            // `http2.initial_connection_window` (swift-nio-http2 keeps it there as DATA is read).
+            // `http2.initial_connection_window` (kept there as DATA arrives: +Streams).
             connectionWindowOpened = true
             let increment = connectionWindow - 65_535
             if increment > 0 {
@@ -93,7 +103,24 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
         default:
             break
         }
-        context.fireChannelRead(data)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        readBatchEnded()
+        context.flush()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            for stream in Array(streams.values) { stream.writabilityChanged() }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closeAllStreams()
+        context.fireChannelInactive()
     }
 
     /// Drains the connection (a reload changed its settings): GOAWAY, then it closes once its
@@ -107,11 +134,11 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
     /// RFC 9113 §6.8: a first GOAWAY that refuses nothing yet, then, once requests already on the
     /// wire have arrived, one naming the last stream that will be served; the connection closes
     /// when its last stream does.
-    private func quiesce(context: ChannelHandlerContext) {
+    func quiesce(context: ChannelHandlerContext) {
         guard !quiescing else { return }
         quiescing = true
         goAway(.maxID, context: context)
-        if openStreams <= 0 {
+        if streams.isEmpty {
             context.close(promise: nil)
         } else {
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -124,9 +151,9 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // swift-nio-http2 has already sent its GOAWAY; the connection goes.
+        // swift-nio-http2 has already sent its GOAWAY; the connection goes. A stream error has
+        // reset its stream, whose close comes as a StreamClosedEvent.
         if HTTP2FloodGuard.endsConnection(error) { abandon("\(error)", context: context) }
-        context.fireErrorCaught(error)
     }
 
     private func goAway(_ last: HTTP2StreamID, context: ChannelHandlerContext) {
@@ -144,6 +171,9 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
+        case let closed as StreamClosedEvent:
+            streamClosed(closed.streamID)
+            return
         case let event as ChannelEvent where event == .inputClosed:
             context.close(promise: nil)
             return
@@ -154,13 +184,4 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
         }
         context.fireUserInboundEventTriggered(event)
     }
-}
-
-/// Tells the ``HTTP2ConnectionHandler`` when streams open and close (on the connection's loop).
-struct HTTP2StreamEvents: NIOHTTP2StreamDelegate {
-    let handler: NIOLoopBound<HTTP2ConnectionHandler>
-
-    func streamCreated(_ id: HTTP2StreamID, channel: any Channel) { handler.value.streamCreated(id) }
-
-    func streamClosed(_ id: HTTP2StreamID, channel: any Channel) { handler.value.streamClosed(id) }
 }

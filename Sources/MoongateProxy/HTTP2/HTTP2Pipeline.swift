@@ -5,7 +5,7 @@ import NIOHTTP2
 
 /// The HTTP/2 server side of a client connection (prior knowledge, h2c): swift-nio-http2's frame
 /// codec, flow control and flood guards, Moongate's own ``HTTP2FloodGuard``, and one
-/// ``HTTP2StreamHandler`` per stream.
+/// ``HTTP2StreamHandler`` per stream, driven by the ``HTTP2ConnectionHandler`` (no channel per stream).
 enum HTTP2Pipeline {
     /// The settings Moongate sends (`http2:` in the config; hardening.md §1.5's edge defaults), and
     /// extended CONNECT unless `extended_connect: false`.
@@ -67,32 +67,26 @@ enum HTTP2Pipeline {
         let remote = channel.remoteAddress
         let client = ClientInfo(ip: remote?.ipAddress ?? "0.0.0.0", port: remote?.port ?? 0, session: session)
         let guardian = HTTP2FloodGuard()
-        // Streams run on their connection's event loop.
-        let sharedGuardian = NIOLoopBound(guardian, eventLoop: channel.eventLoop)
-        let upstreams = NIOLoopBound(HTTP2UpstreamPool.pool(on: channel.eventLoop), eventLoop: channel.eventLoop)
+        let upstreams = HTTP2UpstreamPool.pool(on: channel.eventLoop)
         let idle = settings.timeouts.streamIdle.timeAmount
-        let clock = NIOLoopBound(
-            HTTP2StreamClock(
-                shortestTimeout: min(idle, settings.timeouts.upstreamResponse.timeAmount), eventLoop: channel.eventLoop),
-            eventLoop: channel.eventLoop)
+        let clock = HTTP2StreamClock(
+            shortestTimeout: min(idle, settings.timeouts.upstreamResponse.timeAmount), eventLoop: channel.eventLoop)
         let advertised = Self.settings(http2, limits: limits)
+        let extendedConnect = http2.extendedConnect
         let connectionHandler = HTTP2ConnectionHandler(
-            guardian: guardian, connectionWindow: http2.initialConnectionWindow, advertised: advertised,
-            siblings: loop.http2Connections, logger: runtime.logger)
-        let events = HTTP2StreamEvents(handler: NIOLoopBound(connectionHandler, eventLoop: channel.eventLoop))
-        try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
-        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-            mode: .server, connectionConfiguration: connectionConfiguration(http2, advertising: advertised),
-            streamConfiguration: streamConfiguration(http2), streamDelegate: events
-        ) { streamChannel in
-            streamChannel.eventLoop.makeCompletedFuture {
-                let loop = runtime.loopContext(streamChannel.eventLoop)
-                let handler = HTTP2StreamHandler(
-                    runtime: runtime, loop: loop, client: client, guardian: sharedGuardian.value, upstreams: upstreams.value,
-                    idleTimeout: idle, extendedConnect: http2.extendedConnect, clock: clock.value)
-                try streamChannel.pipeline.syncOperations.addHandler(handler)
-            }
+            guardian: guardian, connectionWindow: http2.initialConnectionWindow, streamWindow: http2.initialStreamWindow,
+            advertised: advertised, siblings: loop.http2Connections, logger: runtime.logger
+        ) { _ in
+            HTTP2StreamHandler(
+                runtime: runtime, loop: loop, client: client, guardian: guardian, upstreams: upstreams, idleTimeout: idle,
+                extendedConnect: extendedConnect, clock: clock)
         }
+        // No stream multiplexer: the connection handler drives the streams off the frames.
+        let codec = NIOHTTP2Handler(
+            mode: .server, connectionConfiguration: connectionConfiguration(http2, advertising: advertised),
+            streamConfiguration: streamConfiguration(http2))
+        try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
+        try channel.pipeline.syncOperations.addHandler(codec)
         try channel.pipeline.syncOperations.addHandler(connectionHandler)
     }
 }

@@ -12,9 +12,9 @@ import NIOHTTP2
 extension HTTP2StreamHandler {
     func startUpgrade(
         _ upgrade: String, to destination: UpstreamDestination, request: PolicyRequest, instance: PolicyInstance,
-        outcome: PolicyOutcome, headers: [HeaderField], endStream: Bool, context: ChannelHandlerContext
+        outcome: PolicyOutcome, headers: [HeaderField], endStream: Bool, context: HTTP2StreamContext
     ) {
-        let head = Self.upgradeHead(request, upgrade: upgrade, headers: headers, allocator: context.channel.allocator)
+        let head = Self.upgradeHead(request, upgrade: upgrade, headers: headers, allocator: context.allocator)
         startExchange(
             to: destination, request: request, instance: instance, outcome: outcome, headers: headers, endStream: endStream,
             kind: .upgrade, head: (head, .length), context: context)
@@ -23,7 +23,7 @@ extension HTTP2StreamHandler {
     func startExchange(
         to destination: UpstreamDestination, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome,
         headers: [HeaderField], endStream: Bool, kind: Exchange.Kind = .forward, head prepared: (ByteBuffer, BodyFraming)? = nil,
-        context: ChannelHandlerContext
+        context: HTTP2StreamContext
     ) {
         // Streams of the cluster's HTTP/2 connection; an `auto` cluster not yet known on this loop
         // goes through the exchange path, whose dialer learns what its server speaks.
@@ -38,7 +38,7 @@ extension HTTP2StreamHandler {
             idle: loop.pools.connections(to: destination.key), poolLimit: destination.poolLimit, clientKeepAlive: true,
             startedAt: startedAt)
         let (head, framing) =
-            prepared ?? Self.upstreamHead(request, headers: headers, endStream: endStream, allocator: context.channel.allocator)
+            prepared ?? Self.upstreamHead(request, headers: headers, endStream: endStream, allocator: context.allocator)
         exchange.requestFraming = framing
         state = .exchanging(exchange, headSent: false)
         if kind == .forward { armResponseTimer(context: context) }
@@ -98,7 +98,7 @@ extension HTTP2StreamHandler {
         return (out, framing)
     }
 
-    var clientIsWritable: Bool { context?.channel.isWritable ?? false }
+    var clientIsWritable: Bool { context?.isWritable ?? false }
 
     func upstream(_ upstream: UpstreamHandler, received part: UpstreamPart) {
         guard let context, case .exchanging(let exchange, let headSent) = state, exchange.upstream === upstream else { return }
@@ -117,7 +117,7 @@ extension HTTP2StreamHandler {
                 var fields = head.fields
                 SanitizationFloor.strip(&fields)
                 informational.addLowercased(fields)
-                context.write(wrapOutboundOut(.headers(.init(headers: informational, endStream: false))), promise: nil)
+                context.write(.headers(.init(headers: informational, endStream: false)))
                 return
             }
             exchange.status = head.code
@@ -138,7 +138,7 @@ extension HTTP2StreamHandler {
             let bodiless = exchange.request.method == "HEAD" || head.code == 204 || head.code == 304
             exchange.responseHeadSent = true
             state = .exchanging(exchange, headSent: true)
-            context.write(wrapOutboundOut(.headers(.init(headers: headers, endStream: false))), promise: nil)
+            context.write(.headers(.init(headers: headers, endStream: false)))
             if bodiless { exchange.responseFraming = .none }
         case .trailers(let fields):
             exchange.responseTrailers = fields
@@ -161,9 +161,9 @@ extension HTTP2StreamHandler {
             finishIfComplete(exchange)
             if let trailers = Self.trailerBlock(exchange.responseTrailers) {
                 writeHeldData(endStream: false, context: context)
-                context.write(wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil)
+                context.write(.headers(.init(headers: trailers, endStream: true)))
             } else {
-                if heldData == nil { heldData = context.channel.allocator.buffer(capacity: 0) }
+                if heldData == nil { heldData = context.allocator.buffer(capacity: 0) }
                 writeHeldData(endStream: true, context: context)
             }
             context.flush()
@@ -179,12 +179,12 @@ extension HTTP2StreamHandler {
     }
 
     /// Sends the held body chunk as a DATA frame.
-    func writeHeldData(endStream: Bool, context: ChannelHandlerContext) {
+    func writeHeldData(endStream: Bool, context: HTTP2StreamContext) {
         guard let bytes = heldData else { return }
         heldData = nil
         lastActivity = .now()
         guardian.sentData()
-        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes), endStream: endStream))), promise: nil)
+        context.write(.data(.init(data: .byteBuffer(bytes), endStream: endStream)))
     }
 
     func upstreamBecameWritable(_ upstream: UpstreamHandler) { resumeClientReads() }

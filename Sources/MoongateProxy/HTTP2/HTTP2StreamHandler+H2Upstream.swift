@@ -66,7 +66,7 @@ extension HTTP2StreamHandler: HTTP2UpstreamStreamDelegate {
 
     func startH2Forward(
         to cluster: ClusterTarget, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome,
-        headers: [HeaderField], endStream: Bool, context: ChannelHandlerContext
+        headers: [HeaderField], endStream: Bool, context: HTTP2StreamContext
     ) {
         let forward = H2Forward(
             request: request, instance: instance, outcome: outcome, cluster: cluster,
@@ -77,7 +77,7 @@ extension HTTP2StreamHandler: HTTP2UpstreamStreamDelegate {
         openUpstreamStream(forward, context: context)
     }
 
-    private func openUpstreamStream(_ forward: H2Forward, context: ChannelHandlerContext) {
+    private func openUpstreamStream(_ forward: H2Forward, context: HTTP2StreamContext) {
         forward.attempts += 1
         let connection = upstreams.connection(to: forward.cluster, runtime: runtime)
         let handler = HTTP2UpstreamStream(connection: connection, delegate: self)
@@ -171,7 +171,7 @@ extension HTTP2StreamHandler: HTTP2UpstreamStreamDelegate {
         out.addLowercased(fields) { !SanitizationFloor.isHopByHop($0.name) && !$0.hasName("transfer-encoding") }
         forward.responseHeadSent = true
         if endStream { finishH2Forward(forward) }
-        context.write(wrapOutboundOut(.headers(.init(headers: out, endStream: endStream))), promise: nil)
+        context.write(.headers(.init(headers: out, endStream: endStream)))
     }
 
     func upstreamStream(_ stream: HTTP2UpstreamStream, data: ByteBuffer, endStream: Bool) {
@@ -180,7 +180,7 @@ extension HTTP2StreamHandler: HTTP2UpstreamStreamDelegate {
         guardian.sentData()
         forward.bytesToClient += data.readableBytes
         if endStream { finishH2Forward(forward) }
-        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(data), endStream: endStream))), promise: nil)
+        context.write(.data(.init(data: .byteBuffer(data), endStream: endStream)))
         if endStream { context.flush() }
     }
 
@@ -191,7 +191,7 @@ extension HTTP2StreamHandler: HTTP2UpstreamStreamDelegate {
             out.add(name: name, value: value)
         }
         finishH2Forward(forward)
-        context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: out, endStream: true))), promise: nil)
+        context.writeAndFlush(.headers(.init(headers: out, endStream: true)))
     }
 
     func upstreamStreamReadComplete(_ stream: HTTP2UpstreamStream) { context?.flush() }

@@ -7,7 +7,7 @@ import NIOCore
 /// its connection closed and the stream a `504`. While the request body is still arriving the
 /// timer waits (the stream idle timeout covers a body that stalls).
 extension HTTP2StreamHandler {
-    func armResponseTimer(context: ChannelHandlerContext) {
+    func armResponseTimer(context: HTTP2StreamContext) {
         responseDeadline = .now() + loop.policy.settings.timeouts.upstreamResponse.timeAmount
     }
 

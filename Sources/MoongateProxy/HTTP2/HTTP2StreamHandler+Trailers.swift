@@ -7,7 +7,7 @@ import NIOHTTP2
 /// an HTTP/1.1 upstream in the last chunk when the request is chunked; with a content-length there
 /// is nowhere to put them, and they are dropped (RFC 9110 §6.5.1). A trailer block ends the request.
 extension HTTP2StreamHandler {
-    func clientTrailers(_ block: HPACKHeaders, context: ChannelHandlerContext) {
+    func clientTrailers(_ block: HPACKHeaders, context: HTTP2StreamContext) {
         let trailers: [HeaderField]
         do throws(HTTP2RequestValidator.Malformed) {
             trailers = try HTTP2RequestValidator.validateTrailers(block)
@@ -30,7 +30,7 @@ extension HTTP2StreamHandler {
             clientEnded(context: context)
             return
         }
-        let last = HTTP1Wire.lastChunk(trailers: trailers, allocator: context.channel.allocator)
+        let last = HTTP1Wire.lastChunk(trailers: trailers, allocator: context.allocator)
         exchange.requestComplete = true
         if let upstream = exchange.upstream {
             exchange.flushUpstream()

@@ -99,7 +99,7 @@ extension HTTP2StreamHandler {
     /// accepted a CONNECT (any 2xx, its framing fields ignored: what follows is tunnel data): `200`
     /// (the parent's 2xx) on the stream, then the relay, installed on the next tick (the upstream
     /// handler is still in its parse loop; until it leaves, it keeps what comes after the head).
-    func tunnelAccepted(_ exchange: Exchange, head: UpstreamResponseHead, context: ChannelHandlerContext) {
+    func tunnelAccepted(_ exchange: Exchange, head: UpstreamResponseHead, context: HTTP2StreamContext) {
         guard let upstream = exchange.upstream, let upstreamChannel = upstream.channel else { return }
         if exchange.kind == .connectVia {
             upstream.delegate = nil
@@ -172,14 +172,14 @@ extension HTTP2StreamHandler {
     /// `upstream`: the HTTP/1.1 handler still on the connection (it leaves once the relay is in).
     private func relay(
         _ exchange: Exchange, over upstream: UpstreamHandler?, channel upstreamChannel: any Channel, headers: HPACKHeaders,
-        context: ChannelHandlerContext
+        context: HTTP2StreamContext
     ) {
         let tunnel = StreamTunnel(stream: self, targetOnSocket: GlueHandler.isSocket(upstream: upstreamChannel))
         tunnel.target = upstreamChannel
         state = .relaying(tunnel)
         lastActivity = .now()
-        runtime.tunnels.openUntilClosed(context.channel, client: client.ip)
-        context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
+        runtime.tunnels.openUntilClosed(context.tunnelSide, client: client.ip)
+        context.writeAndFlush(.headers(.init(headers: headers)))
         let clientEnded = exchange.requestComplete
         let handler = self
         context.eventLoop.assumeIsolated().execute {

@@ -9,7 +9,7 @@ import NIOHTTP2
 extension HTTP2StreamHandler {
     func startTunnel(
         to target: Authority, request: PolicyRequest, instance: PolicyInstance, outcome: PolicyOutcome, endStream: Bool,
-        context: ChannelHandlerContext
+        context: HTTP2StreamContext
     ) {
         let dial = TunnelDial(request: request, outcome: outcome, instance: instance)
         dial.clientEnded = endStream
@@ -37,12 +37,12 @@ extension HTTP2StreamHandler {
         }
     }
 
-    private func tunnelUp(_ tunnel: StreamTunnel, channel: any Channel, dial: TunnelDial, context: ChannelHandlerContext) {
+    private func tunnelUp(_ tunnel: StreamTunnel, channel: any Channel, dial: TunnelDial, context: HTTP2StreamContext) {
         tunnel.target = channel
         state = .relaying(tunnel)
-        runtime.tunnels.openUntilClosed(context.channel, client: client.ip)
+        runtime.tunnels.openUntilClosed(context.tunnelSide, client: client.ip)
         // A 2xx to CONNECT carries no content-length (RFC 9110 §9.3.6).
-        context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: HPACKHeaders([(":status", "200")])))), promise: nil)
+        context.writeAndFlush(.headers(.init(headers: HPACKHeaders([(":status", "200")]))))
         for bytes in dial.early { tunnel.toTarget(bytes) }
         tunnel.flushTarget()
         if dial.clientEnded { tunnel.clientEnded() }
@@ -57,10 +57,10 @@ extension HTTP2StreamHandler {
     /// stream ends) and `tunnel_max_duration` (the stream is reset).
     func trackTunnel(
         _ tunnel: StreamTunnel, target channel: any Channel, request: PolicyRequest, outcome: PolicyOutcome,
-        instance: PolicyInstance, context: ChannelHandlerContext
+        instance: PolicyInstance, context: HTTP2StreamContext
     ) {
         runtime.watchTunnel(
-            clientSide: context.channel, target: channel, sweep: tunnel.socketEnd, loop: loop,
+            clientSide: context.tunnelSide, target: channel, sweep: tunnel.socketEnd, loop: loop,
             record: TunnelRecord(request: request, outcome: outcome, instance: instance), status: 200, client: client,
             since: startedAt
         ) { (tunnel.bytesToTarget, tunnel.bytesFromTarget) }
@@ -72,7 +72,7 @@ extension HTTP2StreamHandler {
     func targetData(_ bytes: ByteBuffer) {
         lastActivity = .now()
         guardian.sentData()
-        context?.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bytes), endStream: false))), promise: nil)
+        context?.write(.data(.init(data: .byteBuffer(bytes), endStream: false)))
     }
 
     func targetReadComplete() { context?.flush() }
@@ -81,8 +81,8 @@ extension HTTP2StreamHandler {
     func targetEnded() {
         guard let context else { return }
         lastActivity = .now()
-        let empty = context.channel.allocator.buffer(capacity: 0)
-        context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(empty), endStream: true))), promise: nil)
+        let empty = context.allocator.buffer(capacity: 0)
+        context.writeAndFlush(.data(.init(data: .byteBuffer(empty), endStream: true)))
     }
 
     /// The target connection failed or closed without a FIN: the stream is reset.
@@ -92,5 +92,5 @@ extension HTTP2StreamHandler {
     }
 
     /// This stream can take more DATA.
-    var streamIsWritable: Bool { context?.channel.isWritable ?? false }
+    var streamIsWritable: Bool { context?.isWritable ?? false }
 }

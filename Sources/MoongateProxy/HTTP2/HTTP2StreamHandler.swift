@@ -6,6 +6,8 @@ import NIOHPACK
 import NIOHTTP2
 
 /// One HTTP/2 stream of a client connection: the HTTP/2 codec in front of the protocol-neutral core.
+/// A plain object, not a channel handler: its connection (``HTTP2ConnectionHandler``) hands it the
+/// stream's frames and tells it when the stream closes; it writes through its ``HTTP2StreamContext``.
 ///
 /// A HEADERS frame is checked (``HTTP2RequestValidator``) and becomes a ``PolicyRequest``; policy is
 /// asked once on the connection's event loop, and the ``RequestPlanner``'s action is carried out on
@@ -13,11 +15,7 @@ import NIOHTTP2
 /// an HTTP/2 one (+H2Upstream), a CONNECT terminated here (+Tunnel), or a WebSocket or CONNECT
 /// translated for an HTTP/1.1 origin or parent (+Translation). The stream idle timer (+Idle) and
 /// request trailers (+Trailers) have files of their own. A failure touches this stream only.
-final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
-    typealias InboundIn = HTTP2Frame.FramePayload
-    typealias OutboundIn = HTTP2Frame.FramePayload
-    typealias OutboundOut = HTTP2Frame.FramePayload
-
+final class HTTP2StreamHandler: UpstreamDelegate {
     enum State {
         /// Waiting for the request's HEADERS.
         case awaitingHead
@@ -63,7 +61,10 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     /// The connection advertised SETTINGS_ENABLE_CONNECT_PROTOCOL (`http2.extended_connect`).
     let extendedConnect: Bool
     var state = State.awaitingHead
-    var context: ChannelHandlerContext?
+    /// The stream's handle on its connection; nil once the stream has closed.
+    var context: HTTP2StreamContext?
+    /// The stream had frames in the connection's current read batch.
+    var inReadBatch = false
     var startedAt = NIODeadline.now()
     /// When the last frame went either way (read by the idle timer).
     var lastActivity = NIODeadline.now()
@@ -98,21 +99,28 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         self.idleTimeout = idleTimeout
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    /// The stream opened.
+    func attach(_ context: HTTP2StreamContext) {
         self.context = context
         clock.add(self)
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
+    /// The stream closed (both END_STREAMs, a reset either way, or the connection went): what it
+    /// still holds upstream is let go.
+    func closed() {
         clock.remove(self)
+        abort()
+        context?.closed()
+        context = nil
     }
 
     // MARK: - Inbound frames
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    /// A frame of this stream from the client.
+    func received(_ payload: HTTP2Frame.FramePayload) {
+        guard let context else { return }
         lastActivity = .now()
-        switch unwrapInboundIn(data) {
+        switch payload {
         case .headers(let headers):
             if case .awaitingHead = state {
                 startedAt = .now()
@@ -134,6 +142,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             releaseRequestTail(context: context)
             clientData(bytes, context: context)
             if frame.endStream { clientEnded(context: context) }
+            holdCreditWhileBlocked()
         case .rstStream:
             abort()
         case .windowUpdate:
@@ -143,17 +152,11 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        clock.remove(self)
-        abort()
-        context.fireChannelInactive()
-    }
-
-    private func clientData(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+    private func clientData(_ bytes: ByteBuffer, context: HTTP2StreamContext) {
         switch state {
         case .exchanging(let exchange, _):
             exchange.bytesFromClient += bytes.readableBytes
-            exchange.sendBody(bytes, allocator: context.channel.allocator)
+            exchange.sendBody(bytes, allocator: context.allocator)
         case .dialling(let dial):
             dial.early.append(bytes)
         case .relaying(let tunnel):
@@ -166,13 +169,13 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
     }
 
     /// The held bytes that complete the request's length go on (END_STREAM or trailers came).
-    func releaseRequestTail(context: ChannelHandlerContext) {
+    func releaseRequestTail(context: HTTP2StreamContext) {
         guard let tail = requestTail else { return }
         requestTail = nil
         clientData(tail, context: context)
     }
 
-    func clientEnded(context: ChannelHandlerContext) {
+    func clientEnded(context: HTTP2StreamContext) {
         releaseRequestTail(context: context)
         switch state {
         case .waitingForEnd(let start):
@@ -193,20 +196,22 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
+    /// The connection's read batch ended: what it brought goes upstream in one write.
+    func readComplete() {
         switch state {
         case .exchanging(let exchange, _): exchange.flushUpstream()
         case .relaying(let tunnel): tunnel.flushTarget()
         case .forwardingH2(let forward): forward.stream?.flush()
         default: break
         }
-        context.fireChannelReadComplete()
     }
 
     // MARK: - Back-pressure
 
-    /// Reads from the client wait while the other side cannot take more.
-    func read(context: ChannelHandlerContext) {
+    /// While the other side cannot take more, the client gets no more credit for this stream (it
+    /// stops at the stream's window).
+    private func holdCreditWhileBlocked() {
+        guard let context, !pendingRead else { return }
         let otherSideWritable: Bool
         switch state {
         case .exchanging(let exchange, _): otherSideWritable = exchange.upstream?.channel?.isWritable ?? true
@@ -214,11 +219,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         case .forwardingH2(let forward): otherSideWritable = forward.stream?.isWritable ?? true
         default: otherSideWritable = true
         }
-        if otherSideWritable {
-            context.read()
-        } else {
-            pendingRead = true
-        }
+        guard !otherSideWritable else { return }
+        pendingRead = true
+        context.pause()
     }
 
     /// The other side can take more: resume reading the client.
@@ -228,8 +231,10 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         context.read()
     }
 
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable {
+    /// The stream can take more DATA: the reads of the upstream or tunnel target go on.
+    func writabilityChanged() {
+        guard let context else { return }
+        if context.isWritable {
             switch state {
             case .exchanging(let exchange, _): exchange.upstream?.resumeReading()
             case .relaying(let tunnel): tunnel.resumeTargetReads()
@@ -237,12 +242,11 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
             default: break
             }
         }
-        context.fireChannelWritabilityChanged()
     }
 
     // MARK: - Request heads
 
-    private func handleHead(_ fields: HPACKHeaders, endStream: Bool, context: ChannelHandlerContext) {
+    private func handleHead(_ fields: HPACKHeaders, endStream: Bool, context: HTTP2StreamContext) {
         let head: HTTP2RequestValidator.Head
         do throws(HTTP2RequestValidator.Malformed) {
             head = try HTTP2RequestValidator.validate(fields, extendedConnect: extendedConnect)
@@ -308,7 +312,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
                 request.upgrade ?? "websocket", to: destination, request: request, instance: instance, outcome: verdict.outcome,
                 headers: upstreamHeaders, endStream: endStream, context: context)
         case .exchange(.connectVia, let destination, let upstreamHeaders, _):
-            let head = Self.connectViaHead(request, headers: upstreamHeaders, allocator: context.channel.allocator)
+            let head = Self.connectViaHead(request, headers: upstreamHeaders, allocator: context.allocator)
             startExchange(
                 to: destination, request: request, instance: instance, outcome: verdict.outcome, headers: upstreamHeaders,
                 endStream: endStream, kind: .connectVia, head: (head, .length), context: context)
@@ -317,7 +321,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     // MARK: - Local answers
 
-    func answer(_ local: LocalAnswer, request: PolicyRequest, outcome: PolicyOutcome?, context: ChannelHandlerContext) {
+    func answer(_ local: LocalAnswer, request: PolicyRequest, outcome: PolicyOutcome?, context: HTTP2StreamContext) {
         state = .answered
         let body = local.exact ? (local.body ?? "") : (local.body.map { $0 + "\n" } ?? "")
         var headers = HPACKHeaders([(":status", String(local.status))])
@@ -329,12 +333,12 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         if !typed { headers.add(name: "content-type", value: "text/plain; charset=utf-8") }
         headers.add(name: "content-length", value: String(body.utf8.count))
         let withBody = request.method != "HEAD" && !body.isEmpty
-        context.write(wrapOutboundOut(.headers(.init(headers: headers, endStream: !withBody))), promise: nil)
+        context.write(.headers(.init(headers: headers, endStream: !withBody)))
         lastActivity = .now()
         if withBody {
             guardian.sentData()
-            let buffer = context.channel.allocator.buffer(string: body)
-            context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(buffer), endStream: true))), promise: nil)
+            let buffer = context.allocator.buffer(string: body)
+            context.write(.data(.init(data: .byteBuffer(buffer), endStream: true)))
         }
         context.flush()
         log(request, outcome: outcome, status: local.status, bytesIn: 0, bytesOut: withBody ? body.utf8.count : 0, local: true)
@@ -342,7 +346,7 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
 
     /// A malformed request (RFC 9113 §8.1.1): a stream error; an exchange under way is abandoned,
     /// so its upstream sees a truncated request, never a complete one.
-    func malformed(_ reason: String, context: ChannelHandlerContext) {
+    func malformed(_ reason: String, context: HTTP2StreamContext) {
         runtime.logger.debug("malformed HTTP/2 request", metadata: ["reason": "\(reason)"])
         runtime.requestRefused(
             status: 400, reason: .malformed, detail: reason, client: client, method: nil, target: nil, since: startedAt)
@@ -350,9 +354,9 @@ final class HTTP2StreamHandler: ChannelDuplexHandler, UpstreamDelegate {
         reset(.protocolError, context: context)
     }
 
-    func reset(_ code: HTTP2ErrorCode, context: ChannelHandlerContext) {
+    func reset(_ code: HTTP2ErrorCode, context: HTTP2StreamContext) {
         state = .closed
-        context.writeAndFlush(wrapOutboundOut(.rstStream(code)), promise: nil)
+        context.writeAndFlush(.rstStream(code))
     }
 
     func log(_ request: PolicyRequest, outcome: PolicyOutcome?, status: Int, bytesIn: Int, bytesOut: Int, local: Bool = false) {
