@@ -444,3 +444,73 @@ def test_an_http1_origins_hop_by_hop_fields_never_reach_an_h2_client(moongate, t
     finally:
         client.close()
         origin.close()
+
+
+def test_an_upload_into_a_tunnel_whose_target_does_not_read_stops_at_the_window(h2proxy, servers):
+    """Back-pressure from the TCP side to the HTTP/2 flow-control window: while the target reads
+    nothing, Moongate stops giving the stream credit, so the client stops within a bounded amount
+    (the stream window plus socket buffers), far short of what it wants to send; once the target
+    reads, every byte arrives, in order, and the stream goes on."""
+    port, _, _ = h2proxy
+    total = 48 << 20
+    pattern = bytes(range(256)) * 256  # 64 KiB
+    payload = memoryview(pattern * (total // len(pattern)))
+    received = {"bytes": 0, "intact": True}
+    reading = threading.Event()
+
+    def slow_reader(server, conn):
+        reading.wait(20)
+        conn.settimeout(10)
+        offset = 0
+        while offset < total:
+            data = conn.recv(1 << 20)
+            if not data:
+                break
+            received["intact"] = received["intact"] and data == payload[offset:offset + len(data)]
+            offset += len(data)
+            received["bytes"] = offset
+        conn.sendall(b"done")
+
+    target = servers(slow_reader)
+    client = H2Client(port)
+    try:
+        sid = client.connect(f"127.0.0.1:{target.port}")
+        client.pump(lambda: sid in client.status)
+        assert client.status[sid] == 200
+        client.sock.settimeout(0.05)
+        # As real clients do: no Nagle delay between small frames and the proxy's delayed ACKs.
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sent = 0
+
+        def push(seconds):
+            nonlocal sent
+            deadline = time.time() + seconds
+            while sent < total and time.time() < deadline:
+                window = min(client.conn.local_flow_control_window(sid), client.conn.max_outbound_frame_size, total - sent)
+                if window > 0:
+                    client.send(sid, payload[sent:sent + window])
+                    sent += window
+                    continue
+                try:
+                    data = client.sock.recv(65536)
+                except socket.timeout:
+                    continue
+                for event in client.conn.receive_data(data):
+                    if isinstance(event, h2.events.DataReceived):
+                        client.data[sid] += event.data
+                        client.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                client.flush()
+
+        push(3)
+        stalled_at = sent
+        # Stream window (1 MiB by default) plus what the kernel buffers on loopback: not 48 MiB.
+        assert stalled_at < 24 << 20, stalled_at
+        reading.set()
+        push(30)
+        assert sent == total
+        client.send(sid, b"", end_stream=True)
+        client.sock.settimeout(5)
+        client.pump(lambda: b"done" in client.data[sid], timeout=30)
+        assert received["bytes"] == total and received["intact"]
+    finally:
+        client.close()
