@@ -107,6 +107,7 @@ public final class ProxyServer: Service, Sendable {
                     let loop = runtime.loopContext(channel.eventLoop)
                     if let certificates {
                         try TLSServerPipeline.configure(channel, certificates: certificates, runtime: runtime, metrics: tlsMetrics) { http2, session in
+                            try channel.pipeline.syncOperations.addHandler(TLSRecordGatherer())
                             if http2 || !protocols.contains(.http1) {
                                 try HTTP2Pipeline.configureServer(channel, runtime: runtime, session: session)
                             } else {
