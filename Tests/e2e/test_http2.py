@@ -514,3 +514,42 @@ def test_an_upload_into_a_tunnel_whose_target_does_not_read_stops_at_the_window(
         assert received["bytes"] == total and received["intact"]
     finally:
         client.close()
+
+
+def test_data_in_flight_on_reset_streams_does_not_use_up_the_connection_window(h2proxy):
+    """DATA a client had on the wire when its stream was reset still counts against the connection's
+    window (RFC 9113 §6.9): the proxy must give that credit back too, or after enough resets every
+    upload on the connection stalls. Thirty uploads that overrun their content-length (each reset
+    at its first frame, three more frames in flight: about 1.4 MiB against a 1 MiB window), then a
+    2 MiB upload on the same connection completes."""
+    port, _, _ = h2proxy
+    client = H2Client(port)
+    client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    frame = b"x" * 16384
+    try:
+        for _ in range(30):
+            sid = client.request([(":method", "POST"), (":scheme", "http"), (":authority", "a.test"), (":path", "/over"),
+                                  ("content-length", "10")], end_stream=False)
+            for _ in range(4):
+                if client.conn.local_flow_control_window(sid) < len(frame):
+                    break
+                client.conn.send_data(sid, frame)
+            client.flush()
+            client.pump(lambda: sid in client.reset)
+        body = b"y" * (2 << 20)
+        sid = client.request([(":method", "POST"), (":scheme", "http"), (":authority", "a.test"), (":path", "/big"),
+                              ("content-length", str(len(body)))], end_stream=False)
+        sent = 0
+        deadline = time.time() + 30
+        while sent < len(body) and time.time() < deadline:
+            window = min(client.conn.local_flow_control_window(sid), client.conn.max_outbound_frame_size, len(body) - sent)
+            if window > 0:
+                client.send(sid, body[sent:sent + window], end_stream=sent + window == len(body))
+                sent += window
+                continue
+            client.pump(lambda: client.conn.local_flow_control_window(sid) > 0 or sid in client.reset, timeout=10)
+        assert sent == len(body)
+        client.pump(lambda: sid in client.ended, timeout=20)
+        assert client.status[sid] == 200
+    finally:
+        client.close()

@@ -34,20 +34,33 @@ extension HTTP2ConnectionHandler {
             stream.received(frame.payload)
             return
         }
-        // The connection's credit returns as DATA arrives (at half the window); a stream's once
-        // its reader has taken the bytes and can take more.
+        // A stream's credit returns once its reader has taken the bytes and can take more (the
+        // connection's follows the codec's window: connectionWindowChanged).
         let length = data.data.readableBytes + (data.paddingBytes.map { $0 + 1 } ?? 0)
-        connectionUnacknowledged += length
-        if connectionUnacknowledged >= connectionWindow / 2 {
-            let update = HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionUnacknowledged))
-            connectionUnacknowledged = 0
-            context.write(wrapOutboundOut(update), promise: nil)
-        }
         guard let streamContext = stream.context else { return }
         streamContext.unacknowledged += length
         if data.endStream { streamContext.inputEnded = true }
         stream.received(frame.payload)
         creditStream(streamContext, flush: false)
+    }
+
+    /// The connection's receive window as swift-nio-http2 keeps it: below half of
+    /// `http2.initial_connection_window`, credit tops it up again. The codec's own figure counts
+    /// every DATA byte received, also the bytes of frames it dropped without handing them on (DATA
+    /// still in flight on a stream just reset): counting only what reaches the streams would leak
+    /// the window until uploads on the connection stall. One top-up at a time: the next waits until
+    /// the codec shows the last one applied.
+    func connectionWindowChanged(inbound window: Int) {
+        if window > connectionWindow / 2 {
+            connectionCreditPending = false
+            return
+        }
+        guard let context, !connectionCreditPending, window < connectionWindow else { return }
+        connectionCreditPending = true
+        let update = HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionWindow - window))
+        // Flushed into the codec at once (its state applies the credit); the socket write still
+        // waits for the end of the read batch or tick (FlushCoalescer).
+        context.writeAndFlush(wrapOutboundOut(update), promise: nil)
     }
 
     /// Returns a stream's credit to the client: at half its window, or (`flush`, the reader resumed)

@@ -28,9 +28,9 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
 
     /// The connection's receive window (`http2.initial_connection_window`).
     let connectionWindow: Int
-    private var connectionWindowOpened = false
-    /// DATA bytes received since the connection's credit was last returned.
-    var connectionUnacknowledged = 0
+    var connectionWindowOpened = false
+    /// A connection WINDOW_UPDATE is written and the codec has not yet shown it applied.
+    var connectionCreditPending = false
     /// The streams' receive window (`http2.initial_stream_window`): credit goes back at half of it.
     let streamWindow: Int
 
@@ -93,10 +93,11 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
             guardian.windowUpdateReceived()
         case .settings(.settings) where !connectionWindowOpened:
             // The client's preface is in: the connection window grows from RFC 9113's 65,535 to
-            // `http2.initial_connection_window` (kept there as DATA arrives: +Streams).
+            // `http2.initial_connection_window` (kept there as DATA arrives: connectionWindowChanged).
             connectionWindowOpened = true
             let increment = connectionWindow - 65_535
             if increment > 0 {
+                connectionCreditPending = true
                 let frame = HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment))
                 context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
             }
@@ -173,6 +174,9 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
         switch event {
         case let closed as StreamClosedEvent:
             streamClosed(closed.streamID)
+            return
+        case let window as NIOHTTP2WindowUpdatedEvent where window.streamID == .rootStream:
+            if connectionWindowOpened, let inbound = window.inboundWindowSize { connectionWindowChanged(inbound: inbound) }
             return
         case let event as ChannelEvent where event == .inputClosed:
             context.close(promise: nil)
