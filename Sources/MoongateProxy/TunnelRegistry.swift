@@ -54,14 +54,12 @@ final class TunnelRegistry: Sendable {
     func count(client: String) -> Int { state.withLock { $0.perClient[client, default: 0] } }
 
     /// Counts a tunnel (once per client side, however often it is called).
-    func opened(_ side: TunnelClientSide, client: String) {
+    private func opened(_ side: TunnelClientSide, client: String) {
         state.withLock { state in
             guard state.channels.updateValue(side, forKey: side.id) == nil else { return }
             state.perClient[client, default: 0] += 1
         }
     }
-
-    func opened(_ channel: any Channel, client: String) { opened(TunnelClientSide(channel), client: client) }
 
     /// Counts a tunnel from now until its client side closes. Handlers call it before the
     /// tunnel's 2xx goes out: a CONNECT the client sends as soon as it reads that answer must find

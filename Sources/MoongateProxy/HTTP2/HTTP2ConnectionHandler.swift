@@ -28,7 +28,7 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
 
     /// The connection's receive window (`http2.initial_connection_window`).
     let connectionWindow: Int
-    var connectionWindowOpened = false
+    private var connectionWindowOpened = false
     /// A connection WINDOW_UPDATE is written and the codec has not yet shown it applied.
     var connectionCreditPending = false
     /// The streams' receive window (`http2.initial_stream_window`): credit goes back at half of it.

@@ -46,9 +46,8 @@ enum HTTP2Pipeline {
         return connection
     }
 
-    static func streamConfiguration(_ http2: HTTP2Config) -> NIOHTTP2Handler.StreamConfiguration {
+    static func streamConfiguration() -> NIOHTTP2Handler.StreamConfiguration {
         var stream = NIOHTTP2Handler.StreamConfiguration()
-        stream.targetWindowSize = http2.initialStreamWindow
         stream.streamResetFrameRateLimit.maximumCount = 200
         stream.streamResetFrameRateLimit.windowLength = .seconds(30)
         stream.streamErrorRateLimit.maximumCount = 200
@@ -84,7 +83,7 @@ enum HTTP2Pipeline {
         // No stream multiplexer: the connection handler drives the streams off the frames.
         let codec = NIOHTTP2Handler(
             mode: .server, connectionConfiguration: connectionConfiguration(http2, advertising: advertised),
-            streamConfiguration: streamConfiguration(http2))
+            streamConfiguration: streamConfiguration())
         try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
         try channel.pipeline.syncOperations.addHandler(codec)
         try channel.pipeline.syncOperations.addHandler(connectionHandler)

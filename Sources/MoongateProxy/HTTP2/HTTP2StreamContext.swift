@@ -105,20 +105,16 @@ final class HTTP2StreamContext {
         closePromise?.succeed()
     }
 
-    /// The stream as the tunnel registry and watch see the client's side of a tunnel.
-    var tunnelSide: TunnelClientSide {
-        let promise: EventLoopPromise<Void>
-        if let closePromise {
-            promise = closePromise
-        } else {
-            promise = eventLoop.makePromise(of: Void.self)
-            closePromise = promise
-            if !isActive { promise.succeed() }
-        }
+    /// The stream as the tunnel registry and watch see the client's side of a tunnel (made once,
+    /// when the stream becomes a tunnel).
+    private(set) lazy var tunnelSide: TunnelClientSide = {
+        let promise = eventLoop.makePromise(of: Void.self)
+        closePromise = promise
+        if !isActive { promise.succeed() }
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
         let loop = eventLoop
         return TunnelClientSide(id: ObjectIdentifier(self), eventLoop: loop, closeFuture: promise.futureResult) {
             loop.execute { bound.value.close() }
         }
-    }
+    }()
 }
