@@ -34,14 +34,14 @@ extension HTTP2ConnectionHandler {
             stream.received(frame.payload)
             return
         }
-        // A stream's credit returns once its reader has taken the bytes and can take more (the
-        // connection's follows the codec's window: connectionWindowChanged).
+        // A stream's credit returns at the end of the read batch, once its reader has taken the
+        // bytes and can take more (the connection's follows the codec's window:
+        // connectionWindowChanged).
         let length = data.data.readableBytes + (data.paddingBytes.map { $0 + 1 } ?? 0)
         guard let streamContext = stream.context else { return }
         streamContext.unacknowledged += length
         if data.endStream { streamContext.inputEnded = true }
         stream.received(frame.payload)
-        creditStream(streamContext, flush: false)
     }
 
     /// The connection's receive window as swift-nio-http2 keeps it: below half of
@@ -63,27 +63,36 @@ extension HTTP2ConnectionHandler {
         context.writeAndFlush(wrapOutboundOut(update), promise: nil)
     }
 
-    /// Returns a stream's credit to the client: at half its window, or (`flush`, the reader resumed)
-    /// whatever is owed; never while the reader is paused or after the client's END_STREAM.
-    func creditStream(_ stream: HTTP2StreamContext, flush: Bool) {
+    /// Returns a stream's credit to the client: a quarter of its window or more, or (`flush`, the
+    /// reader resumed) whatever is owed; never while the reader is paused or after the client's
+    /// END_STREAM. True when a WINDOW_UPDATE was written.
+    @discardableResult
+    func creditStream(_ stream: HTTP2StreamContext, flush: Bool) -> Bool {
         guard let context, stream.isActive, !stream.paused, !stream.inputEnded, stream.unacknowledged > 0,
-            flush || stream.unacknowledged >= streamWindow / 2
-        else { return }
+            flush || stream.unacknowledged >= streamWindow / 4
+        else { return false }
         let update = HTTP2Frame(streamID: stream.streamID, payload: .windowUpdate(windowSizeIncrement: stream.unacknowledged))
         stream.unacknowledged = 0
         context.write(wrapOutboundOut(update), promise: nil)
         if flush { context.flush() }
+        return true
     }
 
-    /// The end of a read batch: each stream that had frames in it is told (to flush its upstream once).
+    /// The end of a read batch: each stream that had frames in it is told (to flush its upstream
+    /// once), then gets back the credit its reader took in the batch, in one WINDOW_UPDATE. (Per
+    /// DATA frame, the codec's work for a WINDOW_UPDATE was 9% of a bulk upload's CPU.) A quarter
+    /// of the window, not half, keeps a 64 KiB window from stalling an upload between two reads.
     func readBatchEnded() {
         guard !touched.isEmpty else { return }
         let batch = touched
         touched.removeAll(keepingCapacity: true)
+        var credited = false
         for stream in batch {
             stream.inReadBatch = false
             stream.readComplete()
+            if let streamContext = stream.context, creditStream(streamContext, flush: false) { credited = true }
         }
+        if credited { context?.flush() }
     }
 
     /// A stream closed: its handler lets go of its upstream or tunnel; the last stream of a
@@ -118,6 +127,12 @@ extension HTTP2ConnectionHandler {
     /// A stream's flush: the connection's (deferred to the end of the read batch, or of the
     /// event-loop tick, by the ``FlushCoalescer`` in front of the codec).
     func flushStreams() { context?.flush() }
+
+    /// A stream's flush that goes to the socket at once (bulk tunnel data).
+    func flushStreamsNow() {
+        context?.flush()
+        coalescer?.flushImmediately()
+    }
 
     var isWritable: Bool { context?.channel.isWritable ?? false }
 

@@ -60,6 +60,8 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
     }
 
     var context: ChannelHandlerContext?
+    /// The flush coalescer in front of the codec (see ``flushStreamsNow()``).
+    weak var coalescer: FlushCoalescer?
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -171,12 +173,16 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Window events come with every DATA frame either way: they are tested first, and a stream's
+        // goes no further (nothing after this handler wants it; each cast from `Any` costs).
         switch event {
+        case let window as NIOHTTP2WindowUpdatedEvent:
+            if window.streamID == .rootStream, connectionWindowOpened, let inbound = window.inboundWindowSize {
+                connectionWindowChanged(inbound: inbound)
+            }
+            return
         case let closed as StreamClosedEvent:
             streamClosed(closed.streamID)
-            return
-        case let window as NIOHTTP2WindowUpdatedEvent where window.streamID == .rootStream:
-            if connectionWindowOpened, let inbound = window.inboundWindowSize { connectionWindowChanged(inbound: inbound) }
             return
         case let event as ChannelEvent where event == .inputClosed:
             context.close(promise: nil)

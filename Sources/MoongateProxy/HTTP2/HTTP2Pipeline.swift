@@ -84,7 +84,13 @@ enum HTTP2Pipeline {
         let codec = NIOHTTP2Handler(
             mode: .server, connectionConfiguration: connectionConfiguration(http2, advertising: advertised),
             streamConfiguration: streamConfiguration())
-        try channel.pipeline.syncOperations.addHandler(FlushCoalescer())
+        // swift-nio-http2 stops emitting DATA once the socket is not writable: past NIO's default
+        // 64 KiB that is one `writev` per four 16 KiB frames for a bulk tunnel stream.
+        try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: 128 * 1024, high: 512 * 1024))
+        try channel.syncOptions?.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 262_144))
+        let coalescer = FlushCoalescer()
+        connectionHandler.coalescer = coalescer
+        try channel.pipeline.syncOperations.addHandler(coalescer)
         try channel.pipeline.syncOperations.addHandler(codec)
         try channel.pipeline.syncOperations.addHandler(connectionHandler)
     }

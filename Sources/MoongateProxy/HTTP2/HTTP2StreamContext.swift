@@ -63,6 +63,9 @@ final class HTTP2StreamContext {
 
     func flush() { connection?.flushStreams() }
 
+    /// Flushes to the socket now, not at the end of the event-loop tick (bulk tunnel data).
+    func flushNow() { connection?.flushStreamsNow() }
+
     func writeAndFlush(_ payload: HTTP2Frame.FramePayload) {
         write(payload)
         flush()

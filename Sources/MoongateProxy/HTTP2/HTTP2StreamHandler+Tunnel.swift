@@ -75,7 +75,7 @@ extension HTTP2StreamHandler {
         context?.write(.data(.init(data: .byteBuffer(bytes), endStream: false)))
     }
 
-    func targetReadComplete() { context?.flush() }
+    func targetReadComplete() { context?.flushNow() }
 
     /// The target half-closed: END_STREAM.
     func targetEnded() {
