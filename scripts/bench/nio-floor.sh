@@ -4,16 +4,24 @@
 # (GlueHandler) with nothing else — no HTTP parser, no policy, no registry, no timers, no log.
 # It answers every request head with a 200 and relays to the sink. Whatever Moongate does per
 # tunnel sits on top of this; a peer that beats the floor beats any design on NIO channels.
+# P2's floor (when MOONGATE_H2_FLOOR_BIN is set) is `moongate-h2-floor --proxy`: swift-nio-http2
+# with no channel per stream, each request forwarded to the origin over HTTP/1.1 keep-alive, with
+# no policy, no checks, no log: what any HTTP/2-to-HTTP/1.1 proxy on SwiftNIO costs at least.
 source "$BENCH_DIR/lib/adapter.sh"
 BIN=${MOONGATE_FLOOR_BIN:?set MOONGATE_FLOOR_BIN to the built moongate-tunnel-floor binary}
 
 endpoints() {
+    [ -z "${MOONGATE_H2_FLOOR_BIN:-}" ] || echo "P2 http://$BENCH_HOST:$PROXY_H2C_PORT"
     echo "P3 connect://$BENCH_HOST:$PROXY_CONNECT_PORT"
     echo "P4 connect://$BENCH_HOST:$PROXY_CONNECT_PORT"
     echo "P5 connect://$BENCH_HOST:$PROXY_CONNECT_PORT"
 }
 
-start() { bg nio-floor "$BIN" "$BENCH_HOST" "$PROXY_CONNECT_PORT" "$BENCH_HOST" "$SINK_PORT"; }
+start() {
+    bg nio-floor "$BIN" "$BENCH_HOST" "$PROXY_CONNECT_PORT" "$BENCH_HOST" "$SINK_PORT"
+    # The HTTP/2 floor listens on 127.0.0.1 and forwards to the origin there (the harness's BENCH_HOST).
+    [ -z "${MOONGATE_H2_FLOOR_BIN:-}" ] || bg nio-h2-floor "$MOONGATE_H2_FLOOR_BIN" "$PROXY_H2C_PORT" --proxy "$ORIGIN_H1_PORT"
+}
 
 describe() { echo "SwiftNIO $PROXY_WORKERS event loop + Moongate's GlueHandler only (the floor of Moongate's tunnel path)"; }
 
