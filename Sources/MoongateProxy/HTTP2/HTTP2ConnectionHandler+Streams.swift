@@ -31,6 +31,7 @@ extension HTTP2ConnectionHandler {
             touched.append(stream)
         }
         guard case .data(let data) = frame.payload else {
+            if case .headers(let headers) = frame.payload, headers.endStream { stream.context?.inputEnded = true }
             stream.received(frame.payload)
             return
         }

@@ -24,7 +24,7 @@ final class HTTP2StreamContext {
     var unacknowledged = 0
     /// The stream's reader cannot take more; credit waits for ``read()``.
     private(set) var paused = false
-    /// The client sent END_STREAM: no more credit is due.
+    /// The client sent END_STREAM (on HEADERS or DATA): no more credit is due.
     var inputEnded = false
 
     /// Bytes of DATA written that the socket has not taken yet.

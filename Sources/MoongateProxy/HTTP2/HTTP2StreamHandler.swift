@@ -340,6 +340,11 @@ final class HTTP2StreamHandler: UpstreamDelegate {
             let buffer = context.allocator.buffer(string: body)
             context.write(.data(.init(data: .byteBuffer(buffer), endStream: true)))
         }
+        // The rest of a request body, if the client goes on sending it, is taken and dropped: an
+        // upload held back while the upstream could not take more gets its credit again, rather
+        // than waiting for `stream_idle`. (No RST_STREAM NO_ERROR, which RFC 9113 §8.1 allows:
+        // curl 7.88 then fails the whole transfer, response included, with its error 92.)
+        resumeClientReads()
         context.flush()
         log(request, outcome: outcome, status: local.status, bytesIn: 0, bytesOut: withBody ? body.utf8.count : 0, local: true)
     }

@@ -1,0 +1,81 @@
+"""HTTP/2 streams answered before the client has sent its whole request body: the answer arrives,
+and a client that goes on uploading is not left waiting for credit until `stream_idle` ends the
+stream, even when its upload had been held back because the upstream could not take more."""
+import socket
+import threading
+import time
+
+import h2.events
+
+from conftest import ThreadedServer, free_port
+from test_http2 import H2Client, h2_config
+
+PLUGIN = """
+local M = {}
+function M.route(req) return moongate.route("origin") end
+return M
+"""
+
+
+def test_an_upload_held_back_then_answered_locally_gets_credit_again(moongate, tmp_path):
+    """The origin reads nothing, so Moongate stops crediting the stream (its upload stalls at the
+    window), then the origin drops the connection: Moongate answers 502 itself. The client, which
+    still has body to send, must get credit again right away (the rest is taken and dropped), not
+    stall until `stream_idle` (30 s here) resets the stream."""
+    dropped = threading.Event()
+
+    def reads_nothing_then_drops(server, conn):
+        time.sleep(2.0)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        conn.close()  # unread data and linger 0: a reset
+        dropped.set()
+
+    origin = ThreadedServer(reads_nothing_then_drops)
+    plugin = tmp_path / "route.lua"
+    plugin.write_text(PLUGIN)
+    port = free_port()
+    moongate(h2_config(port, origin.port, plugin) + "timeouts:\n  stream_idle: 30s\n", port)
+    client = H2Client(port)
+    try:
+        total = 64 << 20
+        chunk = b"x" * 16384
+        sid = client.request([(":method", "POST"), (":scheme", "http"), (":authority", "a.test"), (":path", "/up")],
+                             end_stream=False)
+        client.sock.settimeout(0.05)
+        sent = 0
+
+        def push(seconds, until=lambda: False):
+            nonlocal sent
+            deadline = time.time() + seconds
+            while sent < total and time.time() < deadline and not until():
+                window = min(client.conn.local_flow_control_window(sid), len(chunk), total - sent)
+                if window > 0:
+                    client.send(sid, chunk[:window], end_stream=sent + window == total)
+                    sent += window
+                    continue
+                try:
+                    data = client.sock.recv(65536)
+                except socket.timeout:
+                    continue
+                assert data, "the proxy closed the connection"
+                for event in client.conn.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        client.status[sid] = int(dict(event.headers)[":status"])
+                    elif isinstance(event, h2.events.StreamReset):
+                        client.reset.add(event.stream_id)
+                client.flush()
+
+        push(1.5)
+        stalled_at = sent
+        assert stalled_at < 32 << 20, "the origin read nothing, yet the upload was never held back"
+        push(10, until=lambda: sid in client.status)
+        assert client.status.get(sid) == 502, client.status
+        assert dropped.is_set()
+        # The rest of the body goes in a few seconds, far inside stream_idle.
+        answered_at = sent
+        push(15)
+        assert sid not in client.reset, "the stream was reset instead of taking the rest of the body"
+        assert sent == total, f"upload stalled after the 502: {sent - answered_at} bytes taken since"
+    finally:
+        client.close()
+        origin.close()
