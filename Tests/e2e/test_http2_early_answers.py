@@ -79,3 +79,44 @@ def test_an_upload_held_back_then_answered_locally_gets_credit_again(moongate, t
     finally:
         client.close()
         origin.close()
+
+
+def test_an_http2_upstream_answering_before_the_body_ends_frees_both_streams(moongate, tmp_path):
+    """An HTTP/2 origin answers on the request's HEADERS, before its body ends. The client gets the
+    whole answer; Moongate lets go of the upstream stream at once (the origin sees it reset), so it
+    does not hold one of the origin's concurrent streams; and the client's stream, half open on its
+    side and then silent, is reset once `stream_idle` passes, like any idle stream."""
+    from test_http2_upstream import H2Origin
+    origin = H2Origin(early=True)
+    plugin = tmp_path / "route.lua"
+    plugin.write_text(PLUGIN)
+    port = free_port()
+    moongate(f"""listeners:
+  - {{ name: main, address: 127.0.0.1, port: {port}, protocols: [http1, http2] }}
+clusters:
+  - {{ name: origin, endpoints: ["127.0.0.1:{origin.port}"], protocol: http2 }}
+timeouts:
+  stream_idle: 2s
+policy:
+  watch: false
+  plugins:
+    - {{ name: route, file: {plugin} }}
+""", port)
+    client = H2Client(port)
+    try:
+        sid = client.request([(":method", "POST"), (":scheme", "http"), (":authority", "a.test"), (":path", "/up")],
+                             end_stream=False)
+        client.send(sid, b"x" * 1000)
+        client.pump(lambda: sid in client.ended, timeout=10)
+        assert client.status[sid] == 200
+        assert client.data[sid] == b"origin /up"
+        deadline = time.time() + 5
+        while origin.resets == 0 and time.time() < deadline:
+            time.sleep(0.05)
+        assert origin.resets == 1, "the upstream stream was left half open"
+        started = time.time()
+        client.pump(lambda: sid in client.reset, timeout=10)
+        assert time.time() - started < 6
+    finally:
+        client.close()
+        origin.close()

@@ -25,8 +25,10 @@ class H2Origin:
     """An h2c server: answers each request with `origin <path>` after `delay` seconds, and can
     limit concurrent streams, refuse the first streams, or go away after some answers."""
 
-    def __init__(self, max_streams=100, delay=0.0, refuse_first=0, goaway_after=None, goaway_at_first=False):
+    def __init__(self, max_streams=100, delay=0.0, refuse_first=0, goaway_after=None, goaway_at_first=False, early=False):
         self.max_streams = max_streams
+        self.early = early  # answer on the request's HEADERS, before its body ends
+        self.resets = 0  # streams the proxy reset
         self.delay = delay
         self.refuse_left = refuse_first
         self.goaway_after = goaway_after
@@ -79,6 +81,11 @@ class H2Origin:
                                 with self.lock:
                                     self.requests.append((index, None, heads[event.stream_id], b""))
                                 h2conn.send_headers(event.stream_id, [(":status", "200")])
+                            elif self.early and not event.stream_ended:
+                                due.append((time.time(), event.stream_id))
+                        elif isinstance(event, h2.events.StreamReset):
+                            with self.lock:
+                                self.resets += 1
                         elif isinstance(event, h2.events.DataReceived):
                             bodies[event.stream_id] += event.data
                             h2conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
@@ -90,6 +97,8 @@ class H2Origin:
                                 h2conn.send_data(event.stream_id, b"parent: " + event.data)
                         elif isinstance(event, h2.events.StreamEnded):
                             sid = event.stream_id
+                            if self.early:
+                                continue
                             if heads[sid].get(":protocol") == "websocket":
                                 continue
                             if heads[sid][":method"] == "CONNECT":

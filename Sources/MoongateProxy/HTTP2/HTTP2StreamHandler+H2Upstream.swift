@@ -221,6 +221,14 @@ extension HTTP2StreamHandler: HTTP2UpstreamStreamDelegate {
 
     private func finishH2Forward(_ forward: H2Forward) {
         state = .closed
+        if !forward.requestComplete {
+            // Answered before the request's body ended: the upstream stream, half open on our
+            // side, would hold one of the upstream's concurrent streams; the rest of the client's
+            // body is taken and dropped (as after a local answer), and a client that then goes
+            // silent is reset by the stream idle sweep like any other.
+            forward.stream?.abandonRequest()
+            resumeClientReads()
+        }
         log(forward.request, outcome: forward.outcome, status: forward.status, bytesIn: forward.bytesFromClient, bytesOut: forward.bytesToClient)
         if forward.instance.hasLogHooks { forward.instance.log(request: forward.request, status: forward.status) }
     }

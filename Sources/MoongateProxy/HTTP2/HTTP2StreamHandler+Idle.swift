@@ -11,7 +11,8 @@ extension HTTP2StreamHandler {
     /// Called by the connection's ``HTTP2StreamClock`` about every `period`.
     func clockTick(now: NIODeadline) {
         guard let context else { return }
-        if case .closed = state { return }
+        // Done on this side: only a stream still waiting for the client's END_STREAM is swept.
+        if case .closed = state, context.inputEnded { return }
         if now >= lastActivity + idleTimeout {
             runtime.logger.info("HTTP/2 stream idle, reset", metadata: ["client": "\(client.ip):\(client.port)"])
             abort()

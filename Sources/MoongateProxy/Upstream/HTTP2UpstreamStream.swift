@@ -58,6 +58,14 @@ final class HTTP2UpstreamStream: ChannelDuplexHandler {
         context.writeAndFlush(wrapOutboundOut(.rstStream(.cancel)), promise: nil)
     }
 
+    /// The answer is complete and the request is not (the upstream answered before the body
+    /// ended): the stream, still open on our side, is closed (RST_STREAM CANCEL) so that it does
+    /// not keep one of the upstream's concurrent streams.
+    func abandonRequest() {
+        delegate = nil
+        context?.close(promise: nil)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .headers(let headers):
