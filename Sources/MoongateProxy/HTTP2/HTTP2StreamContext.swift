@@ -63,8 +63,17 @@ final class HTTP2StreamContext {
 
     func flush() { connection?.flushStreams() }
 
-    /// Flushes to the socket now, not at the end of the event-loop tick (bulk tunnel data).
-    func flushNow() { connection?.flushStreamsNow() }
+    /// Flushes: to the socket now when this stream has bulk DATA waiting (16 KiB or more: sent
+    /// while it is still in the CPU's cache), else at the end of the event-loop tick with the other
+    /// streams' small writes (many interactive tunnels on one connection: one `writev`).
+    func flushTunnelData() {
+        if bufferedOutbound >= Self.bulkThreshold {
+            connection?.flushStreamsNow()
+        } else {
+            connection?.flushStreams()
+        }
+    }
+    static let bulkThreshold = 16 * 1024
 
     func writeAndFlush(_ payload: HTTP2Frame.FramePayload) {
         write(payload)

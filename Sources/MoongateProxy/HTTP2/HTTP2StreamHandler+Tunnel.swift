@@ -75,7 +75,7 @@ extension HTTP2StreamHandler {
         context?.write(.data(.init(data: .byteBuffer(bytes), endStream: false)))
     }
 
-    func targetReadComplete() { context?.flushNow() }
+    func targetReadComplete() { context?.flushTunnelData() }
 
     /// The target half-closed: END_STREAM.
     func targetEnded() {
