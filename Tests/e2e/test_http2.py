@@ -116,28 +116,48 @@ class H2Client:
         while not until():
             if time.time() > deadline:
                 raise TimeoutError("h2 client waited too long")
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            if not chunk:
-                raise ConnectionError("the proxy closed the connection")
-            for event in self.conn.receive_data(chunk):
-                if isinstance(event, h2.events.ResponseReceived):
-                    fields = dict(event.headers)
-                    self.status[event.stream_id] = int(fields[":status"])
-                    self.headers[event.stream_id] = fields
-                elif isinstance(event, h2.events.DataReceived):
-                    self.data[event.stream_id] = self.data.get(event.stream_id, b"") + event.data
-                    self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                elif isinstance(event, h2.events.StreamEnded):
-                    self.ended.add(event.stream_id)
-                elif isinstance(event, h2.events.StreamReset):
-                    self.reset.add(event.stream_id)
-                elif isinstance(event, h2.events.ConnectionTerminated):
-                    self.goaway = True
-                self.saw(event)
-            self.flush()
+            self.receive()
+
+    def upload(self, sid, payload, sent, seconds, until=lambda: False, end=False):
+        """Sends `payload[sent:]` on `sid` as far as the stream's window lets it, reading what the
+        proxy sends (its credit, its answer) while the window is shut; stops after `seconds`, when
+        `until()` holds or when all is sent (the last frame ends the stream with `end`). Returns
+        how many bytes of `payload` are sent in all."""
+        deadline = time.time() + seconds
+        total = len(payload)
+        while sent < total and time.time() < deadline and not until():
+            window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size, total - sent)
+            if window > 0:
+                self.send(sid, payload[sent:sent + window], end_stream=end and sent + window == total)
+                sent += window
+            else:
+                self.receive()
+        return sent
+
+    def receive(self):
+        """Reads once from the socket (nothing if it times out) and keeps what the events say."""
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            return
+        if not chunk:
+            raise ConnectionError("the proxy closed the connection")
+        for event in self.conn.receive_data(chunk):
+            if isinstance(event, h2.events.ResponseReceived):
+                fields = dict(event.headers)
+                self.status[event.stream_id] = int(fields[":status"])
+                self.headers[event.stream_id] = fields
+            elif isinstance(event, h2.events.DataReceived):
+                self.data[event.stream_id] = self.data.get(event.stream_id, b"") + event.data
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                self.ended.add(event.stream_id)
+            elif isinstance(event, h2.events.StreamReset):
+                self.reset.add(event.stream_id)
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.goaway = True
+            self.saw(event)
+        self.flush()
 
     def saw(self, event):
         """Called for every event after the bookkeeping above (subclasses keep more)."""
@@ -480,33 +500,12 @@ def test_an_upload_into_a_tunnel_whose_target_does_not_read_stops_at_the_window(
         client.sock.settimeout(0.05)
         # As real clients do: no Nagle delay between small frames and the proxy's delayed ACKs.
         client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sent = 0
-
-        def push(seconds):
-            nonlocal sent
-            deadline = time.time() + seconds
-            while sent < total and time.time() < deadline:
-                window = min(client.conn.local_flow_control_window(sid), client.conn.max_outbound_frame_size, total - sent)
-                if window > 0:
-                    client.send(sid, payload[sent:sent + window])
-                    sent += window
-                    continue
-                try:
-                    data = client.sock.recv(65536)
-                except socket.timeout:
-                    continue
-                for event in client.conn.receive_data(data):
-                    if isinstance(event, h2.events.DataReceived):
-                        client.data[sid] += event.data
-                        client.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                client.flush()
-
-        push(3)
+        sent = client.upload(sid, payload, 0, 3)
         stalled_at = sent
         # Stream window (1 MiB by default) plus what the kernel buffers on loopback: not 48 MiB.
         assert stalled_at < 24 << 20, stalled_at
         reading.set()
-        push(30)
+        sent = client.upload(sid, payload, sent, 30)
         assert sent == total
         client.send(sid, b"", end_stream=True)
         client.sock.settimeout(5)

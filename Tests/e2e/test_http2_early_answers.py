@@ -5,7 +5,6 @@ import socket
 import threading
 import time
 
-import h2.events
 
 from conftest import ThreadedServer, free_port
 from test_http2 import H2Client, h2_config
@@ -38,42 +37,19 @@ def test_an_upload_held_back_then_answered_locally_gets_credit_again(moongate, t
     client = H2Client(port)
     try:
         total = 64 << 20
-        chunk = b"x" * 16384
+        payload = memoryview(b"x" * total)
         sid = client.request([(":method", "POST"), (":scheme", "http"), (":authority", "a.test"), (":path", "/up")],
                              end_stream=False)
         client.sock.settimeout(0.05)
-        sent = 0
-
-        def push(seconds, until=lambda: False):
-            nonlocal sent
-            deadline = time.time() + seconds
-            while sent < total and time.time() < deadline and not until():
-                window = min(client.conn.local_flow_control_window(sid), len(chunk), total - sent)
-                if window > 0:
-                    client.send(sid, chunk[:window], end_stream=sent + window == total)
-                    sent += window
-                    continue
-                try:
-                    data = client.sock.recv(65536)
-                except socket.timeout:
-                    continue
-                assert data, "the proxy closed the connection"
-                for event in client.conn.receive_data(data):
-                    if isinstance(event, h2.events.ResponseReceived):
-                        client.status[sid] = int(dict(event.headers)[":status"])
-                    elif isinstance(event, h2.events.StreamReset):
-                        client.reset.add(event.stream_id)
-                client.flush()
-
-        push(1.5)
+        sent = client.upload(sid, payload, 0, 1.5, end=True)
         stalled_at = sent
         assert stalled_at < 32 << 20, "the origin read nothing, yet the upload was never held back"
-        push(10, until=lambda: sid in client.status)
+        sent = client.upload(sid, payload, sent, 10, until=lambda: sid in client.status, end=True)
         assert client.status.get(sid) == 502, client.status
         assert dropped.is_set()
         # The rest of the body goes in a few seconds, far inside stream_idle.
         answered_at = sent
-        push(15)
+        sent = client.upload(sid, payload, sent, 15, end=True)
         assert sid not in client.reset, "the stream was reset instead of taking the rest of the body"
         assert sent == total, f"upload stalled after the 502: {sent - answered_at} bytes taken since"
     finally:

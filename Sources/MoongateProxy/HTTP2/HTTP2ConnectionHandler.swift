@@ -31,7 +31,7 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
     private var connectionWindowOpened = false
     /// A connection WINDOW_UPDATE is written and the codec has not yet shown it applied.
     var connectionCreditPending = false
-    /// The streams' receive window (`http2.initial_stream_window`): credit goes back at half of it.
+    /// The streams' receive window (`http2.initial_stream_window`): credit goes back at a quarter of it.
     let streamWindow: Int
 
     /// The open streams.

@@ -32,6 +32,8 @@ final class HTTP2StreamContext {
     private var outboundBlocked = false
     static let highWatermark = 64 * 1024
     static let lowWatermark = 32 * 1024
+    /// DATA waiting past this much is flushed at once by ``flushTunnelData()``.
+    static let bulkThreshold = 16 * 1024
 
     private var closePromise: EventLoopPromise<Void>?
     private(set) var isActive = true
@@ -73,7 +75,6 @@ final class HTTP2StreamContext {
             connection?.flushStreams()
         }
     }
-    static let bulkThreshold = 16 * 1024
 
     func writeAndFlush(_ payload: HTTP2Frame.FramePayload) {
         write(payload)

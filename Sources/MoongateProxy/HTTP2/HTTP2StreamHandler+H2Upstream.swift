@@ -226,7 +226,7 @@ extension HTTP2StreamHandler: HTTP2UpstreamStreamDelegate {
             // side, would hold one of the upstream's concurrent streams; the rest of the client's
             // body is taken and dropped (as after a local answer), and a client that then goes
             // silent is reset by the stream idle sweep like any other.
-            forward.stream?.abandonRequest()
+            forward.stream?.cancel()
             resumeClientReads()
         }
         log(forward.request, outcome: forward.outcome, status: forward.status, bytesIn: forward.bytesFromClient, bytesOut: forward.bytesToClient)

@@ -50,18 +50,11 @@ final class HTTP2UpstreamStream: ChannelDuplexHandler {
 
     func flush() { context?.flush() }
 
-    /// Resets the stream (the client went away).
+    /// Resets the stream (RST_STREAM CANCEL, by closing its channel) unless it is closed already:
+    /// the client went away, or the answer is complete and the request is not (the upstream
+    /// answered before the body ended), where the stream, still open on our side, would keep one
+    /// of the upstream's concurrent streams.
     func cancel() {
-        delegate = nil
-        guard let context, !ended else { return }
-        ended = true
-        context.writeAndFlush(wrapOutboundOut(.rstStream(.cancel)), promise: nil)
-    }
-
-    /// The answer is complete and the request is not (the upstream answered before the body
-    /// ended): the stream, still open on our side, is closed (RST_STREAM CANCEL) so that it does
-    /// not keep one of the upstream's concurrent streams.
-    func abandonRequest() {
         delegate = nil
         context?.close(promise: nil)
     }
