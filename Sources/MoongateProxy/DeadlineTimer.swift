@@ -4,10 +4,14 @@ import NIOCore
 /// and it is rescheduled only when it fires before the current deadline, or when the deadline moves
 /// before it. Re-arming with deadlines that only move later (keep-alive heads, upstream responses,
 /// body reads) thus costs a clock read, no timer-queue work. Confined to its event loop.
-final class DeadlineTimer {
+///
+/// The task is a scheduled callback with the timer itself as its handler: no promise, future or
+/// closures are allocated per schedule (a `scheduleTask` made four allocations, once per
+/// connection for its first head's deadline).
+final class DeadlineTimer: NIOScheduledCallbackHandler {
     private let eventLoop: any EventLoop
     private let onExpiry: () -> Void
-    private var task: Scheduled<Void>?
+    private var task: NIOScheduledCallback?
     /// When the scheduled task runs (meaningful while `task` is set).
     private var scheduledFor = NIODeadline.uptimeNanoseconds(0)
     private var deadline: NIODeadline?
@@ -50,8 +54,12 @@ final class DeadlineTimer {
     /// table, and every retain and release of it (several per request) would take the slow path.
     private func schedule(at due: NIODeadline) {
         scheduledFor = due
-        task = eventLoop.assumeIsolated().scheduleTask(deadline: due) { self.fire() }
+        // Fails only once the loop is shutting down, when no deadline matters any more.
+        task = try? eventLoop.assumeIsolated().scheduleCallback(at: due, handler: self)
     }
+
+    /// The scheduled callback ran (``NIOScheduledCallbackHandler``).
+    func handleScheduledCallback(eventLoop: some EventLoop) { fire() }
 
     private func fire() {
         task = nil
