@@ -9,7 +9,7 @@ import NIOPosix
 /// `GET path` with the client's `:authority` as Host, reads a `content-length` response and answers
 /// the stream with its status, length, type and body. The responses of one event-loop tick leave
 /// the client connection in one write, as Moongate's listener does.
-final class ProxyFloor: ChannelInboundHandler {
+final class ProxyFloor: ChannelInboundHandler, FloorClient {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
 
@@ -34,27 +34,7 @@ final class ProxyFloor: ChannelInboundHandler {
         let authority = request.headers.first(name: ":authority") ?? "localhost"
         var head = context.channel.allocator.buffer(capacity: 64 + path.utf8.count + authority.utf8.count)
         head.writeString("GET \(path) HTTP/1.1\r\nHost: \(authority)\r\n\r\n")
-        let exchange = FloorExchange(stream: frame.streamID, client: self)
-        if let connection = idle.take() {
-            connection.start(exchange, head: head)
-            return
-        }
-        let loopBound = NIOLoopBound((self, exchange, head), eventLoop: context.eventLoop)
-        ClientBootstrap(group: context.eventLoop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let (floor, exchange, head) = loopBound.value
-                    let connection = OriginConnection(idle: floor.idle)
-                    try channel.pipeline.syncOperations.addHandler(connection)
-                    connection.start(exchange, head: head)
-                }
-            }
-            .connect(to: origin)
-            .whenFailure { _ in
-                let (floor, exchange, _) = loopBound.value
-                floor.answer(exchange.stream, status: "502", contentType: nil, body: nil)
-            }
+        idle.send(FloorExchange(stream: frame.streamID, client: self), head: head, to: origin, on: context.eventLoop)
     }
 
     /// Writes a stream's response; the connection is flushed once at the end of this tick.
@@ -78,15 +58,44 @@ final class ProxyFloor: ChannelInboundHandler {
     }
 }
 
+/// What answers a client: an HTTP/2 connection (a stream's response) or an HTTP/1.1 one.
+protocol FloorClient: AnyObject {
+    func answer(_ stream: HTTP2StreamID, status: String, contentType: String?, body: ByteBuffer?)
+}
+
 /// One request in flight on an origin connection.
 struct FloorExchange {
     let stream: HTTP2StreamID
-    let client: ProxyFloor
+    let client: any FloorClient
 }
 
 /// The event loop's idle keep-alive connections to the origin.
 final class OriginConnections {
     private var connections: [OriginConnection] = []
+
+    /// Sends `head` on an idle connection, or on a new one (a 502 when it cannot be had).
+    func send(_ exchange: FloorExchange, head: ByteBuffer, to origin: SocketAddress, on eventLoop: any EventLoop) {
+        if let connection = take() {
+            connection.start(exchange, head: head)
+            return
+        }
+        let loopBound = NIOLoopBound((self, exchange, head), eventLoop: eventLoop)
+        ClientBootstrap(group: eventLoop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let (idle, exchange, head) = loopBound.value
+                    let connection = OriginConnection(idle: idle)
+                    try channel.pipeline.syncOperations.addHandler(connection)
+                    connection.start(exchange, head: head)
+                }
+            }
+            .connect(to: origin)
+            .whenFailure { _ in
+                let (_, exchange, _) = loopBound.value
+                exchange.client.answer(exchange.stream, status: "502", contentType: nil, body: nil)
+            }
+    }
 
     func take() -> OriginConnection? { connections.popLast() }
 

@@ -1,17 +1,20 @@
-// `moongate-h2-floor PORT [--channels | --proxy ORIGIN_PORT]`: the least an HTTP/2 server on swift-nio-http2 costs per
-// request. Plain: `NIOHTTP2Handler` with no stream multiplexer, and a handler that answers each
-// request's HEADERS with a 1 KiB response on the same connection. `--channels`: the same answer from
-// a child channel per stream (swift-nio-http2's inline multiplexer, as Moongate's listener uses it).
-// `--proxy ORIGIN_PORT`: no local answer, each request forwarded over HTTP/1.1 keep-alive to an
-// origin on 127.0.0.1 (``ProxyFloor``): the floor under P2 of the peer harness.
-// Benchmark tool only (scripts/bench/h2-request-cost): beside Moongate answering locally over
-// HTTP/2 it separates what swift-nio-http2's framing, HPACK and state machine cost, what a channel
-// per stream adds, and what Moongate's own stream handling adds.
+// `moongate-h2-floor PORT [--channels | --proxy ORIGIN_PORT [--http1 | --tls CERT KEY]]`: the least an
+// HTTP/2 server on swift-nio-http2 costs per request. Plain: `NIOHTTP2Handler` with no stream
+// multiplexer, and a handler that answers each request's HEADERS with a 1 KiB response on the same
+// connection. `--channels`: the same answer from a child channel per stream (swift-nio-http2's
+// inline multiplexer, as Moongate's listener used it). `--proxy ORIGIN_PORT`: no local answer, each
+// request forwarded over HTTP/1.1 keep-alive to an origin on 127.0.0.1 (``ProxyFloor``): the floor
+// under P2 of the peer harness; with `--http1` the clients speak HTTP/1.1 in the clear
+// (``HTTP1ProxyFloor``, P1), with `--tls CERT KEY` TLS with ALPN `h2` or `http/1.1` (``TLSFloor``,
+// P7 and P8).
+// Benchmark tool only (scripts/bench/h2-request-cost, scripts/bench/nio-floor.sh): beside Moongate
+// it separates what SwiftNIO, swift-nio-http2 and swift-nio-ssl cost from what Moongate adds.
 
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
 import NIOPosix
+import NIOSSL
 
 /// Answers every request (a HEADERS frame that ends its stream) with `200` and 1 KiB.
 final class FloorAnswerer: ChannelInboundHandler {
@@ -48,9 +51,11 @@ final class StreamAnswerer: ChannelInboundHandler {
 }
 
 let arguments = CommandLine.arguments
-enum FloorMode { case answer, channels, proxy(SocketAddress) }
+/// How clients reach the proxy floor.
+enum ClientSide { case h2c, http1, tls(NIOSSLContext) }
+enum FloorMode { case answer, channels, proxy(SocketAddress, ClientSide) }
 func usage() -> Never {
-    print("usage: moongate-h2-floor PORT [--channels | --proxy ORIGIN_PORT]")
+    print("usage: moongate-h2-floor PORT [--channels | --proxy ORIGIN_PORT [--http1 | --tls CERT KEY]]")
     exit(2)
 }
 guard arguments.count >= 2, let port = Int(arguments[1]) else { usage() }
@@ -58,9 +63,15 @@ let mode: FloorMode
 switch Array(arguments.dropFirst(2)) {
 case []: mode = .answer
 case ["--channels"]: mode = .channels
-case let rest where rest.count == 2 && rest[0] == "--proxy":
+case let rest where rest.count >= 2 && rest[0] == "--proxy":
     guard let originPort = Int(rest[1]), let origin = try? SocketAddress(ipAddress: "127.0.0.1", port: originPort) else { usage() }
-    mode = .proxy(origin)
+    switch Array(rest.dropFirst(2)) {
+    case []: mode = .proxy(origin, .h2c)
+    case ["--http1"]: mode = .proxy(origin, .http1)
+    case let tls where tls.count == 3 && tls[0] == "--tls":
+        mode = .proxy(origin, .tls(try TLSFloor.context(certificate: tls[1], key: tls[2])))
+    default: usage()
+    }
 default: usage()
 }
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -79,10 +90,22 @@ let server = try ServerBootstrap(group: group)
                 let codec = NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: .init())
                 try channel.pipeline.syncOperations.addHandler(codec)
                 try channel.pipeline.syncOperations.addHandler(FloorAnswerer())
-            case .proxy(let origin):
-                let codec = NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: .init())
-                try channel.pipeline.syncOperations.addHandler(codec)
-                try channel.pipeline.syncOperations.addHandler(ProxyFloor(origin: origin, idle: originConnections.value))
+            case .proxy(let origin, let clients):
+                let idle = originConnections.value
+                let install = { (http2: Bool) throws in
+                    if http2 {
+                        let codec = NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: .init())
+                        try channel.pipeline.syncOperations.addHandler(codec)
+                        try channel.pipeline.syncOperations.addHandler(ProxyFloor(origin: origin, idle: idle))
+                    } else {
+                        try channel.pipeline.syncOperations.addHandler(HTTP1ProxyFloor(origin: origin, idle: idle))
+                    }
+                }
+                switch clients {
+                case .h2c: try install(true)
+                case .http1: try install(false)
+                case .tls(let context): try TLSFloor.configure(channel, context: context, install: install)
+                }
             case .channels:
                 _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                     mode: .server, connectionConfiguration: connection, streamConfiguration: .init()

@@ -10,17 +10,20 @@ import NIOCore
 /// are copied into one buffer that goes on at the flush (in order, with their promises completed
 /// when it is written); larger ones (bulk bodies, tunnel data) go on as they are, after what was
 /// gathered before them. Over cleartext the socket's `writev` does this work, so it is not used.
-final class TLSRecordGatherer: ChannelOutboundHandler {
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+/// Public for the benchmark floors (`moongate-h2-floor --tls`), which seal records the same way.
+public final class TLSRecordGatherer: ChannelOutboundHandler {
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
 
     /// Writes this large or larger are not copied.
     static let passThroughSize = 4096
 
+    public init() {}
+
     private var gathered: ByteBuffer?
     private var promises: [EventLoopPromise<Void>] = []
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         var bytes = unwrapOutboundIn(data)
         guard bytes.readableBytes < Self.passThroughSize else {
             emit(context)
@@ -34,18 +37,18 @@ final class TLSRecordGatherer: ChannelOutboundHandler {
         if let promise { promises.append(promise) }
     }
 
-    func flush(context: ChannelHandlerContext) {
+    public func flush(context: ChannelHandlerContext) {
         emit(context)
         context.flush()
     }
 
-    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+    public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         // Unflushed writes meet the close as they would have without this handler.
         emit(context)
         context.close(mode: mode, promise: promise)
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    public func handlerRemoved(context: ChannelHandlerContext) {
         emit(context)
     }
 
