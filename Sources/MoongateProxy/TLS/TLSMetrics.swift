@@ -26,7 +26,11 @@ public final class TLSMetrics: Sendable {
     }
 
     private func counter(_ label: String, _ dimensions: [(String, String)]) -> Counter {
-        let key = label + dimensions.map { "|\($0.1)" }.joined()
+        var key = label
+        for (_, value) in dimensions {
+            key += "|"
+            key += value
+        }
         return counters.withLock { cache in
             if let c = cache[key] { return c }
             let c = Counter(label: label, dimensions: dimensions)

@@ -91,8 +91,10 @@ final class CleartextProbe: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
-/// Bounds a TLS handshake, reports why one failed, and installs the codec when one succeeds.
-final class TLSHandshakeGuard: ChannelInboundHandler, RemovableChannelHandler {
+/// Bounds a TLS handshake, reports why one failed, and installs the codec when one succeeds. The
+/// deadline is a scheduled callback with the guard as its handler (no promise or closures per
+/// connection).
+final class TLSHandshakeGuard: ChannelInboundHandler, RemovableChannelHandler, NIOScheduledCallbackHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
@@ -101,7 +103,8 @@ final class TLSHandshakeGuard: ChannelInboundHandler, RemovableChannelHandler {
     private let metrics: TLSMetrics
     private let logger: Logger
     private let install: (_ http2: Bool, _ session: TLSSessionInfo) throws -> Void
-    private var timer: Scheduled<Void>?
+    private var timer: NIOScheduledCallback?
+    private var context: ChannelHandlerContext?
     /// The SNI name of the ClientHello (set by the SNI step).
     var serverName: String?
 
@@ -117,18 +120,22 @@ final class TLSHandshakeGuard: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        let listener = self.listener
-        let metrics = self.metrics
-        timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
-            metrics.handshakeFailed(listener: listener, reason: "timeout")
-            bound.value.close(promise: nil)
-        }
+        self.context = context
+        timer = try? context.eventLoop.assumeIsolated().scheduleCallback(in: timeout, handler: self)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
+        self.context = nil
+    }
+
+    /// The handshake did not complete within `timeouts.tls_handshake`.
+    func handleScheduledCallback(eventLoop: some EventLoop) {
+        timer = nil
+        guard let context else { return }
+        metrics.handshakeFailed(listener: listener, reason: "timeout")
+        context.close(promise: nil)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
