@@ -12,17 +12,13 @@ final class HTTP1ProxyFloor: ChannelInboundHandler, FloorClient {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private let origin: SocketAddress
-    private let idle: OriginConnections
+    private let origin: OriginConnections
     private var context: ChannelHandlerContext?
     private var received: ByteBuffer?
     private var inFlight = false
     private var closeAfterAnswer = false
 
-    init(origin: SocketAddress, idle: OriginConnections) {
-        self.origin = origin
-        self.idle = idle
-    }
+    init(origin: OriginConnections) { self.origin = origin }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
@@ -40,9 +36,7 @@ final class HTTP1ProxyFloor: ChannelInboundHandler, FloorClient {
         received = buffer.readableBytes > 0 ? buffer : nil
         inFlight = true
         closeAfterAnswer = request.close
-        var head = context.channel.allocator.buffer(capacity: 64 + request.path.utf8.count + request.host.utf8.count)
-        head.writeString("GET \(request.path) HTTP/1.1\r\nHost: \(request.host)\r\n\r\n")
-        idle.send(FloorExchange(stream: .rootStream, client: self), head: head, to: origin, on: context.eventLoop)
+        origin.send(FloorExchange(stream: .rootStream, client: self), path: request.path, host: request.host)
     }
 
     func answer(_ stream: HTTP2StreamID, status: String, contentType: String?, body: ByteBuffer?) {

@@ -13,15 +13,11 @@ final class ProxyFloor: ChannelInboundHandler, FloorClient {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
 
-    private let origin: SocketAddress
-    private let idle: OriginConnections
+    private let origin: OriginConnections
     private var context: ChannelHandlerContext?
     private var flushPending = false
 
-    init(origin: SocketAddress, idle: OriginConnections) {
-        self.origin = origin
-        self.idle = idle
-    }
+    init(origin: OriginConnections) { self.origin = origin }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
@@ -30,11 +26,9 @@ final class ProxyFloor: ChannelInboundHandler, FloorClient {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         guard case .headers(let request) = frame.payload, request.endStream else { return }
-        let path = request.headers.first(name: ":path") ?? "/"
-        let authority = request.headers.first(name: ":authority") ?? "localhost"
-        var head = context.channel.allocator.buffer(capacity: 64 + path.utf8.count + authority.utf8.count)
-        head.writeString("GET \(path) HTTP/1.1\r\nHost: \(authority)\r\n\r\n")
-        idle.send(FloorExchange(stream: frame.streamID, client: self), head: head, to: origin, on: context.eventLoop)
+        origin.send(
+            FloorExchange(stream: frame.streamID, client: self), path: request.headers.first(name: ":path") ?? "/",
+            host: request.headers.first(name: ":authority") ?? "localhost")
     }
 
     /// Writes a stream's response; the connection is flushed once at the end of this tick.
@@ -69,13 +63,23 @@ struct FloorExchange {
     let client: any FloorClient
 }
 
-/// The event loop's idle keep-alive connections to the origin.
+/// The origin, and the event loop's idle keep-alive connections to it.
 final class OriginConnections {
+    private let address: SocketAddress
+    private let eventLoop: any EventLoop
     private var connections: [OriginConnection] = []
 
-    /// Sends `head` on an idle connection, or on a new one (a 502 when it cannot be had).
-    func send(_ exchange: FloorExchange, head: ByteBuffer, to origin: SocketAddress, on eventLoop: any EventLoop) {
-        if let connection = take() {
+    init(_ address: SocketAddress, on eventLoop: any EventLoop) {
+        self.address = address
+        self.eventLoop = eventLoop
+    }
+
+    /// Sends `GET path` with `host` on an idle connection, or on a new one (a 502 when it cannot
+    /// be had).
+    func send(_ exchange: FloorExchange, path: String, host: String) {
+        var head = ByteBufferAllocator().buffer(capacity: 64 + path.utf8.count + host.utf8.count)
+        head.writeString("GET \(path) HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+        if let connection = connections.popLast() {
             connection.start(exchange, head: head)
             return
         }
@@ -90,14 +94,12 @@ final class OriginConnections {
                     connection.start(exchange, head: head)
                 }
             }
-            .connect(to: origin)
+            .connect(to: address)
             .whenFailure { _ in
                 let (_, exchange, _) = loopBound.value
                 exchange.client.answer(exchange.stream, status: "502", contentType: nil, body: nil)
             }
     }
-
-    func take() -> OriginConnection? { connections.popLast() }
 
     func put(_ connection: OriginConnection) { connections.append(connection) }
 

@@ -77,7 +77,11 @@ default: usage()
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 // One thread, so one set of idle origin connections.
 let loop = group.next()
-let originConnections = try loop.submit { NIOLoopBound(OriginConnections(), eventLoop: loop) }.wait()
+var originConnections: NIOLoopBound<OriginConnections>?
+if case .proxy(let address, _) = mode {
+    originConnections = try loop.submit { NIOLoopBound(OriginConnections(address, on: loop), eventLoop: loop) }.wait()
+}
+let proxyOrigin = originConnections
 let server = try ServerBootstrap(group: group)
     .serverChannelOption(.backlog, value: 1024)
     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -90,15 +94,15 @@ let server = try ServerBootstrap(group: group)
                 let codec = NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: .init())
                 try channel.pipeline.syncOperations.addHandler(codec)
                 try channel.pipeline.syncOperations.addHandler(FloorAnswerer())
-            case .proxy(let origin, let clients):
-                let idle = originConnections.value
+            case .proxy(_, let clients):
+                guard let origin = proxyOrigin?.value else { throw ChannelError.ioOnClosedChannel }
                 let install = { (http2: Bool) throws in
                     if http2 {
                         let codec = NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: .init())
                         try channel.pipeline.syncOperations.addHandler(codec)
-                        try channel.pipeline.syncOperations.addHandler(ProxyFloor(origin: origin, idle: idle))
+                        try channel.pipeline.syncOperations.addHandler(ProxyFloor(origin: origin))
                     } else {
-                        try channel.pipeline.syncOperations.addHandler(HTTP1ProxyFloor(origin: origin, idle: idle))
+                        try channel.pipeline.syncOperations.addHandler(HTTP1ProxyFloor(origin: origin))
                     }
                 }
                 switch clients {

@@ -106,6 +106,17 @@ enum HTTP1Wire {
         return out
     }
 
+    /// A buffer for a request head sent upstream: sized for its request line, Host and `fields`
+    /// (with room for the framing and upgrade lines), so it is written without growing.
+    static func requestHeadBuffer(
+        method: String, request: PolicyRequest, fields: [HeaderField], allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        var size = 96 + method.utf8.count + (request.path?.utf8.count ?? 1) + (request.query?.utf8.count ?? 0)
+            + (request.authority?.utf8.count ?? 0)
+        for field in fields { size += field.name.utf8.count + field.value.utf8.count + 4 }
+        return allocator.buffer(capacity: size)
+    }
+
     /// An origin-form request line and its Host field (`method path?query HTTP/1.1`, `host:`), as
     /// every request Moongate sends upstream starts, whatever the client's protocol.
     static func writeRequestStart(method: String, request: PolicyRequest, into out: inout ByteBuffer) {

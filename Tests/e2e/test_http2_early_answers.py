@@ -5,7 +5,6 @@ import socket
 import threading
 import time
 
-
 from conftest import ThreadedServer, free_port
 from test_http2 import H2Client, h2_config
 

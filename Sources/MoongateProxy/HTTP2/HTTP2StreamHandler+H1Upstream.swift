@@ -75,11 +75,7 @@ extension HTTP2StreamHandler {
     static func upstreamHead(
         _ request: PolicyRequest, headers: [HeaderField], endStream: Bool, allocator: ByteBufferAllocator
     ) -> (ByteBuffer, BodyFraming) {
-        // Sized for the whole head, so it is written without growing the buffer.
-        var size = 64 + request.method.utf8.count + (request.path?.utf8.count ?? 1) + (request.query?.utf8.count ?? 0)
-            + (request.authority?.utf8.count ?? 0)
-        for field in headers { size += field.name.utf8.count + field.value.utf8.count + 4 }
-        var out = allocator.buffer(capacity: size)
+        var out = HTTP1Wire.requestHeadBuffer(method: request.method, request: request, fields: headers, allocator: allocator)
         HTTP1Wire.writeRequestStart(method: request.method, request: request, into: &out)
         let framing: BodyFraming
         if endStream {
