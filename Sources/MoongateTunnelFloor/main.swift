@@ -21,11 +21,25 @@ final class FloorConnectHandler: ChannelInboundHandler, RemovableChannelHandler 
 
     init(target: SocketAddress) { self.target = target }
 
+    /// Whether the bytes hold a blank line (`\r\n\r\n`), by a scan of the raw bytes. A generic
+    /// `firstRange(of:)` on the buffer's view cost about 8 µs per tunnel here, which made the floor
+    /// look dearer than SwiftNIO is.
+    static func endsHead(_ buffer: ByteBuffer) -> Bool {
+        buffer.withUnsafeReadableBytes { bytes in
+            var index = 3
+            while index < bytes.count {
+                if bytes[index] == 10, bytes[index - 1] == 13, bytes[index - 2] == 10, bytes[index - 3] == 13 { return true }
+                index += 1
+            }
+            return false
+        }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
         guard !dialling else { return }
         if head == nil { head = bytes } else { head!.writeBuffer(&bytes) }
-        guard let head, head.readableBytesView.firstRange(of: [13, 10, 13, 10]) != nil else { return }
+        guard let head, Self.endsHead(head) else { return }
         dialling = true
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair()
         let boundGlue = NIOLoopBound(upstreamGlue, eventLoop: context.eventLoop)
