@@ -122,7 +122,7 @@ extension HTTP2StreamHandler {
             }
             exchange.status = head.code
             exchange.upstreamKeepAlive = head.isKeepAlive && exchange.kind == .forward
-            var headers = HPACKHeaders([(":status", String(head.code))])
+            var headers = HPACKHeaders.response(status: head.code, room: head.ranges.count)
             if exchange.instance.hasResponseHooks {
                 var fields = head.fields
                 if let fault = exchange.instance.sanitizeResponse(for: exchange.request, status: head.code, headers: &fields) {

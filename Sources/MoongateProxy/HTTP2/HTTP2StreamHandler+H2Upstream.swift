@@ -167,7 +167,7 @@ extension HTTP2StreamHandler: HTTP2UpstreamStreamDelegate {
             h2ForwardFailed(forward, status: 500, reason: "policy error")
             return
         }
-        var out = HPACKHeaders([(":status", String(status))])
+        var out = HPACKHeaders.response(status: status, room: fields.count)
         out.addLowercased(fields) { !SanitizationFloor.isHopByHop($0.name) && !$0.hasName("transfer-encoding") }
         forward.responseHeadSent = true
         if endStream { finishH2Forward(forward) }

@@ -324,7 +324,7 @@ final class HTTP2StreamHandler: UpstreamDelegate {
     func answer(_ local: LocalAnswer, request: PolicyRequest, outcome: PolicyOutcome?, context: HTTP2StreamContext) {
         state = .answered
         let body = local.exact ? (local.body ?? "") : (local.body.map { $0 + "\n" } ?? "")
-        var headers = HPACKHeaders([(":status", String(local.status))])
+        var headers = HPACKHeaders.response(status: local.status, room: local.headers.count + 2)
         var typed = false
         for field in local.headers where !HTTP1Wire.isContentLength(field.name) && !SanitizationFloor.isHopByHop(field.name) {
             typed = typed || field.hasName("content-type")
