@@ -60,15 +60,17 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
     }
 
     var context: ChannelHandlerContext?
-    /// The flush coalescer in front of the codec (see ``flushStreamsNow()``).
-    weak var coalescer: FlushCoalescer?
+    /// The flush coalescer in front of the codec (see ``flushStreamsNow()``). Strong, as every
+    /// reference to the pipeline's handlers here: a weak one gives its object a side table, and then
+    /// each retain and release of it (the pipeline makes several per frame) takes the slow path.
+    var coalescer: FlushCoalescer?
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         siblings.add(self)
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        guardian.onFlood = { [weak self] what in
-            guard let self else { return }
+        // Strong (see `coalescer`); the cycle through the guard ends in `handlerRemoved`.
+        guardian.onFlood = { what in
             let context = loopBound.value
             let goAway = HTTP2Frame(
                 streamID: .rootStream, payload: .goAway(lastStreamID: .rootStream, errorCode: .enhanceYourCalm, opaqueData: nil))

@@ -15,8 +15,12 @@ import NIOHTTP2
 final class HTTP2StreamContext {
     let streamID: HTTP2StreamID
     /// Kept after the stream closes: a reset written just before closes the stream at once (the
-    /// codec reports it synchronously), and its flush must still reach the connection.
-    private(set) weak var connection: HTTP2ConnectionHandler?
+    /// codec reports it synchronously), and its flush must still reach the connection. Strong: a
+    /// weak reference gave the connection handler a side table, which made every retain and
+    /// release of it slow (the pipeline makes several per frame). Nothing leaks: the connection
+    /// forgets its streams when it leaves its pipeline (``HTTP2ConnectionHandler/closeAllStreams()``),
+    /// and from then on its writes and flushes find no channel context and do nothing.
+    private(set) var connection: HTTP2ConnectionHandler?
     let eventLoop: any EventLoop
     let allocator: ByteBufferAllocator
 
