@@ -23,8 +23,9 @@ final class TunnelSweeper {
     }
 
     private func scheduleNext() {
-        task = eventLoop.assumeIsolated().scheduleTask(in: period) { [weak self] in
-            guard let self else { return }
+        // Strong: the sweeper lives as long as its loop, and a weak reference would give it a side
+        // table (every tunnel's add and remove would retain and release it the slow way).
+        task = eventLoop.assumeIsolated().scheduleTask(in: period) {
             self.sweep()
             if self.tunnels.isEmpty { self.task = nil } else { self.scheduleNext() }
         }

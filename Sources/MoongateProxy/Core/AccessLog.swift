@@ -67,18 +67,20 @@ enum RefusalReason: String {
 
 /// One structured access-log line per request or tunnel.
 enum AccessLog {
+    /// The texts that must be built (the target's normal form, the decision's summary) are made
+    /// only when the line is written: with the access log off, every request paid for them.
     static func write(
-        _ logger: Logger, message: Logger.Message, client: ClientInfo, method: String, target: String, path: String = "-",
-        decision: String, plugin: String?, cluster: String? = nil, reason: RefusalReason? = nil, status: Int, bytesIn: Int,
-        bytesOut: Int, since start: NIODeadline
+        _ logger: Logger, message: @autoclosure () -> Logger.Message, client: ClientInfo, method: String,
+        target: @autoclosure () -> String, path: String = "-", decision: @autoclosure () -> String, plugin: String?,
+        cluster: String? = nil, reason: RefusalReason? = nil, status: Int, bytesIn: Int, bytesOut: Int, since start: NIODeadline
     ) {
         guard logger.logLevel <= .info else { return }
         let ms = Double((NIODeadline.now() - start).nanoseconds) / 1_000_000
         logger.info(
-            message,
+            message(),
             metadata: [
-                "client": "\(client.ip):\(client.port)", "method": "\(method)", "target": "\(target)", "path": "\(path)",
-                "decision": "\(decision)", "plugin": "\(plugin ?? "-")", "cluster": "\(cluster ?? "-")",
+                "client": "\(client.ip):\(client.port)", "method": "\(method)", "target": "\(target())", "path": "\(path)",
+                "decision": "\(decision())", "plugin": "\(plugin ?? "-")", "cluster": "\(cluster ?? "-")",
                 "reason": "\(reason?.rawValue ?? "-")", "status": "\(status)", "bytes_in": "\(bytesIn)",
                 "bytes_out": "\(bytesOut)", "duration_ms": "\(ms)",
             ])
@@ -112,9 +114,9 @@ extension ProxyRuntime {
         metrics.request(
             decision: decision?.verb ?? "none", status: status, cluster: outcome?.cluster, refusal: refusal, bytesIn: bytesIn,
             bytesOut: bytesOut, tunnel: tunnel)
-        let target = request.target?.description ?? request.authority ?? "-"
         AccessLog.write(
-            accessLogger, message: tunnel ? "tunnel" : "request", client: client, method: request.method, target: target,
+            accessLogger, message: tunnel ? "tunnel" : "request", client: client, method: request.method,
+            target: request.target?.description ?? request.authority ?? "-",
             path: request.path ?? "-", decision: decision?.summary ?? "-", plugin: outcome?.plugin, cluster: outcome?.cluster,
             reason: refusal, status: status, bytesIn: bytesIn, bytesOut: bytesOut, since: start)
         if let trace = request.trace {

@@ -8,7 +8,8 @@ import NIOCore
 /// request is kept, boxed, only when a trace follows it or a log hook will read it.
 struct TunnelRecord {
     let method: String
-    let target: String
+    private let targetAuthority: Authority?
+    private let authorityText: String?
     let path: String
     let decision: Decision
     let plugin: String?
@@ -29,7 +30,8 @@ struct TunnelRecord {
 
     init(request: PolicyRequest, outcome: PolicyOutcome, instance: PolicyInstance) {
         method = request.method
-        target = request.target?.description ?? request.authority ?? "-"
+        targetAuthority = request.target
+        authorityText = request.authority
         path = request.path ?? "-"
         decision = outcome.decision
         plugin = outcome.plugin
@@ -37,6 +39,9 @@ struct TunnelRecord {
         let logHooks = instance.hasLogHooks ? instance : nil
         kept = request.trace != nil || logHooks != nil ? KeptRequest(request, outcome, logHooks) : nil
     }
+
+    /// The target as the access log prints it (made only when a line is written).
+    var target: String { targetAuthority?.description ?? authorityText ?? "-" }
 
     /// The traced request and its outcome (the trace's end reads them).
     var traced: (PolicyRequest, PolicyOutcome)? {

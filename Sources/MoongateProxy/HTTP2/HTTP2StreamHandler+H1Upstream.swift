@@ -182,7 +182,8 @@ extension HTTP2StreamHandler {
     func writeHeldData(endStream: Bool, context: HTTP2StreamContext) {
         guard let bytes = heldData else { return }
         heldData = nil
-        lastActivity = .now()
+        // No clock read here: every caller follows a part of the upstream's response in the same
+        // read, which set `lastActivity`.
         guardian.sentData()
         context.write(.data(.init(data: .byteBuffer(bytes), endStream: endStream)))
     }

@@ -65,9 +65,9 @@ final class HTTP2StreamHandler: UpstreamDelegate {
     var context: HTTP2StreamContext?
     /// The stream had frames in the connection's current read batch.
     var inReadBatch = false
-    var startedAt = NIODeadline.now()
+    var startedAt: NIODeadline
     /// When the last frame went either way (read by the idle timer).
-    var lastActivity = NIODeadline.now()
+    var lastActivity: NIODeadline
     /// The connection's timer, which checks the stream idle and response deadlines.
     let clock: HTTP2StreamClock
     /// This stream's place in `clock`.
@@ -97,6 +97,9 @@ final class HTTP2StreamHandler: UpstreamDelegate {
         self.client = client
         self.guardian = guardian
         self.idleTimeout = idleTimeout
+        let now = NIODeadline.now()
+        startedAt = now
+        lastActivity = now
     }
 
     /// The stream opened.
@@ -119,11 +122,12 @@ final class HTTP2StreamHandler: UpstreamDelegate {
     /// A frame of this stream from the client.
     func received(_ payload: HTTP2Frame.FramePayload) {
         guard let context else { return }
-        lastActivity = .now()
+        let now = NIODeadline.now()
+        lastActivity = now
         switch payload {
         case .headers(let headers):
             if case .awaitingHead = state {
-                startedAt = .now()
+                startedAt = now
                 handleHead(headers.headers, endStream: headers.endStream, context: context)
             } else {
                 clientTrailers(headers.headers, context: context)

@@ -27,14 +27,16 @@ enum TLSServerPipeline {
             listener: certificates.listener, timeout: runtime.config.timeouts.tlsHandshake.timeAmount, metrics: metrics,
             logger: runtime.logger, install: install)
         let sni = ByteToMessageHandler(
-            SNIHandler { [weak guardHandler] result in
+            // The guard is captured strongly: a weak reference would give it a side table, and
+            // every retain and release of it during the handshake would take the slow path. A guard
+            // that has left its pipeline (the connection closed) makes the insertion below throw.
+            SNIHandler { result in
                 let name: String?
                 switch result {
                 case .hostname(let hostname): name = hostname.lowercased()
                 case .fallback: name = nil
                 }
                 return channel.eventLoop.makeCompletedFuture {
-                    guard let guardHandler else { throw ChannelError.ioOnClosedChannel }
                     guardHandler.serverName = name
                     let handler = NIOSSLServerHandler(context: certificates.context(for: name))
                     try channel.pipeline.syncOperations.addHandler(handler, position: .before(guardHandler))
