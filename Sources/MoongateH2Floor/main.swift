@@ -77,11 +77,12 @@ default: usage()
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 // One thread, so one set of idle origin connections.
 let loop = group.next()
-var originConnections: NIOLoopBound<OriginConnections>?
-if case .proxy(let address, _) = mode {
-    originConnections = try loop.submit { NIOLoopBound(OriginConnections(address, on: loop), eventLoop: loop) }.wait()
-}
-let proxyOrigin = originConnections
+let proxyOrigin: NIOLoopBound<OriginConnections>? =
+    if case .proxy(let address, _) = mode {
+        try loop.submit { NIOLoopBound(OriginConnections(address, on: loop), eventLoop: loop) }.wait()
+    } else {
+        nil
+    }
 let server = try ServerBootstrap(group: group)
     .serverChannelOption(.backlog, value: 1024)
     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

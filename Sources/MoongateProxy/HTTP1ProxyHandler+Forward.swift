@@ -66,7 +66,7 @@ extension HTTP1ProxyHandler {
         for request: PolicyRequest, kind: Exchange.Kind, head: ClientRequestHead, headers: [HeaderField],
         allocator: ByteBufferAllocator
     ) -> (ByteBuffer, BodyFraming) {
-        var out = HTTP1Wire.requestHeadBuffer(method: head.method, request: request, fields: headers, allocator: allocator)
+        var out = HTTP1Wire.requestHeadBuffer(request: request, fields: headers, allocator: allocator)
         let framing: BodyFraming
         switch kind {
         case .connectVia:

@@ -108,10 +108,8 @@ enum HTTP1Wire {
 
     /// A buffer for a request head sent upstream: sized for its request line, Host and `fields`
     /// (with room for the framing and upgrade lines), so it is written without growing.
-    static func requestHeadBuffer(
-        method: String, request: PolicyRequest, fields: [HeaderField], allocator: ByteBufferAllocator
-    ) -> ByteBuffer {
-        var size = 96 + method.utf8.count + (request.path?.utf8.count ?? 1) + (request.query?.utf8.count ?? 0)
+    static func requestHeadBuffer(request: PolicyRequest, fields: [HeaderField], allocator: ByteBufferAllocator) -> ByteBuffer {
+        var size = 96 + request.method.utf8.count + (request.path?.utf8.count ?? 1) + (request.query?.utf8.count ?? 0)
             + (request.authority?.utf8.count ?? 0)
         for field in fields { size += field.name.utf8.count + field.value.utf8.count + 4 }
         return allocator.buffer(capacity: size)

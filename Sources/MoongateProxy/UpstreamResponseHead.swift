@@ -55,9 +55,9 @@ struct UpstreamResponseHead {
     }
 
     /// The same fields as an HTTP/2 header block carries them: names lower-cased, made straight from
-    /// the received bytes (the HTTP/2 forwarding path when no script reads the response).
+    /// the received bytes (the HTTP/2 forwarding path when no script reads the response). The caller
+    /// makes the block with room for them (``HPACKHeaders/response(status:room:)``).
     func addFields(to headers: inout HPACKHeaders) {
-        headers.reserveCapacity(headers.count + ranges.count)
         forEachForwardedField(dropContentLength: false) { name, value in
             let lowered = String(unsafeUninitializedCapacity: name.count) { out in
                 for (index, byte) in name.enumerated() { out[index] = byte >= 65 && byte <= 90 ? byte | 0x20 : byte }

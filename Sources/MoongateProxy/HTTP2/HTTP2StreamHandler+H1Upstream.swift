@@ -75,7 +75,7 @@ extension HTTP2StreamHandler {
     static func upstreamHead(
         _ request: PolicyRequest, headers: [HeaderField], endStream: Bool, allocator: ByteBufferAllocator
     ) -> (ByteBuffer, BodyFraming) {
-        var out = HTTP1Wire.requestHeadBuffer(method: request.method, request: request, fields: headers, allocator: allocator)
+        var out = HTTP1Wire.requestHeadBuffer(request: request, fields: headers, allocator: allocator)
         HTTP1Wire.writeRequestStart(method: request.method, request: request, into: &out)
         let framing: BodyFraming
         if endStream {
