@@ -90,6 +90,8 @@ let server = try ServerBootstrap(group: group)
         channel.eventLoop.makeCompletedFuture {
             var connection = NIOHTTP2Handler.ConnectionConfiguration()
             connection.initialSettings = [HTTP2Setting(parameter: .maxConcurrentStreams, value: 256)]
+            // As on Moongate's listener, which validates requests itself: no second pass by the library.
+            connection.headerBlockValidation = .disabled
             switch mode {
             case .answer:
                 let codec = NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: .init())
