@@ -67,6 +67,12 @@ enum RefusalReason: String {
 
 /// One structured access-log line per request or tunnel.
 enum AccessLog {
+    /// The target as access-log lines and traces print it: a CONNECT's `host:port` in its normal
+    /// form, else the request's authority as sent, else `-`.
+    static func target(_ target: Authority?, authority: String?) -> String {
+        target?.description ?? authority ?? "-"
+    }
+
     /// The texts that must be built (the target's normal form, the decision's summary) are made
     /// only when the line is written: with the access log off, every request paid for them.
     static func write(
@@ -116,7 +122,7 @@ extension ProxyRuntime {
             bytesOut: bytesOut, tunnel: tunnel)
         AccessLog.write(
             accessLogger, message: tunnel ? "tunnel" : "request", client: client, method: request.method,
-            target: request.target?.description ?? request.authority ?? "-",
+            target: AccessLog.target(request.target, authority: request.authority),
             path: request.path ?? "-", decision: decision?.summary ?? "-", plugin: outcome?.plugin, cluster: outcome?.cluster,
             reason: refusal, status: status, bytesIn: bytesIn, bytesOut: bytesOut, since: start)
         if let trace = request.trace {

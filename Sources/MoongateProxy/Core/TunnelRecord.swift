@@ -41,7 +41,7 @@ struct TunnelRecord {
     }
 
     /// The target as the access log prints it (made only when a line is written).
-    var target: String { targetAuthority?.description ?? authorityText ?? "-" }
+    var target: String { AccessLog.target(targetAuthority, authority: authorityText) }
 
     /// The traced request and its outcome (the trace's end reads them).
     var traced: (PolicyRequest, PolicyOutcome)? {

@@ -9,7 +9,7 @@ enum TraceLine {
         var f: [String] = [
             "\"client\":\(JSON.quote("\(client.ip):\(client.port)"))",
             "\"method\":\(JSON.quote(request.method))",
-            "\"target\":\(JSON.quote(request.target?.description ?? request.authority ?? "-"))",
+            "\"target\":\(JSON.quote(AccessLog.target(request.target, authority: request.authority)))",
         ]
         if let host = request.host { f.append("\"host\":\(JSON.quote(host))") }
         if let path = request.path { f.append("\"path\":\(JSON.quote(path))") }
