@@ -95,10 +95,9 @@ public final class ProxyServer: Service, Sendable {
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try ConnectionOptions.apply(to: channel, maxMessagesPerRead: 16)
                     guard connections.count < runtime.loopContext(channel.eventLoop).policy.settings.limits.maxConnections else {
                         throw ChannelError.ioOnClosedChannel
                     }

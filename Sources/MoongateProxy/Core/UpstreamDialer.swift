@@ -49,10 +49,10 @@ enum UpstreamDialer {
         let overload = runtime.overload
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout.timeAmount)
-            .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
                 overload.track(upstream: channel)
                 return channel.eventLoop.makeCompletedFuture {
+                    try ConnectionOptions.apply(to: channel)
                     try HTTP1Pipeline.configureUpstream(channel.pipeline.syncOperations, key: key, limits: limits)
                 }
             }
@@ -73,10 +73,12 @@ enum UpstreamDialer {
         let overload = runtime.overload
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
-            .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
                 overload.track(upstream: channel)
-                return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(bound.value) }
+                return channel.eventLoop.makeCompletedFuture {
+                    try ConnectionOptions.apply(to: channel)
+                    try channel.pipeline.syncOperations.addHandler(bound.value)
+                }
             }
         return runtime.resolver.connect(
             bootstrap, to: target, allowed: settings.allowedAddresses, floor: true, timeout: timeout, on: eventLoop)

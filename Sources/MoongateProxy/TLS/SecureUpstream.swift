@@ -36,10 +36,10 @@ enum SecureUpstream {
             }
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout.timeAmount)
-            .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
                 overload.track(upstream: channel)
                 return channel.eventLoop.makeCompletedFuture {
+                    try ConnectionOptions.apply(to: channel)
                     guard parent != nil else {
                         if let tls {
                             let handshake = try tls.configure(channel, endpoint: endpoint, timeout: timeout, metrics: metrics)
