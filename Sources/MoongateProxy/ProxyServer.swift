@@ -97,10 +97,10 @@ public final class ProxyServer: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try ConnectionOptions.apply(to: channel, maxMessagesPerRead: 16)
                     guard connections.count < runtime.loopContext(channel.eventLoop).policy.settings.limits.maxConnections else {
                         throw ChannelError.ioOnClosedChannel
                     }
+                    try ConnectionOptions.apply(to: channel, maxMessagesPerRead: 16)
                     runtime.overload.connectionsChanged(connections.opened(channel))
                     channel.closeFuture.whenComplete { _ in runtime.overload.connectionsChanged(connections.closed(channel)) }
                     let loop = runtime.loopContext(channel.eventLoop)

@@ -8,14 +8,10 @@ import NIOCore
 enum ConnectionOptions {
     /// Options for every connection, client or upstream: a half-close from the peer is an event
     /// (tunnels relay it as one), not the end of the channel; `maxMessagesPerRead` for client
-    /// connections, which read more than one message per wake-up.
+    /// connections, which read more than one message per wake-up. Every bootstrap here makes
+    /// socket channels, which all have synchronous options.
     static func apply(to channel: any Channel, maxMessagesPerRead: UInt? = nil) throws {
-        guard let options = channel.syncOptions else {
-            // Every socket channel has synchronous options; anything else gets the slow path.
-            channel.setOption(.allowRemoteHalfClosure, value: true).whenFailure { _ in channel.close(promise: nil) }
-            if let maxMessagesPerRead { channel.setOption(.maxMessagesPerRead, value: maxMessagesPerRead).whenFailure { _ in } }
-            return
-        }
+        guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
         try options.setOption(.allowRemoteHalfClosure, value: true)
         if let maxMessagesPerRead { try options.setOption(.maxMessagesPerRead, value: maxMessagesPerRead) }
     }
